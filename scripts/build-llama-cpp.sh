@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Configures and builds one llama.cpp tree (shared libraries + the tools/tests moeflash uses).
+#   scripts/build-llama-cpp.sh patched   libllama/libggml for the addon, llama-bench, test-backend-ops, test-gguf
+#   scripts/build-llama-cpp.sh stock     the unpatched peer: llama-simple, llama-completion, llama-bench
+# MOEFLASH_BACKEND=cpu|vulkan|cuda picks the ggml backend (default cpu); each backend has its own build folder.
+# ccache is used when present; both variants share one base dir so unchanged files hit the cache across them.
+set -euo pipefail
+variant=${1:-patched}
+root=$(cd "$(dirname "$0")/.." && pwd)
+backend=${MOEFLASH_BACKEND:-cpu}
+src="$root/build/llama/$variant/src"
+out="$root/build/llama/$variant/build-$backend"
+
+bash "$root/scripts/prepare-llama-cpp.sh" "$variant"
+
+flags=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
+       -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON)
+case "$backend" in
+  cpu) ;;
+  vulkan) flags+=(-DGGML_VULKAN=ON) ;;
+  cuda) flags+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-native}") ;;
+  *) echo "build-llama-cpp: MOEFLASH_BACKEND must be cpu, vulkan or cuda (got '$backend')" >&2; exit 2 ;;
+esac
+# A portable build (no -march=native) when the binaries travel to another machine.
+[ "${MOEFLASH_PORTABLE:-0}" = 1 ] && flags+=(-DGGML_NATIVE=OFF)
+if command -v ccache >/dev/null; then
+  export CCACHE_BASEDIR="$root/build/llama" CCACHE_NOHASHDIR=1
+  flags+=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+fi
+generator=(); command -v ninja >/dev/null && generator=(-G Ninja)
+
+if [ "$variant" = patched ]; then
+  targets=(llama ggml llama-bench test-backend-ops test-gguf)
+else
+  targets=(llama-simple llama-completion llama-bench)
+fi
+[ $# -gt 1 ] && targets=("${@:2}")
+
+cmake -S "$src" -B "$out" "${generator[@]}" "${flags[@]}" >"$out.configure.log" 2>&1 \
+  || { echo "build-llama-cpp: cmake configure failed, see $out.configure.log" >&2; tail -30 "$out.configure.log" >&2; exit 1; }
+cmake --build "$out" --target "${targets[@]}" -j "${MOEFLASH_JOBS:-$(nproc)}"
+echo "build-llama-cpp: $variant ($backend) built in $out/bin"

@@ -1,0 +1,148 @@
+/**
+ * The engine's public types: what the inference service, the CLI and the benchmarks program against.
+ * The native addon (native/) implements them; Engine.ts adapts the addon to these shapes.
+ */
+
+/** Where the model's weights live and how the context is shaped. */
+export interface LoadOptions {
+  /** GGUF file (the first shard of a split model). */
+  path: string;
+  /** Layers offloaded to the GPU backend; 0 on the CPU build. Default 0 (99 = all). */
+  nGpuLayers?: number;
+  /** Keep the expert tensors of the first N layers in host memory (llama.cpp --n-cpu-moe). */
+  nCpuMoe?: number;
+  /** Extra tensor placement rules, like llama.cpp -ot: tensors whose name matches `pattern` go to `bufferType`. */
+  tensorOverrides?: { pattern: string; bufferType: 'cpu' }[];
+  /** Tokens of context per sequence. Default 4096 (capped by the model's training context). */
+  contextSize?: number;
+  /** Sequences decoded together (continuous batching). Default 4. */
+  parallel?: number;
+  /** Logical batch size (tokens per llama_decode). Default 512. */
+  batchSize?: number;
+  /** Compute threads. Default: the number of cores. */
+  threads?: number;
+  /** How weights are read: mmap (default, keeps experts in the page cache), none (read into memory), mlock. */
+  loadMode?: 'mmap' | 'none' | 'mlock';
+  /** Run llama.cpp's warmup decode after loading. Default true. */
+  warmup?: boolean;
+}
+
+export interface ModelInfo {
+  path: string;
+  architecture: string;
+  description: string;
+  nLayer: number;
+  nEmbd: number;
+  nVocab: number;
+  nCtxTrain: number;
+  /** Experts per MoE layer (0 for a dense model). */
+  nExpert: number;
+  /** Experts each token is routed to. */
+  nExpertUsed: number;
+  /** Bytes of routed-expert weights (gate+up+down) per layer, index = layer. */
+  expertBytesPerLayer: number[];
+  /** Bytes of one expert (gate+up+down) of one layer: the size of one cache slot. */
+  bytesPerExpert: number;
+  /** All tensor bytes in the file. */
+  totalBytes: number;
+  nParams: number;
+  /** Whether the tokenizer prepends BOS (from the model's metadata). */
+  addBos: boolean;
+  /** Context per sequence and number of sequences actually configured. */
+  contextSize: number;
+  parallel: number;
+}
+
+/** Sampling parameters; an absent field takes llama.cpp's default. temperature 0 = greedy. */
+export interface SamplingOptions {
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repeatPenalty?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  seed?: number;
+  /** GBNF grammar (root rule `root`) constraining the output. */
+  grammar?: string;
+}
+
+export interface GenerateOptions {
+  /** Raw prompt text (no chat template); BOS is added when the model's metadata says so. */
+  prompt?: string;
+  /** Pre-tokenized prompt; takes precedence over `prompt`. */
+  promptTokens?: number[];
+  /** Default 256. */
+  maxTokens?: number;
+  sampling?: SamplingOptions;
+  /** Generation stops when the text contains one of these; the stop string is not emitted. */
+  stop?: string[];
+  /** Aborting stops decoding within one step and frees the sequence. */
+  signal?: AbortSignal;
+  /** Caller's id, echoed in stats and logs. */
+  requestId?: string;
+  /** W3C trace id (32 hex chars) carried into the expert-store hints. */
+  traceId?: string;
+}
+
+export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';
+
+export interface GenerationTimings {
+  /** Submitted -> admitted to a sequence slot. */
+  queueMs: number;
+  /** Admitted -> prompt fully processed. */
+  prefillMs: number;
+  /** Submitted -> first token sampled. */
+  ttftMs: number;
+  /** First token -> last token. */
+  decodeMs: number;
+  /** (completionTokens - 1) / decode seconds; 0 with fewer than 2 tokens. */
+  decodeTokensPerSecond: number;
+  prefillTokensPerSecond: number;
+}
+
+/** One step's output for a request: new token ids and the text they completed. */
+export interface GenerationChunk {
+  type: 'chunk';
+  tokenIds: number[];
+  /** Text delta; may lag the tokens while a UTF-8 sequence or a possible stop string is incomplete. */
+  text: string;
+}
+
+/** The last record of every generation, also on cancel and error. */
+export interface GenerationFinal {
+  type: 'final';
+  finishReason: FinishReason;
+  /** The stop string that ended generation, when finishReason is 'stop' because of one. */
+  matchedStop?: string;
+  promptTokens: number;
+  completionTokens: number;
+  timings: GenerationTimings;
+  /** Set when finishReason is 'error'. */
+  error?: string;
+}
+
+export type GenerationEvent = GenerationChunk | GenerationFinal;
+
+export interface EngineStats {
+  activeSequences: number;
+  queuedRequests: number;
+  parallel: number;
+  totalRequests: number;
+  totalPromptTokens: number;
+  totalCompletionTokens: number;
+}
+
+/** What a host of generations needs from an engine: the in-process Engine implements it, tests may fake it. */
+export interface EngineLike {
+  readonly info: ModelInfo;
+  tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): number[];
+  detokenize(tokenIds: number[]): string;
+  /**
+   * Validates the options synchronously (throws InvalidArgumentError naming the field), then streams chunks and
+   * exactly one final record.
+   */
+  generate(options: GenerateOptions): AsyncIterable<GenerationEvent>;
+  stats(): EngineStats;
+  close(): Promise<void>;
+}
