@@ -1,0 +1,315 @@
+// AddonEngine: a llama_context on a loaded AddonModel plus the BatchScheduler that drives it. JavaScript submits
+// requests and receives each step's events through one ThreadSafeFunction; nothing here blocks the event loop.
+#include "AddonModel.h"
+#include "BatchScheduler.h"
+#include "addon.h"
+
+#include "ggml.h"
+
+#include <cmath>
+#include <memory>
+
+namespace {
+
+class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
+  public:
+    static Napi::Function Init(Napi::Env env) {
+        return DefineClass(env, "AddonEngine",
+                           {
+                               InstanceMethod("start", &AddonEngine::Start),
+                               InstanceMethod("submit", &AddonEngine::Submit),
+                               InstanceMethod("cancel", &AddonEngine::Cancel),
+                               InstanceMethod("stats", &AddonEngine::Stats),
+                               InstanceMethod("close", &AddonEngine::Close),
+                           });
+    }
+
+    // new AddonEngine(model: AddonModel, onEvents: (events) => void)
+    explicit AddonEngine(const Napi::CallbackInfo & info) : Napi::ObjectWrap<AddonEngine>(info) {
+        Napi::Env env = info.Env();
+        Napi::Object model_obj = info[0].As<Napi::Object>();
+        model = Napi::ObjectWrap<AddonModel>::Unwrap(model_obj);
+        if (model->model == nullptr) {
+            throw Napi::Error::New(env, "model not loaded");
+        }
+        model_ref = Napi::Persistent(model_obj);  // the model must outlive its context
+        events_fn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "moeflash-engine-events", 0, 1);
+        events_fn.Unref(env);
+    }
+
+    ~AddonEngine() override {
+        Shutdown();
+        ReleaseEvents();
+    }
+
+    llama_context * ctx = nullptr;
+    std::unique_ptr<BatchScheduler> scheduler;
+    Napi::ThreadSafeFunction events_fn;
+    bool released = false;
+    int32_t n_batch = 512;
+
+    void StartScheduler() {
+        Napi::ThreadSafeFunction fn = events_fn;
+        scheduler = std::make_unique<BatchScheduler>(ctx, model->model, n_batch, [fn](std::vector<GenerationEvent> && events) {
+            auto * data = new std::vector<GenerationEvent>(std::move(events));
+            if (fn.NonBlockingCall(data, DeliverEvents) != napi_ok) {
+                delete data;  // the engine is being torn down: nobody is listening any more
+            }
+        });
+    }
+
+    void Shutdown() {
+        if (scheduler) {
+            scheduler->stop();
+            scheduler.reset();
+        }
+        if (ctx != nullptr) {
+            llama_free(ctx);
+            ctx = nullptr;
+        }
+    }
+
+    void ReleaseEvents() {
+        if (!released) {
+            released = true;
+            events_fn.Release();
+        }
+    }
+
+  private:
+    static void DeliverEvents(Napi::Env env, Napi::Function callback, std::vector<GenerationEvent> * data) {
+        std::unique_ptr<std::vector<GenerationEvent>> events(data);
+        if (env == nullptr) {
+            return;
+        }
+        Napi::Array out = Napi::Array::New(env, events->size());
+        for (size_t i = 0; i < events->size(); i++) {
+            const auto & e = (*events)[i];
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("id", (double) e.id);
+            o.Set("final", e.is_final);
+            Napi::Int32Array tokens = Napi::Int32Array::New(env, e.tokens.size());
+            std::copy(e.tokens.begin(), e.tokens.end(), tokens.Data());
+            o.Set("tokens", tokens);
+            o.Set("text", Napi::String::New(env, e.text));
+            if (e.is_final) {
+                o.Set("finishReason", e.finish_reason);
+                o.Set("matchedStop", e.matched_stop);
+                o.Set("error", e.error);
+                o.Set("promptTokens", e.prompt_tokens);
+                o.Set("completionTokens", e.completion_tokens);
+                o.Set("queueMs", e.queue_ms);
+                o.Set("prefillMs", e.prefill_ms);
+                o.Set("ttftMs", e.ttft_ms);
+                o.Set("decodeMs", e.decode_ms);
+            }
+            out.Set(i, o);
+        }
+        callback.Call({out});
+    }
+
+    // start({ nCtxPerSeq, nSeq, nBatch, nThreads, warmup }) -> Promise<{ contextSize, parallel }>
+    Napi::Value Start(const Napi::CallbackInfo & info);
+
+    // submit(id, promptTokens: Int32Array, { maxTokens, stops, temperature, topK, topP, minP, repeatPenalty,
+    //        presencePenalty, frequencyPenalty, seed, grammar }) -> void; throws on an invalid grammar
+    Napi::Value Submit(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        if (!scheduler) {
+            throw Napi::Error::New(env, "engine is not running");
+        }
+        auto request = std::make_shared<GenerationRequest>();
+        request->id = (uint64_t) info[0].As<Napi::Number>().Int64Value();
+        Napi::Int32Array prompt = info[1].As<Napi::Int32Array>();
+        request->prompt.assign(prompt.Data(), prompt.Data() + prompt.ElementLength());
+        Napi::Object p = info[2].As<Napi::Object>();
+        request->max_tokens = p.Get("maxTokens").As<Napi::Number>().Int32Value();
+        Napi::Array stops = p.Get("stops").As<Napi::Array>();
+        for (uint32_t i = 0; i < stops.Length(); i++) {
+            request->stops.push_back(stops.Get(i).As<Napi::String>().Utf8Value());
+        }
+        request->sampler = BuildSampler(env, p);
+        request->t_submit_us = ggml_time_us();
+        scheduler->submit(std::move(request));
+        return env.Undefined();
+    }
+
+    llama_sampler * BuildSampler(Napi::Env env, Napi::Object p) {
+        auto num = [&](const char * key) { return p.Get(key).As<Napi::Number>().DoubleValue(); };
+        const float temperature = (float) num("temperature");
+        const float repeat_penalty = (float) num("repeatPenalty");
+        const float presence_penalty = (float) num("presencePenalty");
+        const float frequency_penalty = (float) num("frequencyPenalty");
+
+        llama_sampler * chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+        if (repeat_penalty != 1.0f || presence_penalty != 0.0f || frequency_penalty != 0.0f) {
+            llama_sampler_chain_add(chain, llama_sampler_init_penalties(llama_vocab_n_tokens(model->vocab), 64, repeat_penalty, frequency_penalty, presence_penalty));
+        }
+        Napi::Value grammar = p.Get("grammar");
+        if (grammar.IsString() && !grammar.As<Napi::String>().Utf8Value().empty()) {
+            TakeLlamaErrors();
+            llama_sampler * g = llama_sampler_init_grammar(model->vocab, grammar.As<Napi::String>().Utf8Value().c_str(), "root");
+            if (g == nullptr) {
+                llama_sampler_free(chain);
+                std::string why = TakeLlamaErrors();
+                throw Napi::Error::New(env, "sampling.grammar: invalid GBNF grammar" + (why.empty() ? "" : ": " + why));
+            }
+            llama_sampler_chain_add(chain, g);
+        }
+        if (temperature <= 0.0f) {
+            llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+            return chain;
+        }
+        const int32_t top_k = (int32_t) num("topK");
+        if (top_k > 0) {
+            llama_sampler_chain_add(chain, llama_sampler_init_top_k(top_k));
+        }
+        llama_sampler_chain_add(chain, llama_sampler_init_top_p((float) num("topP"), 1));
+        llama_sampler_chain_add(chain, llama_sampler_init_min_p((float) num("minP"), 1));
+        llama_sampler_chain_add(chain, llama_sampler_init_temp(temperature));
+        llama_sampler_chain_add(chain, llama_sampler_init_dist((uint32_t) num("seed")));
+        return chain;
+    }
+
+    Napi::Value Cancel(const Napi::CallbackInfo & info) {
+        const bool known = scheduler && scheduler->cancel((uint64_t) info[0].As<Napi::Number>().Int64Value());
+        return Napi::Boolean::New(info.Env(), known);
+    }
+
+    Napi::Value Stats(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        SchedulerStats s = scheduler ? scheduler->stats() : SchedulerStats{};
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("activeSequences", s.active);
+        o.Set("queuedRequests", s.queued);
+        o.Set("parallel", s.parallel);
+        o.Set("totalRequests", (double) s.total_requests);
+        o.Set("totalPromptTokens", (double) s.total_prompt_tokens);
+        o.Set("totalCompletionTokens", (double) s.total_completion_tokens);
+        o.Set("steps", (double) s.steps);
+        return o;
+    }
+
+    // close() -> Promise<void>: ends every request ("engine closed"), joins the thread, frees the context.
+    Napi::Value Close(const Napi::CallbackInfo & info);
+
+    AddonModel * model = nullptr;
+    Napi::ObjectReference model_ref;
+
+    friend class StartWorker;
+    friend class CloseWorker;
+};
+
+class StartWorker : public Napi::AsyncWorker {
+  public:
+    StartWorker(Napi::Env env, AddonEngine * engine, Napi::Object engine_obj, llama_context_params params, bool warmup)
+        : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), engine(engine), params(params), warmup(warmup) {
+        engine_ref = Napi::Persistent(engine_obj);
+    }
+    Napi::Promise Promise() { return deferred.Promise(); }
+
+    void Execute() override {
+        TakeLlamaErrors();
+        ctx = llama_init_from_model(engine->model->model, params);
+        if (ctx == nullptr) {
+            std::string why = TakeLlamaErrors();
+            SetError("cannot create the llama context" + (why.empty() ? "" : ": " + why));
+            return;
+        }
+        if (warmup) {
+            // one decode so first-request latency does not include lazy allocations and first-touch page faults
+            const llama_vocab * vocab = engine->model->vocab;
+            llama_token tok = llama_vocab_bos(vocab) != LLAMA_TOKEN_NULL ? llama_vocab_bos(vocab) : 0;
+            llama_decode(ctx, llama_batch_get_one(&tok, 1));
+            llama_memory_clear(llama_get_memory(ctx), true);
+            llama_synchronize(ctx);
+        }
+    }
+    void OnOK() override {
+        engine->ctx = ctx;
+        engine->n_batch = (int32_t) params.n_batch;
+        engine->StartScheduler();
+        Napi::Object out = Napi::Object::New(Env());
+        out.Set("contextSize", (double) llama_n_ctx_seq(ctx));
+        out.Set("parallel", (double) llama_n_seq_max(ctx));
+        deferred.Resolve(out);
+    }
+    void OnError(const Napi::Error & e) override { deferred.Reject(e.Value()); }
+
+  private:
+    Napi::Promise::Deferred deferred;
+    AddonEngine * engine;
+    Napi::ObjectReference engine_ref;
+    llama_context_params params;
+    bool warmup;
+    llama_context * ctx = nullptr;
+};
+
+class CloseWorker : public Napi::AsyncWorker {
+  public:
+    CloseWorker(Napi::Env env, AddonEngine * engine, Napi::Object engine_obj)
+        : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), engine(engine) {
+        engine_ref = Napi::Persistent(engine_obj);
+    }
+    Napi::Promise Promise() { return deferred.Promise(); }
+    void Execute() override { engine->Shutdown(); }
+    void OnOK() override {
+        engine->ReleaseEvents();
+        deferred.Resolve(Env().Undefined());
+    }
+
+  private:
+    Napi::Promise::Deferred deferred;
+    AddonEngine * engine;
+    Napi::ObjectReference engine_ref;
+};
+
+Napi::Value AddonEngine::Start(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (ctx != nullptr) {
+        throw Napi::Error::New(env, "engine already started");
+    }
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto u32 = [&](const char * key) { return o.Get(key).As<Napi::Number>().Uint32Value(); };
+    llama_context_params params = llama_context_default_params();
+    const uint32_t n_seq = u32("nSeq");
+    params.n_ctx = u32("nCtxPerSeq") * n_seq;
+    params.n_seq_max = n_seq;
+    params.n_batch = u32("nBatch");
+    params.n_ubatch = std::min<uint32_t>(params.n_batch, 512);
+    params.n_threads = (int32_t) u32("nThreads");
+    params.n_threads_batch = (int32_t) u32("nThreads");
+    params.kv_unified = false;  // each sequence gets its own KV stream of nCtxPerSeq cells
+    params.no_perf = true;
+    auto * worker = new StartWorker(env, this, Value(), params, o.Get("warmup").ToBoolean().Value());
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+}
+
+Napi::Value AddonEngine::Close(const Napi::CallbackInfo & info) {
+    auto * worker = new CloseWorker(info.Env(), this, Value());
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+}
+
+// ref()/unref(): JS holds the event loop open while any generation is in flight.
+Napi::Value RefEvents(const Napi::CallbackInfo & info) {
+    auto * engine = Napi::ObjectWrap<AddonEngine>::Unwrap(info[0].As<Napi::Object>());
+    if (!engine->released) {
+        if (info[1].ToBoolean().Value()) {
+            engine->events_fn.Ref(info.Env());
+        } else {
+            engine->events_fn.Unref(info.Env());
+        }
+    }
+    return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitAddonEngine(Napi::Env env, Napi::Object exports) {
+    exports.Set("AddonEngine", AddonEngine::Init(env));
+    exports.Set("refEngineEvents", Napi::Function::New(env, RefEvents));
+}

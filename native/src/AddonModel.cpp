@@ -1,0 +1,201 @@
+// AddonModel: loading (off the event loop), model facts, tokenizer.
+#include "AddonModel.h"
+
+#include "addon.h"
+
+#include "ggml-backend.h"
+
+#include <memory>
+#include <vector>
+
+namespace {
+
+struct TensorOverride {
+    std::string pattern;
+    ggml_backend_buffer_type_t buft;
+};
+
+class LoadWorker : public Napi::AsyncWorker {
+  public:
+    LoadWorker(Napi::Env env, AddonModel * owner, Napi::Object owner_obj, std::string path,
+               llama_model_params params, std::vector<TensorOverride> overrides)
+        : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), owner(owner), path(std::move(path)),
+          params(params), overrides(std::move(overrides)) {
+        owner_ref = Napi::Persistent(owner_obj);
+    }
+
+    Napi::Promise Promise() { return deferred.Promise(); }
+
+    void Execute() override {
+        // llama.cpp keeps pointers into this list for the duration of the load only
+        std::vector<llama_model_tensor_buft_override> list;
+        for (const auto & o : overrides) {
+            list.push_back({o.pattern.c_str(), o.buft});
+        }
+        list.push_back({nullptr, nullptr});
+        params.tensor_buft_overrides = overrides.empty() ? nullptr : list.data();
+        TakeLlamaErrors();
+        model = llama_model_load_from_file(path.c_str(), params);
+        if (model == nullptr) {
+            std::string why = TakeLlamaErrors();
+            SetError(why.empty() ? "llama.cpp could not load the model" : why);
+        }
+    }
+
+    void OnOK() override {
+        owner->model = model;
+        owner->vocab = llama_model_get_vocab(model);
+        owner->path = path;
+        deferred.Resolve(Env().Undefined());
+    }
+
+    void OnError(const Napi::Error & e) override { deferred.Reject(e.Value()); }
+
+  private:
+    Napi::Promise::Deferred deferred;
+    AddonModel * owner;
+    Napi::ObjectReference owner_ref;  // keeps the JS object alive while loading
+    std::string path;
+    llama_model_params params;
+    std::vector<TensorOverride> overrides;
+    llama_model * model = nullptr;
+};
+
+std::string MetaString(const llama_model * model, const std::string & key) {
+    char buf[512];
+    int32_t n = llama_model_meta_val_str(model, key.c_str(), buf, sizeof(buf));
+    return n < 0 ? std::string() : std::string(buf);
+}
+
+}  // namespace
+
+AddonModel::AddonModel(const Napi::CallbackInfo & info) : Napi::ObjectWrap<AddonModel>(info) {}
+
+AddonModel::~AddonModel() { Free(); }
+
+void AddonModel::Free() {
+    if (model != nullptr) {
+        llama_model_free(model);
+        model = nullptr;
+        vocab = nullptr;
+    }
+}
+
+// load(path, { nGpuLayers, loadMode, overrides: [{pattern, bufferType}], checkTensors }) -> Promise<void>
+Napi::Value AddonModel::Load(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (model != nullptr) {
+        throw Napi::Error::New(env, "model already loaded");
+    }
+    std::string file = info[0].As<Napi::String>().Utf8Value();
+    Napi::Object opts = info[1].As<Napi::Object>();
+
+    llama_model_params params = llama_model_default_params();
+    params.n_gpu_layers = opts.Get("nGpuLayers").As<Napi::Number>().Int32Value();
+    std::string mode = opts.Get("loadMode").As<Napi::String>().Utf8Value();
+    params.load_mode = mode == "none"  ? LLAMA_LOAD_MODE_NONE
+                     : mode == "mlock" ? LLAMA_LOAD_MODE_MMAP_MLOCK
+                                       : LLAMA_LOAD_MODE_MMAP;
+
+    std::vector<TensorOverride> overrides;
+    Napi::Array list = opts.Get("overrides").As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); i++) {
+        Napi::Object o = list.Get(i).As<Napi::Object>();
+        std::string buft_name = o.Get("bufferType").As<Napi::String>().Utf8Value();
+        if (buft_name != "cpu") {
+            throw Napi::TypeError::New(env, "tensorOverrides: unsupported buffer type '" + buft_name + "'");
+        }
+        ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+        overrides.push_back({o.Get("pattern").As<Napi::String>().Utf8Value(), ggml_backend_dev_buffer_type(cpu)});
+    }
+
+    auto * worker = new LoadWorker(env, this, Value(), file, params, std::move(overrides));
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+}
+
+Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (model == nullptr) {
+        throw Napi::Error::New(env, "model not loaded");
+    }
+    const std::string arch = MetaString(model, "general.architecture");
+    auto meta_int = [&](const std::string & key) -> int64_t {
+        std::string v = MetaString(model, arch + "." + key);
+        return v.empty() ? 0 : std::stoll(v);
+    };
+    char desc[256];
+    llama_model_desc(model, desc, sizeof(desc));
+
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("architecture", arch);
+    out.Set("description", std::string(desc));
+    out.Set("nLayer", llama_model_n_layer(model));
+    out.Set("nEmbd", llama_model_n_embd(model));
+    out.Set("nVocab", llama_vocab_n_tokens(vocab));
+    out.Set("nCtxTrain", llama_model_n_ctx_train(model));
+    out.Set("nExpert", static_cast<double>(meta_int("expert_count")));
+    out.Set("nExpertUsed", static_cast<double>(meta_int("expert_used_count")));
+    out.Set("totalBytes", static_cast<double>(llama_model_size(model)));
+    out.Set("nParams", static_cast<double>(llama_model_n_params(model)));
+    out.Set("addBos", llama_vocab_get_add_bos(vocab));
+    return out;
+}
+
+// tokenize(text, addSpecial, parseSpecial) -> Int32Array
+Napi::Value AddonModel::Tokenize(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    std::string text = info[0].As<Napi::String>().Utf8Value();
+    bool add_special = info[1].ToBoolean().Value();
+    bool parse_special = info[2].ToBoolean().Value();
+    int32_t n = -llama_tokenize(vocab, text.data(), (int32_t) text.size(), nullptr, 0, add_special, parse_special);
+    std::vector<llama_token> tokens(std::max(n, 0));
+    if (n > 0 && llama_tokenize(vocab, text.data(), (int32_t) text.size(), tokens.data(), n, add_special, parse_special) < 0) {
+        throw Napi::Error::New(env, "tokenization failed");
+    }
+    Napi::Int32Array out = Napi::Int32Array::New(env, tokens.size());
+    std::copy(tokens.begin(), tokens.end(), out.Data());
+    return out;
+}
+
+// detokenize(Int32Array) -> string (special tokens rendered, like llama.cpp's examples print them)
+Napi::Value AddonModel::Detokenize(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Napi::Int32Array tokens = info[0].As<Napi::Int32Array>();
+    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+    for (size_t i = 0; i < tokens.ElementLength(); i++) {
+        if (tokens[i] < 0 || tokens[i] >= n_vocab) {
+            throw Napi::RangeError::New(env, "token id " + std::to_string(tokens[i]) + " out of range [0, " + std::to_string(n_vocab) + ")");
+        }
+    }
+    std::string text;
+    text.resize(tokens.ElementLength() * 8 + 16);
+    int32_t n = llama_detokenize(vocab, tokens.Data(), (int32_t) tokens.ElementLength(), text.data(), (int32_t) text.size(), false, false);
+    if (n < 0) {
+        text.resize(-n);
+        n = llama_detokenize(vocab, tokens.Data(), (int32_t) tokens.ElementLength(), text.data(), (int32_t) text.size(), false, false);
+    }
+    text.resize(std::max(n, 0));
+    return Napi::String::New(env, text);
+}
+
+Napi::Value AddonModel::Dispose(const Napi::CallbackInfo & info) {
+    Free();
+    return info.Env().Undefined();
+}
+
+Napi::Function AddonModel::Init(Napi::Env env) {
+    return DefineClass(env, "AddonModel",
+                       {
+                           InstanceMethod("load", &AddonModel::Load),
+                           InstanceMethod("info", &AddonModel::Info),
+                           InstanceMethod("tokenize", &AddonModel::Tokenize),
+                           InstanceMethod("detokenize", &AddonModel::Detokenize),
+                           InstanceMethod("dispose", &AddonModel::Dispose),
+                       });
+}
+
+void InitAddonModel(Napi::Env env, Napi::Object exports) {
+    exports.Set("AddonModel", AddonModel::Init(env));
+}

@@ -1,0 +1,29 @@
+// AddonModel: one loaded llama_model (weights + vocabulary), shared by the engines created on it.
+#pragma once
+
+#include <napi.h>
+
+#include "llama.h"
+
+#include <string>
+
+class AddonModel : public Napi::ObjectWrap<AddonModel> {
+  public:
+    static Napi::Function Init(Napi::Env env);
+    explicit AddonModel(const Napi::CallbackInfo & info);
+    ~AddonModel() override;
+
+    llama_model * model = nullptr;
+    const llama_vocab * vocab = nullptr;
+    std::string path;
+
+  private:
+    Napi::Value Load(const Napi::CallbackInfo & info);
+    Napi::Value Info(const Napi::CallbackInfo & info);
+    Napi::Value Tokenize(const Napi::CallbackInfo & info);
+    Napi::Value Detokenize(const Napi::CallbackInfo & info);
+    Napi::Value Dispose(const Napi::CallbackInfo & info);
+
+    void Free();
+    int64_t reported_bytes = 0;
+};

@@ -1,0 +1,354 @@
+#include "BatchScheduler.h"
+
+#include "ggml.h"
+
+#include <algorithm>
+
+namespace {
+
+// Length of the longest prefix of `s` that does not end inside a multi-byte UTF-8 sequence.
+size_t CompleteUtf8Prefix(const std::string & s) {
+    const size_t n = s.size();
+    for (size_t back = 1; back <= 4 && back <= n; back++) {
+        const unsigned char c = static_cast<unsigned char>(s[n - back]);
+        if ((c & 0xC0) == 0x80) {
+            continue;  // continuation byte: keep looking for the lead byte
+        }
+        const size_t need = (c & 0x80) == 0x00 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+        return need > back ? n - back : n;
+    }
+    return n;
+}
+
+// Bytes at the end of `text` that could still grow into one of `stops`: they are held back until they can't.
+size_t StopPrefixHold(const std::string & text, const std::vector<std::string> & stops) {
+    size_t hold = 0;
+    for (const auto & stop : stops) {
+        for (size_t k = std::min(stop.size() - 1, text.size()); k > hold; k--) {
+            if (text.compare(text.size() - k, k, stop, 0, k) == 0) {
+                hold = k;
+                break;
+            }
+        }
+    }
+    return hold;
+}
+
+std::string TokenPiece(const llama_vocab * vocab, llama_token token) {
+    char buf[256];
+    int32_t n = llama_token_to_piece(vocab, token, buf, sizeof(buf), 0, true);
+    if (n < 0) {
+        std::string big(-n, '\0');
+        n = llama_token_to_piece(vocab, token, big.data(), (int32_t) big.size(), 0, true);
+        big.resize(std::max(n, 0));
+        return big;
+    }
+    return std::string(buf, n);
+}
+
+double Ms(int64_t from_us, int64_t to_us) {
+    return from_us > 0 && to_us >= from_us ? (to_us - from_us) / 1000.0 : 0.0;
+}
+
+}  // namespace
+
+BatchScheduler::BatchScheduler(llama_context * ctx, const llama_model * model, int32_t n_batch, EventSink sink)
+    : ctx(ctx), model(model), vocab(llama_model_get_vocab(model)), n_batch(n_batch),
+      n_ctx_seq((int32_t) llama_n_ctx_seq(ctx)), sink(std::move(sink)) {
+    const int32_t n_seq = (int32_t) llama_n_seq_max(ctx);
+    batch = llama_batch_init(n_batch, 0, 1);
+    slots.resize(n_seq);
+    for (int32_t i = 0; i < n_seq; i++) {
+        slots[i].seq = i;
+    }
+    thread = std::thread([this] { run(); });
+}
+
+BatchScheduler::~BatchScheduler() {
+    stop();
+    llama_batch_free(batch);
+}
+
+void BatchScheduler::submit(std::shared_ptr<GenerationRequest> request) {
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        live[request->id] = request;
+        pending.push_back(std::move(request));
+    }
+    cv.notify_one();
+}
+
+bool BatchScheduler::cancel(uint64_t id) {
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        auto it = live.find(id);
+        if (it == live.end()) {
+            return false;
+        }
+        it->second->cancelled = true;
+    }
+    cv.notify_one();
+    return true;
+}
+
+SchedulerStats BatchScheduler::stats() const {
+    SchedulerStats s;
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        s.queued = (int32_t) pending.size();
+    }
+    s.active = n_active;
+    s.parallel = (int32_t) slots.size();
+    s.total_requests = total_requests;
+    s.total_prompt_tokens = total_prompt_tokens;
+    s.total_completion_tokens = total_completion_tokens;
+    s.steps = n_steps;
+    return s;
+}
+
+void BatchScheduler::stop() {
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        if (stopping && !thread.joinable()) {
+            return;
+        }
+        stopping = true;
+    }
+    cv.notify_one();
+    if (thread.joinable()) {
+        thread.join();
+    }
+}
+
+void BatchScheduler::run() {
+    for (;;) {
+        {
+            std::unique_lock<std::mutex> lock(mu);
+            cv.wait(lock, [&] { return stopping || !pending.empty() || n_active > 0; });
+            if (stopping) {
+                break;
+            }
+            admit_locked();
+        }
+        step();
+    }
+    // shutting down: every request still known gets its final record
+    std::vector<GenerationEvent> events;
+    for (auto & slot : slots) {
+        if (slot.request) {
+            finish(slot, "error", events, "engine closed");
+        }
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto & request : pending) {
+        events.push_back(final_event(*request, nullptr, "error", "engine closed"));
+    }
+    pending.clear();
+    live.clear();
+    if (!events.empty()) {
+        sink(std::move(events));
+    }
+}
+
+// Moves queued requests into free sequences. Cancelled ones never take a sequence.
+void BatchScheduler::admit_locked() {
+    while (!pending.empty()) {
+        auto & front = pending.front();
+        if (front->cancelled) {
+            std::vector<GenerationEvent> events{final_event(*front, nullptr, "cancelled", "")};
+            live.erase(front->id);
+            pending.pop_front();
+            sink(std::move(events));
+            continue;
+        }
+        auto free_slot = std::find_if(slots.begin(), slots.end(), [](const Slot & s) { return !s.request; });
+        if (free_slot == slots.end()) {
+            return;
+        }
+        Slot & slot = *free_slot;
+        const llama_seq_id seq = slot.seq;
+        slot = Slot{};
+        slot.seq = seq;
+        slot.request = std::move(front);
+        slot.t_admit_us = ggml_time_us();
+        pending.pop_front();
+        n_active++;
+        total_requests++;
+        total_prompt_tokens += slot.request->prompt.size();
+    }
+}
+
+void BatchScheduler::step() {
+    std::vector<GenerationEvent> events;
+
+    for (auto & slot : slots) {
+        if (slot.request && slot.request->cancelled) {
+            finish(slot, "cancelled", events);
+        }
+    }
+
+    // Decoding sequences first (one token each), then prompt chunks in the space that is left.
+    batch.n_tokens = 0;
+    auto add = [&](llama_token token, llama_pos pos, llama_seq_id seq, bool logits) {
+        const int32_t i = batch.n_tokens++;
+        batch.token[i] = token;
+        batch.pos[i] = pos;
+        batch.n_seq_id[i] = 1;
+        batch.seq_id[i][0] = seq;
+        batch.logits[i] = logits;
+        return i;
+    };
+    for (auto & slot : slots) {
+        slot.i_batch = -1;
+        if (!slot.request || slot.prefilling) {
+            continue;
+        }
+        if (slot.n_past >= n_ctx_seq) {
+            finish(slot, "length", events);
+            continue;
+        }
+        slot.i_batch = add(slot.last_token, slot.n_past, slot.seq, true);
+    }
+    for (auto & slot : slots) {
+        if (!slot.request || !slot.prefilling || batch.n_tokens >= n_batch) {
+            continue;
+        }
+        const auto & prompt = slot.request->prompt;
+        const size_t n = std::min(prompt.size() - slot.n_prompt_done, (size_t) (n_batch - batch.n_tokens));
+        for (size_t k = 0; k < n; k++) {
+            const size_t pos = slot.n_prompt_done + k;
+            const int32_t i = add(prompt[pos], (llama_pos) pos, slot.seq, pos + 1 == prompt.size());
+            if (pos + 1 == prompt.size()) {
+                slot.i_batch = i;
+            }
+        }
+        slot.n_prompt_done += n;
+    }
+
+    if (batch.n_tokens > 0) {
+        const int32_t ret = llama_decode(ctx, batch);
+        n_steps++;
+        if (ret != 0) {
+            const std::string why = "llama_decode failed with code " + std::to_string(ret);
+            for (auto & slot : slots) {
+                if (slot.request && (slot.i_batch >= 0 || slot.prefilling)) {
+                    finish(slot, "error", events, why);
+                }
+            }
+        } else {
+            const int64_t now = ggml_time_us();
+            for (auto & slot : slots) {
+                if (!slot.request || slot.i_batch < 0) {
+                    continue;
+                }
+                if (slot.prefilling) {
+                    slot.prefilling = false;
+                    slot.n_past = (int32_t) slot.request->prompt.size();
+                    slot.t_prefill_done_us = now;
+                } else {
+                    slot.n_past++;
+                }
+                const llama_token token = llama_sampler_sample(slot.request->sampler, ctx, slot.i_batch);
+                if (slot.t_first_us == 0) {
+                    slot.t_first_us = now;
+                }
+                slot.t_last_us = now;
+                on_token(slot, token, events);
+            }
+        }
+    }
+
+    for (auto & slot : slots) {
+        if (slot.request && (!slot.new_tokens.empty() || !slot.pending_text.empty())) {
+            size_t emit = CompleteUtf8Prefix(slot.pending_text);
+            emit -= std::min(emit, StopPrefixHold(slot.pending_text.substr(0, emit), slot.request->stops));
+            if (!slot.new_tokens.empty() || emit > 0) {
+                emit_chunk(slot, events, emit);
+            }
+        }
+    }
+    if (!events.empty()) {
+        sink(std::move(events));
+    }
+}
+
+void BatchScheduler::on_token(Slot & slot, llama_token token, std::vector<GenerationEvent> & events) {
+    if (llama_vocab_is_eog(vocab, token)) {
+        finish(slot, "stop", events);
+        return;
+    }
+    slot.n_generated++;
+    total_completion_tokens++;
+    slot.new_tokens.push_back(token);
+    slot.last_token = token;
+    slot.pending_text += TokenPiece(vocab, token);
+
+    const auto & stops = slot.request->stops;
+    size_t best = std::string::npos;
+    const std::string * matched = nullptr;
+    for (const auto & stop : stops) {
+        const size_t at = slot.pending_text.find(stop);
+        if (at != std::string::npos && at < best) {
+            best = at;
+            matched = &stop;
+        }
+    }
+    if (matched != nullptr) {
+        slot.pending_text.resize(best);
+        finish(slot, "stop", events, "", *matched);
+        return;
+    }
+    if (slot.n_generated >= slot.request->max_tokens) {
+        finish(slot, "length", events);
+    }
+}
+
+void BatchScheduler::emit_chunk(Slot & slot, std::vector<GenerationEvent> & events, size_t text_len) {
+    GenerationEvent e;
+    e.id = slot.request->id;
+    e.tokens.swap(slot.new_tokens);
+    e.text = slot.pending_text.substr(0, text_len);
+    slot.pending_text.erase(0, text_len);
+    events.push_back(std::move(e));
+}
+
+GenerationEvent BatchScheduler::final_event(const GenerationRequest & request, const Slot * slot, const char * reason,
+                                            const std::string & error) const {
+    GenerationEvent e;
+    e.id = request.id;
+    e.is_final = true;
+    e.finish_reason = reason;
+    e.error = error;
+    e.prompt_tokens = (int32_t) request.prompt.size();
+    const int64_t now = ggml_time_us();
+    if (slot == nullptr) {
+        e.queue_ms = Ms(request.t_submit_us, now);
+        return e;
+    }
+    e.completion_tokens = slot->n_generated;
+    e.queue_ms = Ms(request.t_submit_us, slot->t_admit_us);
+    e.prefill_ms = Ms(slot->t_admit_us, slot->t_prefill_done_us);
+    e.ttft_ms = Ms(request.t_submit_us, slot->t_first_us);
+    e.decode_ms = Ms(slot->t_first_us, slot->t_last_us);
+    return e;
+}
+
+void BatchScheduler::finish(Slot & slot, const char * reason, std::vector<GenerationEvent> & events,
+                            const std::string & error, const std::string & matched_stop) {
+    if (!slot.new_tokens.empty() || !slot.pending_text.empty()) {
+        emit_chunk(slot, events, slot.pending_text.size());
+    }
+    GenerationEvent e = final_event(*slot.request, &slot, reason, error);
+    e.matched_stop = matched_stop;
+    events.push_back(std::move(e));
+
+    // the sequence's KV cells go back to the pool before the slot can be reused
+    llama_memory_seq_rm(llama_get_memory(ctx), slot.seq, -1, -1);
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        live.erase(slot.request->id);
+    }
+    slot.request.reset();
+    slot.i_batch = -1;
+    n_active--;
+}

@@ -1,0 +1,121 @@
+// BatchScheduler: continuous batching of many generations over one llama_context, on its own native thread.
+// Each step it admits queued requests into free sequences, builds one llama_batch from every sequence's next
+// tokens (prompt chunks for new requests, one token for decoding ones), decodes it, samples, and hands the step's
+// events to a sink. Nothing here touches Node: AddonEngine bridges the sink to JavaScript.
+#pragma once
+
+#include "llama.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+struct GenerationRequest {
+    uint64_t id = 0;
+    std::vector<llama_token> prompt;
+    int32_t max_tokens = 256;
+    std::vector<std::string> stops;
+    llama_sampler * sampler = nullptr;  // owned: a sampler chain built for this request
+    std::atomic<bool> cancelled{false};
+    int64_t t_submit_us = 0;
+
+    ~GenerationRequest() {
+        if (sampler != nullptr) {
+            llama_sampler_free(sampler);
+        }
+    }
+};
+
+// One record for JavaScript: a chunk (tokens + text delta) or, when is_final, the generation's end.
+struct GenerationEvent {
+    uint64_t id = 0;
+    bool is_final = false;
+    std::vector<llama_token> tokens;
+    std::string text;
+    // final only
+    std::string finish_reason;  // stop | length | cancelled | error
+    std::string matched_stop;
+    std::string error;
+    int32_t prompt_tokens = 0;
+    int32_t completion_tokens = 0;
+    double queue_ms = 0, prefill_ms = 0, ttft_ms = 0, decode_ms = 0;
+};
+
+struct SchedulerStats {
+    int32_t active = 0;
+    int32_t queued = 0;
+    int32_t parallel = 0;
+    uint64_t total_requests = 0;
+    uint64_t total_prompt_tokens = 0;
+    uint64_t total_completion_tokens = 0;
+    uint64_t steps = 0;
+};
+
+class BatchScheduler {
+  public:
+    using EventSink = std::function<void(std::vector<GenerationEvent> &&)>;
+
+    BatchScheduler(llama_context * ctx, const llama_model * model, int32_t n_batch, EventSink sink);
+    ~BatchScheduler();
+
+    void submit(std::shared_ptr<GenerationRequest> request);
+    // Marks a request cancelled; the scheduler ends it at its next step. False if the id is unknown (finished).
+    bool cancel(uint64_t id);
+    SchedulerStats stats() const;
+    // Ends every request with an error, stops and joins the thread. Idempotent.
+    void stop();
+
+  private:
+    struct Slot {
+        std::shared_ptr<GenerationRequest> request;
+        llama_seq_id seq = 0;
+        bool prefilling = true;
+        size_t n_prompt_done = 0;
+        int32_t n_past = 0;
+        int32_t i_batch = -1;        // index of this slot's logits in the current batch, -1 if none
+        llama_token last_token = 0;
+        int32_t n_generated = 0;
+        std::vector<llama_token> new_tokens;  // sampled since the last chunk event
+        std::string pending_text;             // bytes not yet emitted (incomplete UTF-8 or a possible stop prefix)
+        int64_t t_admit_us = 0, t_prefill_done_us = 0, t_first_us = 0, t_last_us = 0;
+    };
+
+    void run();
+    void admit_locked();
+    void step();
+    void on_token(Slot & slot, llama_token token, std::vector<GenerationEvent> & events);
+    void emit_chunk(Slot & slot, std::vector<GenerationEvent> & events, size_t text_len);
+    void finish(Slot & slot, const char * reason, std::vector<GenerationEvent> & events,
+                const std::string & error = "", const std::string & matched_stop = "");
+    GenerationEvent final_event(const GenerationRequest & request, const Slot * slot, const char * reason,
+                                const std::string & error) const;
+
+    llama_context * ctx;
+    const llama_model * model;
+    const llama_vocab * vocab;
+    const int32_t n_batch;
+    const int32_t n_ctx_seq;
+    EventSink sink;
+
+    llama_batch batch;
+    std::vector<Slot> slots;  // one per sequence id; only the scheduler thread touches them
+
+    mutable std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::shared_ptr<GenerationRequest>> pending;
+    std::unordered_map<uint64_t, std::shared_ptr<GenerationRequest>> live;  // pending + active, for cancel()
+    bool stopping = false;
+
+    std::atomic<int32_t> n_active{0};
+    std::atomic<uint64_t> total_requests{0}, total_prompt_tokens{0}, total_completion_tokens{0}, n_steps{0};
+
+    std::thread thread;
+};

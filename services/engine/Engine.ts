@@ -1,0 +1,241 @@
+import { open } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+
+import { InvalidArgumentError, ModelLoadError } from '../common/errors';
+import { AsyncQueue } from './AsyncQueue';
+import { expertBytesPerLayer } from './expertLayout';
+import { loadAddon, type GgufLayout, type NativeEngine, type NativeEvent, type NativeModel } from './loadAddon';
+import type { EngineLike, EngineStats, FinishReason, GenerateOptions, GenerationEvent, LoadOptions, ModelInfo } from './types';
+import { DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING, validateGenerate, validateLoad } from './validateOptions';
+
+/** llama.cpp's pattern for the routed-expert tensors of layer `il` (as its --n-cpu-moe builds them). */
+function expertOverridePattern(layer: number): string {
+  return `blk\\.${layer}\\.ffn_(up|down|gate|gate_up)_(ch|)exps`;
+}
+
+/** Reads the first bytes so a wrong file is named as such before llama.cpp sees it. */
+async function checkModelFile(path: string): Promise<void> {
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ModelLoadError(path, code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(e));
+  }
+  try {
+    const magic = Buffer.alloc(4);
+    const { bytesRead } = await handle.read(magic, 0, 4, 0);
+    if (bytesRead < 4 || magic.toString('latin1') !== 'GGUF') throw new ModelLoadError(path, 'not a GGUF file (bad magic)');
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * The in-process engine: one llama.cpp model and context, many concurrent generations batched together on a
+ * native thread. Generations stream as AsyncIterables; aborting the signal (or leaving the loop) cancels decoding
+ * within one step and frees the sequence.
+ */
+export class Engine implements EngineLike {
+  private nextId = 1;
+  private inFlight = 0;
+  private readonly listeners = new Map<number, (event: NativeEvent) => void>();
+  private closed = false;
+
+  private constructor(
+    readonly info: ModelInfo,
+    private readonly model: NativeModel,
+    private readonly native: NativeEngine,
+  ) {}
+
+  /** Loads the model and starts its context. Errors name the file or option at fault. */
+  static async load(options: LoadOptions): Promise<Engine> {
+    validateLoad(options);
+    const addon = loadAddon();
+    await checkModelFile(options.path);
+    let layout: GgufLayout;
+    try {
+      layout = await addon.readGgufLayout(options.path);
+    } catch (e) {
+      throw new ModelLoadError(options.path, (e as Error).message);
+    }
+
+    const overrides = [...(options.tensorOverrides ?? [])];
+    for (let il = 0; il < (options.nCpuMoe ?? 0); il++) overrides.push({ pattern: expertOverridePattern(il), bufferType: 'cpu' });
+
+    const model = new addon.AddonModel();
+    try {
+      await model.load(options.path, { nGpuLayers: options.nGpuLayers ?? 0, loadMode: options.loadMode ?? 'mmap', overrides });
+    } catch (e) {
+      throw new ModelLoadError(options.path, (e as Error).message);
+    }
+
+    const facts = model.info() as Omit<ModelInfo, 'path' | 'expertBytesPerLayer' | 'bytesPerExpert' | 'contextSize' | 'parallel'>;
+    const contextSize = Math.min(options.contextSize ?? 4096, facts.nCtxTrain > 0 ? facts.nCtxTrain : Infinity);
+    const engine = new addon.AddonEngine(model, (events) => instance.dispatch(events));
+    let started;
+    try {
+      started = await engine.start({
+        nCtxPerSeq: contextSize,
+        nSeq: options.parallel ?? 4,
+        nBatch: options.batchSize ?? 512,
+        nThreads: options.threads ?? availableParallelism(),
+        warmup: options.warmup ?? true,
+      });
+    } catch (e) {
+      model.dispose();
+      throw new ModelLoadError(options.path, (e as Error).message);
+    }
+    const perLayer = expertBytesPerLayer(layout, facts.nLayer);
+    const info: ModelInfo = {
+      ...facts,
+      path: options.path,
+      expertBytesPerLayer: perLayer,
+      bytesPerExpert: facts.nExpert > 0 ? Math.max(0, ...perLayer) / facts.nExpert : 0,
+      contextSize: started.contextSize,
+      parallel: started.parallel,
+    };
+    const instance = new Engine(info, model, engine);
+    return instance;
+  }
+
+  tokenize(text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): number[] {
+    return Array.from(this.model.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? true));
+  }
+
+  detokenize(tokenIds: number[]): string {
+    this.checkTokenIds('token_ids', tokenIds);
+    return this.model.detokenize(Int32Array.from(tokenIds));
+  }
+
+  stats(): EngineStats {
+    const s = this.native.stats();
+    return {
+      activeSequences: s.activeSequences,
+      queuedRequests: s.queuedRequests,
+      parallel: s.parallel,
+      totalRequests: s.totalRequests,
+      totalPromptTokens: s.totalPromptTokens,
+      totalCompletionTokens: s.totalCompletionTokens,
+    };
+  }
+
+  /** Validates now (throws InvalidArgumentError), then streams chunks and one final record. */
+  generate(options: GenerateOptions): AsyncIterable<GenerationEvent> {
+    if (this.closed) throw new Error('engine is closed');
+    validateGenerate(options, this.info.contextSize);
+    const prompt = options.promptTokens ?? this.tokenize(options.prompt ?? '');
+    if (options.promptTokens) this.checkTokenIds('prompt_token_ids', prompt);
+    if (prompt.length === 0) throw InvalidArgumentError.field('prompt', 'the prompt has no tokens');
+    if (prompt.length >= this.info.contextSize)
+      throw InvalidArgumentError.field('prompt', `${prompt.length} tokens do not fit the context of ${this.info.contextSize} tokens per sequence`);
+    const s = { ...DEFAULT_SAMPLING, ...definedOnly(options.sampling ?? {}) };
+    const params = {
+      maxTokens: options.maxTokens ?? DEFAULT_MAX_TOKENS,
+      stops: options.stop ?? [],
+      temperature: s.temperature,
+      topK: s.topK,
+      topP: s.topP,
+      minP: s.minP,
+      repeatPenalty: s.repeatPenalty,
+      presencePenalty: s.presencePenalty,
+      frequencyPenalty: s.frequencyPenalty,
+      seed: options.sampling?.seed ?? Math.floor(Math.random() * 0xffffffff),
+      grammar: options.sampling?.grammar ?? '',
+    };
+    const id = this.nextId++;
+    const queue = new AsyncQueue<GenerationEvent>();
+    if (options.signal?.aborted) {
+      queue.push(cancelledBeforeStart(prompt.length));
+      queue.end();
+      return queue;
+    }
+    this.listeners.set(id, (event) => this.deliver(id, event, queue));
+    try {
+      this.native.submit(id, Int32Array.from(prompt), params);
+    } catch (e) {
+      this.listeners.delete(id);
+      const message = (e as Error).message;
+      if (message.startsWith('sampling.grammar')) throw InvalidArgumentError.field('sampling.grammar', message.replace(/^sampling\.grammar: /, ''));
+      throw e;
+    }
+    if (this.inFlight++ === 0) loadAddon().refEngineEvents(this.native, true);
+    return this.stream(id, queue, options.signal);
+  }
+
+  private async *stream(id: number, queue: AsyncQueue<GenerationEvent>, signal?: AbortSignal): AsyncGenerator<GenerationEvent> {
+    const onAbort = () => this.native.cancel(id);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let finished = false;
+    try {
+      for await (const event of queue) {
+        if (event.type === 'final') finished = true;
+        yield event;
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      // a consumer that stops iterating early cancels the generation, so its sequence is freed
+      if (!finished) this.native.cancel(id);
+    }
+  }
+
+  private deliver(id: number, event: NativeEvent, queue: AsyncQueue<GenerationEvent>): void {
+    if (!event.final) {
+      queue.push({ type: 'chunk', tokenIds: Array.from(event.tokens), text: event.text });
+      return;
+    }
+    const completion = event.completionTokens ?? 0;
+    const decodeMs = event.decodeMs ?? 0;
+    const prefillMs = event.prefillMs ?? 0;
+    queue.push({
+      type: 'final',
+      finishReason: event.finishReason as FinishReason,
+      matchedStop: event.matchedStop || undefined,
+      promptTokens: event.promptTokens ?? 0,
+      completionTokens: completion,
+      timings: {
+        queueMs: event.queueMs ?? 0,
+        prefillMs,
+        ttftMs: event.ttftMs ?? 0,
+        decodeMs,
+        decodeTokensPerSecond: completion > 1 && decodeMs > 0 ? ((completion - 1) * 1000) / decodeMs : 0,
+        prefillTokensPerSecond: prefillMs > 0 ? ((event.promptTokens ?? 0) * 1000) / prefillMs : 0,
+      },
+      error: event.error || undefined,
+    });
+    queue.end();
+    this.listeners.delete(id);
+    if (--this.inFlight === 0) loadAddon().refEngineEvents(this.native, false);
+  }
+
+  private dispatch(events: NativeEvent[]): void {
+    for (const event of events) this.listeners.get(event.id)?.(event);
+  }
+
+  private checkTokenIds(field: string, ids: number[]): void {
+    const bad = ids.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= this.info.nVocab);
+    if (bad >= 0) throw InvalidArgumentError.field(`${field}[${bad}]`, `token id ${ids[bad]} is outside the vocabulary [0, ${this.info.nVocab})`);
+  }
+
+  /** Ends every generation ("engine closed"), frees the context, then the model. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.native.close();
+    this.model.dispose();
+  }
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function cancelledBeforeStart(promptTokens: number): GenerationEvent {
+  return {
+    type: 'final',
+    finishReason: 'cancelled',
+    promptTokens,
+    completionTokens: 0,
+    timings: { queueMs: 0, prefillMs: 0, ttftMs: 0, decodeMs: 0, decodeTokensPerSecond: 0, prefillTokensPerSecond: 0 },
+  };
+}

@@ -1,0 +1,96 @@
+import { InvalidArgumentError, type FieldViolation } from '../common/errors';
+import type { GenerateOptions, LoadOptions, SamplingOptions } from './types';
+
+/** Sampling values a request may leave out: llama.cpp's own defaults. */
+export const DEFAULT_SAMPLING: Required<Omit<SamplingOptions, 'grammar' | 'seed'>> = {
+  temperature: 0.8,
+  topK: 40,
+  topP: 0.95,
+  minP: 0.05,
+  repeatPenalty: 1.0,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+};
+
+export const DEFAULT_MAX_TOKENS = 256;
+export const MAX_STOP_STRINGS = 16;
+export const MAX_STOP_BYTES = 256;
+
+type Check = (violations: FieldViolation[]) => void;
+
+function finite(field: string, value: number | undefined, min: number, max: number, inclusiveMin = true): Check {
+  return (v) => {
+    if (value === undefined) return;
+    if (typeof value !== 'number' || !Number.isFinite(value)) v.push({ field, description: `must be a finite number, got ${String(value)}` });
+    else if (value < min || (!inclusiveMin && value === min) || value > max)
+      v.push({ field, description: `must be in ${inclusiveMin ? '[' : '('}${min}, ${max}], got ${value}` });
+  };
+}
+
+function integer(field: string, value: number | undefined, min: number, max: number): Check {
+  return (v) => {
+    if (value === undefined) return;
+    if (!Number.isInteger(value)) v.push({ field, description: `must be an integer, got ${String(value)}` });
+    else if (value < min || value > max) v.push({ field, description: `must be in [${min}, ${max}], got ${value}` });
+  };
+}
+
+function run(checks: Check[]): void {
+  const violations: FieldViolation[] = [];
+  for (const check of checks) check(violations);
+  if (violations.length > 0) throw new InvalidArgumentError(violations);
+}
+
+/** Throws InvalidArgumentError naming every invalid sampling field (`sampling.<name>`). */
+export function validateSampling(s: SamplingOptions | undefined): void {
+  if (!s) return;
+  run([
+    finite('sampling.temperature', s.temperature, 0, 100),
+    integer('sampling.top_k', s.topK, 0, 1_000_000),
+    finite('sampling.top_p', s.topP, 0, 1, false),
+    finite('sampling.min_p', s.minP, 0, 1),
+    finite('sampling.repeat_penalty', s.repeatPenalty, 0, 100, false),
+    finite('sampling.presence_penalty', s.presencePenalty, -2, 2),
+    finite('sampling.frequency_penalty', s.frequencyPenalty, -2, 2),
+    integer('sampling.seed', s.seed, 0, 0xffffffff),
+  ]);
+}
+
+/** Checks the request-level fields that do not need the model (prompt length is checked after tokenizing). */
+export function validateGenerate(o: GenerateOptions, contextSize: number): void {
+  validateSampling(o.sampling);
+  run([
+    integer('max_tokens', o.maxTokens, 1, contextSize),
+    (v) => {
+      if (o.prompt === undefined && (o.promptTokens === undefined || o.promptTokens.length === 0))
+        v.push({ field: 'prompt', description: 'a prompt or prompt_token_ids is required' });
+    },
+    (v) => {
+      const stop = o.stop ?? [];
+      if (stop.length > MAX_STOP_STRINGS) v.push({ field: 'stop', description: `at most ${MAX_STOP_STRINGS} stop strings, got ${stop.length}` });
+      stop.forEach((s, i) => {
+        if (typeof s !== 'string' || s.length === 0) v.push({ field: `stop[${i}]`, description: 'must be a non-empty string' });
+        else if (Buffer.byteLength(s) > MAX_STOP_BYTES) v.push({ field: `stop[${i}]`, description: `longer than ${MAX_STOP_BYTES} bytes` });
+      });
+    },
+  ]);
+}
+
+/** Checks LoadOptions; names the option in each violation. */
+export function validateLoad(o: LoadOptions): void {
+  run([
+    (v) => {
+      if (typeof o.path !== 'string' || o.path.length === 0) v.push({ field: 'path', description: 'a model path is required' });
+    },
+    integer('nGpuLayers', o.nGpuLayers, -1, 100_000),
+    integer('nCpuMoe', o.nCpuMoe, 0, 100_000),
+    integer('contextSize', o.contextSize, 16, 1 << 24),
+    integer('parallel', o.parallel, 1, 256),
+    integer('batchSize', o.batchSize, 1, 1 << 16),
+    integer('threads', o.threads, 1, 1024),
+    (v) => {
+      if (o.loadMode !== undefined && !['mmap', 'none', 'mlock'].includes(o.loadMode))
+        v.push({ field: 'loadMode', description: `must be mmap, none or mlock, got '${o.loadMode}'` });
+    },
+  ]);
+}
