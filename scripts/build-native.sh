@@ -8,8 +8,9 @@ bash "$root/scripts/build-llama-cpp.sh" patched
 launcher=()
 if command -v ccache >/dev/null; then launcher=(--CDCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
 cd "$root/native"
-"$root/node_modules/.bin/cmake-js" compile --log-level warn \
+"$root/node_modules/.bin/cmake-js" compile --log-level warn --out "build/$backend" \
   --CDLLAMA_SRC_DIR="$root/build/llama/patched/src" \
   --CDLLAMA_BIN_DIR="$root/build/llama/patched/build-$backend/bin" "${launcher[@]}"
+# the addon loads the backend built last unless MOEFLASH_BACKEND says otherwise
 echo "$backend" > "$root/native/build/BACKEND"
-echo "build-native: native/build/Release/moeflash.node ($backend)"
+echo "build-native: native/build/$backend/Release/moeflash.node"

@@ -1,6 +1,7 @@
 // AddonModel: loading (off the event loop), model facts, tokenizer.
 #include "AddonModel.h"
 
+#include "TokenPiece.h"
 #include "addon.h"
 
 #include "ggml-backend.h"
@@ -180,6 +181,22 @@ Napi::Value AddonModel::Detokenize(const Napi::CallbackInfo & info) {
     return Napi::String::New(env, text);
 }
 
+// tokenBytes(Int32Array) -> Buffer: the raw bytes the tokens' pieces concatenate to, exactly as generation emits
+// them (no UTF-8 repair), so output can be compared byte for byte with llama.cpp's own tools.
+Napi::Value AddonModel::TokenBytes(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Napi::Int32Array tokens = info[0].As<Napi::Int32Array>();
+    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+    std::string bytes;
+    for (size_t i = 0; i < tokens.ElementLength(); i++) {
+        if (tokens[i] < 0 || tokens[i] >= n_vocab) {
+            throw Napi::RangeError::New(env, "token id " + std::to_string(tokens[i]) + " out of range");
+        }
+        bytes += TokenPiece(vocab, tokens[i]);
+    }
+    return Napi::Buffer<char>::Copy(env, bytes.data(), bytes.size());
+}
+
 Napi::Value AddonModel::Dispose(const Napi::CallbackInfo & info) {
     Free();
     return info.Env().Undefined();
@@ -192,6 +209,7 @@ Napi::Function AddonModel::Init(Napi::Env env) {
                            InstanceMethod("info", &AddonModel::Info),
                            InstanceMethod("tokenize", &AddonModel::Tokenize),
                            InstanceMethod("detokenize", &AddonModel::Detokenize),
+                           InstanceMethod("tokenBytes", &AddonModel::TokenBytes),
                            InstanceMethod("dispose", &AddonModel::Dispose),
                        });
 }

@@ -22,6 +22,7 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
     Napi::Value Info(const Napi::CallbackInfo & info);
     Napi::Value Tokenize(const Napi::CallbackInfo & info);
     Napi::Value Detokenize(const Napi::CallbackInfo & info);
+    Napi::Value TokenBytes(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
 
     void Free();

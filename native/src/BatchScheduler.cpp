@@ -1,5 +1,7 @@
 #include "BatchScheduler.h"
 
+#include "TokenPiece.h"
+
 #include "ggml.h"
 
 #include <algorithm>
@@ -32,18 +34,6 @@ size_t StopPrefixHold(const std::string & text, const std::vector<std::string> &
         }
     }
     return hold;
-}
-
-std::string TokenPiece(const llama_vocab * vocab, llama_token token) {
-    char buf[256];
-    int32_t n = llama_token_to_piece(vocab, token, buf, sizeof(buf), 0, true);
-    if (n < 0) {
-        std::string big(-n, '\0');
-        n = llama_token_to_piece(vocab, token, big.data(), (int32_t) big.size(), 0, true);
-        big.resize(std::max(n, 0));
-        return big;
-    }
-    return std::string(buf, n);
 }
 
 double Ms(int64_t from_us, int64_t to_us) {

@@ -108,6 +108,12 @@ export class Engine implements EngineLike {
     return this.model.detokenize(Int32Array.from(tokenIds));
   }
 
+  /** The raw bytes the tokens' pieces concatenate to, as generation emits them (for byte-exact comparisons). */
+  tokenBytes(tokenIds: number[]): Buffer {
+    this.checkTokenIds('token_ids', tokenIds);
+    return this.model.tokenBytes(Int32Array.from(tokenIds));
+  }
+
   stats(): EngineStats {
     const s = this.native.stats();
     return {

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 /** The native addon's surface, as seen from TypeScript. Only services/engine talks to it directly. */
@@ -16,6 +16,7 @@ export interface NativeModel {
   info(): Record<string, unknown>;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
   detokenize(tokens: Int32Array): string;
+  tokenBytes(tokens: Int32Array): Buffer;
   dispose(): void;
 }
 
@@ -91,10 +92,22 @@ export function repoRoot(): string {
 
 let cached: NativeAddon | undefined;
 
-/** Loads native/build/Release/moeflash.node once (built by `npm run build:native`). */
+/** The ggml backend whose addon to load: MOEFLASH_BACKEND, else the one built last, else cpu. */
+export function addonBackend(): string {
+  if (process.env.MOEFLASH_BACKEND) return process.env.MOEFLASH_BACKEND;
+  const marker = join(repoRoot(), 'native', 'build', 'BACKEND');
+  return existsSync(marker) ? readFileSync(marker, 'utf8').trim() : 'cpu';
+}
+
+/** The addon file for a backend (built by `npm run build:native`). */
+export function addonPath(backend = addonBackend()): string {
+  return join(repoRoot(), 'native', 'build', backend, 'Release', 'moeflash.node');
+}
+
+/** Loads the addon once. */
 export function loadAddon(): NativeAddon {
   if (!cached) {
-    const file = join(repoRoot(), 'native', 'build', 'Release', 'moeflash.node');
+    const file = addonPath();
     if (!existsSync(file)) throw new Error(`native addon not built: ${file} is missing (run npm run build:native)`);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     cached = require(file) as NativeAddon;

@@ -1,0 +1,91 @@
+/**
+ * npm run bench:engine — our embedded engine vs llama.cpp's llama-bench on the same build, model and threads.
+ * Prefill: a 512-token prompt (pp512); decode: 128 generated tokens (tg128), greedy; median of the repetitions.
+ * Options (env): BENCH_MODELS=tiny,small  BENCH_THREADS=<cores>  BENCH_REPS=3  BENCH_NGL=0 (GPU layers)
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { availableParallelism, cpus } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { Engine } from '../services/engine/Engine';
+import { makeModel } from '../services/engine/makeModel';
+import { repoRoot } from '../services/engine/loadAddon';
+import type { GenerationFinal } from '../services/engine/types';
+import { median, printTable, writeResult } from './benchTable';
+
+const run = promisify(execFile);
+const backend = process.env.MOEFLASH_BACKEND ?? 'cpu';
+const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
+const reps = Number(process.env.BENCH_REPS ?? 3);
+const ngl = Number(process.env.BENCH_NGL ?? 0);
+const PP = 512;
+const TG = 128;
+
+async function modelFor(preset: string): Promise<string> {
+  if (existsSync(preset)) return preset;
+  const dir = join(repoRoot(), 'build', 'bench-models');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${preset}-seed1.gguf`);
+  if (!existsSync(path)) await makeModel(path, { preset, seed: 1 });
+  return path;
+}
+
+async function final(stream: AsyncIterable<{ type: string }>): Promise<GenerationFinal> {
+  let last: GenerationFinal | undefined;
+  for await (const e of stream) if (e.type === 'final') last = e as GenerationFinal;
+  if (!last) throw new Error('no final record');
+  return last;
+}
+
+async function ours(path: string): Promise<{ pp: number; tg: number }> {
+  const engine = await Engine.load({ path, threads, parallel: 1, contextSize: PP + TG + 16, batchSize: PP, nGpuLayers: ngl });
+  try {
+    const vocab = engine.info.nVocab;
+    const pp: number[] = [];
+    const tg: number[] = [];
+    for (let r = 0; r < reps + 1; r++) {
+      // random prompt tokens like llama-bench; the first repetition warms up and is not counted
+      const prompt = Array.from({ length: PP }, (_, i) => 3 + ((i * 7919 + r * 104729) % (vocab - 3)));
+      const p = await final(engine.generate({ promptTokens: prompt, maxTokens: 1, sampling: { temperature: 0 } }));
+      const t = await final(engine.generate({ promptTokens: [1], maxTokens: TG, sampling: { temperature: 0, grammar: undefined } }));
+      if (r === 0) continue;
+      pp.push(p.timings.prefillTokensPerSecond);
+      if (t.completionTokens === TG) tg.push(t.timings.decodeTokensPerSecond);
+    }
+    return { pp: median(pp), tg: tg.length ? median(tg) : NaN };
+  } finally {
+    await engine.close();
+  }
+}
+
+async function llamaBench(path: string): Promise<{ pp: number; tg: number }> {
+  const bin = join(repoRoot(), 'build', 'llama', 'patched', `build-${backend}`, 'bin', 'llama-bench');
+  const { stdout } = await run(bin, ['-m', path, '-p', String(PP), '-n', String(TG), '-t', String(threads), '-r', String(reps), '-ngl', String(ngl), '-o', 'json'], { maxBuffer: 16 << 20 });
+  const rows = JSON.parse(stdout) as { n_prompt: number; n_gen: number; avg_ts: number }[];
+  return { pp: rows.find((r) => r.n_prompt > 0)!.avg_ts, tg: rows.find((r) => r.n_gen > 0)!.avg_ts };
+}
+
+async function main(): Promise<void> {
+  const presets = (process.env.BENCH_MODELS ?? 'tiny,small').split(',');
+  const results = [];
+  for (const preset of presets) {
+    const path = await modelFor(preset);
+    const stock = await llamaBench(path);
+    const mine = await ours(path);
+    results.push({ model: preset, path, stock, ours: mine, ratio: { pp: mine.pp / stock.pp, tg: mine.tg / stock.tg } });
+  }
+  console.log(`\nbench:engine — backend ${backend}, ${threads} threads, ngl ${ngl}, pp${PP} / tg${TG}, median of ${reps} (${cpus()[0]?.model ?? 'cpu'})\n`);
+  printTable(
+    ['model', 'llama-bench pp t/s', 'moeflash pp t/s', 'pp ratio', 'llama-bench tg t/s', 'moeflash tg t/s', 'tg ratio'],
+    results.map((r) => [r.model, r.stock.pp, r.ours.pp, r.ratio.pp, r.stock.tg, r.ours.tg, r.ratio.tg]),
+  );
+  const out = writeResult(`engine-${backend}`, { date: new Date().toISOString(), backend, threads, ngl, reps, cpu: cpus()[0]?.model, results });
+  console.log(`\nwritten ${out}`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});

@@ -1,0 +1,87 @@
+/** `moeflash generate`: the in-process engine on one prompt. Text to stdout as produced, one stats line to stderr. */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+
+import { InvalidArgumentError } from '../../services/common/errors';
+import { Engine } from '../../services/engine/Engine';
+import type { GenerationFinal } from '../../services/engine/types';
+import { parseNumber } from '../parseNumber';
+
+export async function generateCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      prompt: { type: 'string' },
+      'max-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-k': { type: 'string' },
+      'top-p': { type: 'string' },
+      'min-p': { type: 'string' },
+      'repeat-penalty': { type: 'string' },
+      seed: { type: 'string' },
+      stop: { type: 'string', multiple: true },
+      grammar: { type: 'string' },
+      'grammar-file': { type: 'string' },
+      'n-gpu-layers': { type: 'string' },
+      'n-cpu-moe': { type: 'string' },
+      'ctx-size': { type: 'string' },
+      threads: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (!values.model) throw InvalidArgumentError.field('--model', 'required (path to a GGUF file)');
+  if (values.prompt === undefined) throw InvalidArgumentError.field('--prompt', 'required');
+
+  const engine = await Engine.load({
+    path: values.model,
+    nGpuLayers: parseNumber('n-gpu-layers', values['n-gpu-layers'], true),
+    nCpuMoe: parseNumber('n-cpu-moe', values['n-cpu-moe'], true),
+    contextSize: parseNumber('ctx-size', values['ctx-size'], true),
+    threads: parseNumber('threads', values.threads, true),
+    parallel: 1,
+  });
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.once('SIGINT', onSignal);
+  try {
+    const grammar = values['grammar-file'] ? readFileSync(values['grammar-file'], 'utf8') : values.grammar;
+    let final: GenerationFinal | undefined;
+    for await (const event of engine.generate({
+      prompt: values.prompt,
+      maxTokens: parseNumber('max-tokens', values['max-tokens'], true),
+      stop: values.stop,
+      signal: abort.signal,
+      sampling: {
+        temperature: parseNumber('temperature', values.temperature),
+        topK: parseNumber('top-k', values['top-k'], true),
+        topP: parseNumber('top-p', values['top-p']),
+        minP: parseNumber('min-p', values['min-p']),
+        repeatPenalty: parseNumber('repeat-penalty', values['repeat-penalty']),
+        seed: parseNumber('seed', values.seed, true),
+        grammar,
+      },
+    })) {
+      if (event.type === 'chunk') {
+        process.stdout.write(values.json ? JSON.stringify({ tokens: event.tokenIds, text: event.text }) + '\n' : event.text);
+      } else {
+        final = event;
+      }
+    }
+    if (!final) throw new Error('generation ended without a final record');
+    if (values.json) process.stdout.write(JSON.stringify(final) + '\n');
+    else process.stdout.write('\n');
+    const t = final.timings;
+    process.stderr.write(
+      `finish=${final.finishReason} prompt_tokens=${final.promptTokens} completion_tokens=${final.completionTokens} ` +
+        `prefill_tps=${t.prefillTokensPerSecond.toFixed(1)} decode_tps=${t.decodeTokensPerSecond.toFixed(1)} ttft_ms=${t.ttftMs.toFixed(1)}` +
+        (final.error ? ` error=${JSON.stringify(final.error)}` : '') +
+        '\n',
+    );
+    return final.finishReason === 'error' ? 1 : 0;
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    await engine.close();
+  }
+}

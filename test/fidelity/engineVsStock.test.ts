@@ -1,0 +1,42 @@
+/**
+ * Fidelity against the real peer: greedy output of our engine (patched llama.cpp in the addon, continuous
+ * batching scheduler) must equal stock llama.cpp's llama-completion built from the same pinned source without
+ * our patches — byte for byte, for several prompts, two models, with and without experts kept on the CPU.
+ */
+import assert from 'node:assert/strict';
+
+import { Engine } from '../../services/engine/Engine';
+import { collect } from '../helpers/collect';
+import { stockGreedyCompletion } from '../helpers/stockLlama';
+import { testModel, type TestPreset } from '../helpers/testModels';
+
+const PROMPTS = ['The quick brown fox', 'Once upon a time, in a land far away,', 'def fibonacci(n):'];
+const N_PREDICT = 48;
+const CONTEXT = 1024;
+const THREADS = 2;
+
+for (const preset of ['tiny', 'small'] as TestPreset[]) {
+  for (const nCpuMoe of [0, 2]) {
+    describe(`fidelity: ${preset} model${nCpuMoe ? `, experts of the first ${nCpuMoe} layers on CPU` : ''}`, function () {
+      let engine: Engine;
+      let model: string;
+
+      before(async function () {
+        model = await testModel(preset);
+        engine = await Engine.load({ path: model, contextSize: CONTEXT, threads: THREADS, parallel: 2, nCpuMoe });
+      });
+      after(async () => engine?.close());
+
+      for (const prompt of PROMPTS) {
+        it(`greedy bytes equal llama-completion's for "${prompt}"`, async function () {
+          const [ours, stock] = await Promise.all([
+            collect(engine.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } })),
+            stockGreedyCompletion({ model, prompt, nPredict: N_PREDICT, contextSize: CONTEXT, threads: THREADS, nCpuMoe }),
+          ]);
+          assert.ok(ours.tokens.length > 0, 'generated no tokens');
+          assert.equal(engine.tokenBytes(ours.tokens).toString('hex'), stock.toString('hex'));
+        });
+      }
+    });
+  }
+}
