@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lays out a llama.cpp source tree from node-llama-cpp's git bundle and applies patches/llama.cpp in series order.
 #   scripts/prepare-llama-cpp.sh patched   -> build/llama/patched/src (our patch series applied)
-#   scripts/prepare-llama-cpp.sh stock     -> build/llama/stock/src   (pristine: the fidelity peer)
+#   scripts/prepare-llama-cpp.sh stock     -> build/llama/stock/src   (the fidelity peer: build fixes only, series-stock)
 # Idempotent: a tree whose patch stamp matches is left alone, so incremental builds stay incremental; a changed
 # series restores only the files git sees as modified before re-applying, so only touched files rebuild.
 set -euo pipefail
@@ -32,13 +32,15 @@ if [ ! -d "$src/.git" ]; then
 fi
 commit=$(git -C "$src" rev-parse HEAD)
 
+# The stock peer gets only the build fixes listed in series-stock (e.g. building against Debian 12's Vulkan
+# headers), never a behaviour change: it is what our output is compared against.
+series_file="$patches/series"
+[ "$variant" = stock ] && series_file="$patches/series-stock"
 series=()
-if [ "$variant" = patched ]; then
-  while IFS= read -r line; do
-    line=${line%%#*}; line=$(echo "$line" | xargs)
-    [ -n "$line" ] && series+=("$line")
-  done < "$patches/series"
-fi
+while IFS= read -r line; do
+  line=${line%%#*}; line=$(echo "$line" | xargs)
+  [ -n "$line" ] && series+=("$line")
+done < "$series_file"
 stamp=$( { echo "$commit"; for p in "${series[@]}"; do echo "$p"; cat "$patches/$p"; done; } | sha256sum | cut -d' ' -f1)
 if [ -f "$src/.moeflash-stamp" ] && [ "$(cat "$src/.moeflash-stamp")" = "$stamp" ]; then
   echo "prepare-llama-cpp: $variant tree up to date ($commit, ${#series[@]} patches)"
