@@ -16,10 +16,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <future>
+#include <iterator>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -184,7 +187,7 @@ Spec ParseSpec(Napi::Env env, const Napi::Value & value) {
     // Quantized rows are made of 32-element blocks: every row length (ne[0]) of a quantized tensor must divide.
     const int64_t blck = ggml_blck_size(s.type);
     if (blck > 1) {
-        const std::string why = " must be a multiple of " + std::to_string(blck) + " for " + s.type_name;
+        const std::string why = "must be a multiple of " + std::to_string(blck) + " for " + s.type_name;
         if (s.embd % blck != 0) {
             ThrowSpecError(env, "embd", why + " (got " + std::to_string(s.embd) + ")");
         }
@@ -192,7 +195,9 @@ Spec ParseSpec(Napi::Env env, const Napi::Value & value) {
             ThrowSpecError(env, "expertFf", why + " (got " + std::to_string(s.expert_ff) + ")");
         }
         if ((s.heads * s.head_dim) % blck != 0) {
-            ThrowSpecError(env, "headDim", "x heads" + why + " (got " + std::to_string(s.heads * s.head_dim) + ")");
+            ThrowSpecError(env, "headDim", "must make heads x headDim a multiple of " + std::to_string(blck) +
+                                               " for " + s.type_name + " (got " + std::to_string(s.heads) + " x " +
+                                               std::to_string(s.head_dim) + ")");
         }
     }
     return s;
@@ -263,6 +268,7 @@ struct Vocab {
     std::vector<std::string> tokens;
     std::vector<float> scores;
     std::vector<int32_t> types;
+    size_t first_filler = 0;  // tokens from here on are letter n-grams that only pad the vocabulary to its size
 };
 
 // Pieces are added with every prefix first: llama.cpp's SPM tokenizer builds a word by merging adjacent pieces only
@@ -270,7 +276,7 @@ struct Vocab {
 // token. Earlier pieces get higher scores, so they merge first (like BPE ranks) and truncation keeps prefixes.
 class VocabBuilder {
   public:
-    explicit VocabBuilder(uint32_t n_vocab) : n_vocab(n_vocab) {}
+    explicit VocabBuilder(uint32_t n_vocab) : n_vocab(n_vocab) { v.first_filler = n_vocab; }
 
     void AddSpecial(const std::string & text, int32_t type) {
         seen.insert(text);
@@ -299,6 +305,8 @@ class VocabBuilder {
     }
 
     bool Full() const { return v.tokens.size() >= n_vocab; }
+
+    void MarkFiller() { v.first_filler = v.tokens.size(); }
 
     Vocab Take() { return std::move(v); }
 
@@ -344,6 +352,7 @@ Vocab BuildVocab(uint32_t n_vocab) {
         }
         // Pad a large vocabulary with letter n-grams (in and at the start of words), shortest first so the set stays
         // prefix-closed. 2..4 letters give ~950k pieces, more than kMaxVocab.
+        b.MarkFiller();
         std::string gram;
         for (int len = 2; len <= 4; len++) {
             gram.assign(len, 'a');
@@ -398,16 +407,17 @@ struct TensorPlan {
     int64_t ne[3];
     Fill fill;
     float sigma;        // standard deviation of Random weights
-    int64_t damp_rows;  // rows [0, damp_rows) are scaled by kDamp (see BuildPlan)
+    int64_t keep_begin; // rows outside [keep_begin, keep_end) are scaled by kDamp (see BuildPlan)
+    int64_t keep_end;
     uint64_t key;       // PRNG key from (seed, name)
 };
 
 constexpr float kDamp = 0.25f;
 
-std::vector<TensorPlan> BuildPlan(const Spec & s) {
+std::vector<TensorPlan> BuildPlan(const Spec & s, const Vocab & vocab) {
     std::vector<TensorPlan> plan;
     auto add = [&](std::string name, ggml_type type, std::initializer_list<int64_t> ne, Fill fill, double fan_in,
-                   int64_t damp_rows = 0) {
+                   int64_t keep_begin = 0, int64_t keep_end = INT64_MAX) {
         TensorPlan t;
         t.name = std::move(name);
         t.type = type;
@@ -418,7 +428,8 @@ std::vector<TensorPlan> BuildPlan(const Spec & s) {
         // N(0, 1/sqrt(fan_in)): each projection keeps its input's scale, so the residual stream neither dies nor
         // explodes across layers and the token's identity survives to the output.
         t.sigma = fan_in > 0 ? (float) (1.0 / std::sqrt(fan_in)) : 1.0f;
-        t.damp_rows = damp_rows;
+        t.keep_begin = keep_begin;
+        t.keep_end = keep_end;
         t.key = Mix(s.seed ^ Mix(Fnv1a(t.name)));
         plan.push_back(std::move(t));
     };
@@ -449,9 +460,9 @@ std::vector<TensorPlan> BuildPlan(const Spec & s) {
         add(p + "ffn_down_exps.weight", w, {ff, d, ne}, Fill::Random, ff);
     }
     add("output_norm.weight", GGML_TYPE_F32, {d}, Fill::Ones, 0);
-    // The output rows of <unk>/<s>/</s> and the byte tokens are damped so greedy text is made of word pieces: no
-    // early end of sequence, no stray invalid UTF-8 bytes.
-    add("output.weight", w, {d, s.vocab}, Fill::Random, d, kFirstPieceId);
+    // The output rows of <unk>/<s>/</s>, the byte tokens and the n-gram filler are damped so greedy text is made of
+    // word pieces: no early end of sequence, no stray invalid UTF-8 bytes, fewer nonsense letter groups.
+    add("output.weight", w, {d, s.vocab}, Fill::Random, d, kFirstPieceId, (int64_t) vocab.first_filler);
     return plan;
 }
 
@@ -472,7 +483,7 @@ void GenerateRows(const TensorPlan & t, int64_t row0, int64_t nrows, uint8_t * d
                 std::fill(out, out + n_per_row, 1.0f);
                 continue;
             }
-            const float scale = t.sigma * (row < t.damp_rows ? kDamp : 1.0f);
+            const float scale = t.sigma * (row < t.keep_begin || row >= t.keep_end ? kDamp : 1.0f);
             // The element's flat index is the counter: chunking and threads cannot change the value.
             uint64_t ctr = t.key + (uint64_t) row * (uint64_t) n_per_row * kGolden;
             for (int64_t c = 0; c < n_per_row; c++) {
@@ -499,19 +510,28 @@ void GenerateRowsParallel(const TensorPlan & t, int64_t row0, int64_t nrows, uin
     }
     const size_t row_size = ggml_row_size(t.type, t.ne[0]);
     std::vector<std::thread> workers;
-    int64_t begin = 0;
-    for (int64_t i = 0; i < n_threads; i++) {
-        const int64_t end = nrows * (i + 1) / n_threads;
-        if (i + 1 == n_threads) {
-            GenerateRows(t, row0 + begin, end - begin, dst + (size_t) begin * row_size);
-        } else {
-            workers.emplace_back(GenerateRows, std::cref(t), row0 + begin, end - begin, dst + (size_t) begin * row_size);
+    auto join_all = [&workers]() {
+        for (auto & w : workers) {
+            w.join();
         }
-        begin = end;
+    };
+    try {
+        int64_t begin = 0;
+        for (int64_t i = 0; i < n_threads; i++) {
+            const int64_t end = nrows * (i + 1) / n_threads;
+            uint8_t * out = dst + (size_t) begin * row_size;
+            if (i + 1 == n_threads) {
+                GenerateRows(t, row0 + begin, end - begin, out);  // the calling thread takes the last share
+            } else {
+                workers.emplace_back(GenerateRows, std::cref(t), row0 + begin, end - begin, out);
+            }
+            begin = end;
+        }
+    } catch (...) {
+        join_all();  // a joinable std::thread destroyed by the unwind would terminate the process
+        throw;
     }
-    for (auto & w : workers) {
-        w.join();
-    }
+    join_all();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -717,7 +737,7 @@ class MakeModelWorker : public Napi::AsyncProgressWorker<Progress> {
     void Run(const ExecutionProgress & progress) {
         const unsigned threads = spec.threads ? spec.threads : std::max(1u, std::thread::hardware_concurrency());
         const Vocab vocab = BuildVocab(spec.vocab);
-        std::vector<TensorPlan> plan = BuildPlan(spec);
+        std::vector<TensorPlan> plan = BuildPlan(spec, vocab);
         GgufPtr gguf = BuildMetadata(spec, vocab);
 
         // Shapes only: the no_alloc ggml context holds tensor headers, the data is streamed below.

@@ -10,6 +10,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     InitAddonEngine(env, exports);
     InitGgufLayout(env, exports);
     InitModelMaker(env, exports);
+    InitExpertIo(env, exports);
+    InitHintChannel(env, exports);
     return exports;
 }
 

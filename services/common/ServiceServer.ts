@@ -1,0 +1,111 @@
+import { createServer, type Server } from 'nice-grpc';
+import { HealthDefinition, HealthServiceImpl } from 'nice-grpc-server-health';
+import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
+import type { ChannelOptions } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { deadlineInterceptor } from './deadlineInterceptor';
+import { errorMiddleware } from './errorMiddleware';
+import { ServerTerminator, type TerminatorContext } from './ServerTerminator';
+import { ServiceHealth } from './ServiceHealth';
+
+export interface ServiceServerOptions {
+  log: Logger;
+  /** Fully qualified gRPC services this process serves: their health is reported and reflection lists them. */
+  serviceNames: readonly string[];
+  /** FileDescriptorSet (gen/descriptor.binpb) to serve through grpc.reflection.v1; none: no reflection. */
+  descriptorSet?: Uint8Array;
+  /** Extra grpc-js server options, over the keepalive defaults. */
+  grpcOptions?: ChannelOptions;
+  /** After the grace period, how long aborted calls get to send their UNAVAILABLE before sockets are cut. */
+  forceAfterMs?: number;
+}
+
+/**
+ * A gRPC server with the conventions every moeflash process shares: typed errors mapped to statuses, a
+ * terminator for shutdown, grpc.health.v1, optional reflection, keepalive tolerant of long streams and the call
+ * deadline exposed to handlers.
+ */
+export interface ServiceServer {
+  /** Add the process's services here, before listen(). */
+  readonly server: Server<TerminatorContext>;
+  readonly health: ServiceHealth;
+  readonly terminator: ServerTerminator;
+  /** Binds `host:port` (port 0: any free port) and returns the port. */
+  listen(address: string): Promise<number>;
+  /**
+   * Graceful shutdown: health NOT_SERVING, no new calls or connections, health watches ended, calls in flight
+   * given `graceMs` to finish; the rest are aborted and end with UNAVAILABLE.
+   */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+/**
+ * Server keepalive. Clients (and proxies) keep long generation streams alive with pings every 10-30 s, also
+ * between calls. C-core and grpc-go servers answer pings more frequent than their permitted interval (5 min by
+ * default) with GOAWAY "too_many_pings"; grpc-js enforces no ping policy today, but these are the options it and
+ * gRPC's other servers read, so the tolerance is stated rather than inherited. The server's own pings find dead
+ * peers of idle connections within 40 s.
+ */
+const KEEPALIVE_OPTIONS: ChannelOptions = {
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+  'grpc.http2.min_time_between_pings_ms': 5_000,
+  'grpc.http2.max_ping_strikes': 0,
+};
+
+export function ServiceServer(options: ServiceServerOptions): ServiceServer {
+  const { log } = options;
+  const terminator = ServerTerminator();
+  const health = ServiceHealth(options.serviceNames);
+  const server = createServer({ ...KEEPALIVE_OPTIONS, ...options.grpcOptions, interceptors: [deadlineInterceptor] })
+    .use(errorMiddleware(log))
+    .use(terminator.middleware);
+  server.add(HealthDefinition, HealthServiceImpl(health.state));
+  if (options.descriptorSet) server.add(ServerReflectionService, ServerReflection(options.descriptorSet, options.serviceNames));
+  let shuttingDown: Promise<void> | undefined;
+
+  async function shutdown(graceMs: number): Promise<void> {
+    health.setShuttingDown();
+    // Let health watchers receive NOT_SERVING before their streams are ended.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const drained = server.shutdown();
+    terminator.terminate();
+    if (!(await within(drained, graceMs))) {
+      log.warn({ openCalls: terminator.openCalls, graceMs }, 'grace period over; ending the calls still open with UNAVAILABLE');
+      terminator.abortAll();
+      if (!(await within(drained, options.forceAfterMs ?? 2_000))) server.forceShutdown();
+    }
+    await drained.catch(() => undefined);
+  }
+
+  return {
+    server,
+    health,
+    terminator,
+    async listen(address) {
+      const port = await server.listen(address);
+      log.info({ address: address.replace(/:\d+$/, `:${port}`) }, 'listening');
+      return port;
+    },
+    shutdown(graceMs) {
+      shuttingDown ??= shutdown(graceMs);
+      return shuttingDown;
+    },
+  };
+}
+
+/** Whether `promise` settles within `ms`; the timer never keeps the process alive. */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+    timer.unref();
+  });
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,156 @@
+import { InvalidArgumentError, type FieldViolation } from './errors';
+
+/** Settings of the moeflash services, from flags over environment over defaults (ports from INTERFACES.md). */
+export interface ServiceConfig {
+  logLevel: string;
+  /** On SIGTERM, how long calls in flight may take to finish before they are ended with UNAVAILABLE. */
+  shutdownGraceMs: number;
+  routerAddr: string;
+  inferenceAddr: string;
+  expertStoreAddr: string;
+  router: RouterConfig;
+  inference: InferenceConfig;
+}
+
+export interface RouterConfig {
+  /** Inference services to route to, host:port each. */
+  backends: string[];
+  /** Generate calls in flight per backend (decoding or queued in its engine). */
+  maxInFlightPerBackend: number;
+  /** Generate calls waiting in the router for a backend slot; beyond it RESOURCE_EXHAUSTED. */
+  maxQueued: number;
+  /** RetryInfo delay sent with RESOURCE_EXHAUSTED. */
+  retryAfterMs: number;
+  /** Attempts of a call that fails with UNAVAILABLE before its first token (each on another backend). */
+  maxAttempts: number;
+  /** How often each healthy backend's load is polled. */
+  loadPollMs: number;
+}
+
+export interface InferenceConfig {
+  /** GGUF path of the default model (MOEFLASH_MODEL); its name is the file name without .gguf. */
+  model?: string;
+  /** JSON file { "<name>": { "path": "...", "options": { LoadOptions } } } (MOEFLASH_MODELS). */
+  modelsFile?: string;
+}
+
+type Parse<T> = (raw: string, violations: FieldViolation[], field: string) => T | undefined;
+
+interface Setting<T> {
+  flag: string;
+  env: string;
+  parse: Parse<T>;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+const text: Parse<string> = (raw) => raw;
+
+function integer(min: number, max = Number.MAX_SAFE_INTEGER): Parse<number> {
+  return (raw, v, field) => {
+    const n = Number(raw);
+    if (raw.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
+      v.push({ field, description: `must be an integer in [${min}, ${max}], got '${raw}'` });
+      return undefined;
+    }
+    return n;
+  };
+}
+
+const hostPort: Parse<string> = (raw, v, field) => {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(raw.trim());
+  if (!m || Number(m[2]) > 65535) {
+    v.push({ field, description: `must be host:port, got '${raw}'` });
+    return undefined;
+  }
+  return raw.trim();
+};
+
+const hostPortList: Parse<string[]> = (raw, v, field) => {
+  const items = raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  if (items.length === 0) v.push({ field, description: 'must list at least one host:port' });
+  const parsed = items.map((item) => hostPort(item, v, field));
+  return parsed.every((p): p is string => p !== undefined) ? parsed : undefined;
+};
+
+const logLevel: Parse<string> = (raw, v, field) => {
+  if (LOG_LEVELS.includes(raw)) return raw;
+  v.push({ field, description: `must be one of ${LOG_LEVELS.join(', ')}, got '${raw}'` });
+  return undefined;
+};
+
+const SETTINGS = {
+  logLevel: { flag: 'log-level', env: 'MOEFLASH_LOG_LEVEL', parse: logLevel },
+  shutdownGraceMs: { flag: 'shutdown-grace-ms', env: 'MOEFLASH_SHUTDOWN_GRACE_MS', parse: integer(0) },
+  routerAddr: { flag: 'router-addr', env: 'MOEFLASH_ROUTER_ADDR', parse: hostPort },
+  inferenceAddr: { flag: 'inference-addr', env: 'MOEFLASH_INFERENCE_ADDR', parse: hostPort },
+  expertStoreAddr: { flag: 'expert-store-addr', env: 'MOEFLASH_EXPERT_STORE_ADDR', parse: hostPort },
+  backends: { flag: 'backends', env: 'MOEFLASH_BACKENDS', parse: hostPortList },
+  maxInFlightPerBackend: { flag: 'max-in-flight', env: 'MOEFLASH_ROUTER_MAX_IN_FLIGHT', parse: integer(1) },
+  maxQueued: { flag: 'max-queued', env: 'MOEFLASH_ROUTER_MAX_QUEUED', parse: integer(0) },
+  retryAfterMs: { flag: 'retry-after-ms', env: 'MOEFLASH_ROUTER_RETRY_AFTER_MS', parse: integer(0) },
+  maxAttempts: { flag: 'max-attempts', env: 'MOEFLASH_ROUTER_MAX_ATTEMPTS', parse: integer(1, 10) },
+  loadPollMs: { flag: 'load-poll-ms', env: 'MOEFLASH_ROUTER_LOAD_POLL_MS', parse: integer(10) },
+  model: { flag: 'model', env: 'MOEFLASH_MODEL', parse: text },
+  modelsFile: { flag: 'models', env: 'MOEFLASH_MODELS', parse: text },
+} satisfies Record<string, Setting<unknown>>;
+
+/**
+ * Parses `--flag value` / `--flag=value` arguments and MOEFLASH_* variables into a validated ServiceConfig.
+ * Throws InvalidArgumentError naming every bad or unknown setting (fields read `--flag (ENV)`).
+ */
+export function parseConfig(argv: readonly string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env): ServiceConfig {
+  const violations: FieldViolation[] = [];
+  const flags = parseFlags(argv, violations);
+  function get<T>(setting: Setting<T>, fallback: T): T;
+  function get<T>(setting: Setting<T>): T | undefined;
+  function get<T>(setting: Setting<T>, fallback?: T): T | undefined {
+    const fromFlag = flags.get(setting.flag);
+    flags.delete(setting.flag);
+    const raw = fromFlag ?? env[setting.env];
+    if (raw === undefined || raw === '') return fallback;
+    return setting.parse(raw, violations, `--${setting.flag} (${setting.env})`) ?? fallback;
+  }
+  const inferenceAddr = get(SETTINGS.inferenceAddr, '127.0.0.1:50061');
+  const config: ServiceConfig = {
+    logLevel: get(SETTINGS.logLevel, 'info'),
+    shutdownGraceMs: get(SETTINGS.shutdownGraceMs, 30_000),
+    routerAddr: get(SETTINGS.routerAddr, '127.0.0.1:50051'),
+    inferenceAddr,
+    expertStoreAddr: get(SETTINGS.expertStoreAddr, '127.0.0.1:50071'),
+    router: {
+      backends: get(SETTINGS.backends, [inferenceAddr]),
+      maxInFlightPerBackend: get(SETTINGS.maxInFlightPerBackend, 256),
+      maxQueued: get(SETTINGS.maxQueued, 1024),
+      retryAfterMs: get(SETTINGS.retryAfterMs, 1_000),
+      maxAttempts: get(SETTINGS.maxAttempts, 3),
+      loadPollMs: get(SETTINGS.loadPollMs, 1_000),
+    },
+    inference: { model: get(SETTINGS.model), modelsFile: get(SETTINGS.modelsFile) },
+  };
+  for (const flag of flags.keys()) violations.push({ field: `--${flag}`, description: 'unknown option' });
+  if (violations.length > 0) throw new InvalidArgumentError(violations);
+  return config;
+}
+
+function parseFlags(argv: readonly string[], violations: FieldViolation[]): Map<string, string> {
+  const flags = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const m = /^--([a-z0-9-]+)(?:=(.*))?$/s.exec(arg);
+    if (!m) {
+      violations.push({ field: arg, description: 'unexpected argument' });
+      continue;
+    }
+    let value = m[2];
+    if (value === undefined) {
+      if (i + 1 >= argv.length || argv[i + 1].startsWith('--')) {
+        violations.push({ field: `--${m[1]}`, description: 'needs a value' });
+        continue;
+      }
+      value = argv[++i];
+    }
+    flags.set(m[1], value);
+  }
+  return flags;
+}

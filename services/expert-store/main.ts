@@ -1,0 +1,61 @@
+import { loadDescriptorSet } from '../common/loadDescriptorSet';
+import { runService } from '../common/runService';
+import { createExpertStoreServer } from './createExpertStoreServer';
+import { ExpertStore } from './ExpertStore';
+import { expertStoreSettings } from './expertStoreSettings';
+import { startExpertStoreHttp, type ExpertStoreHttp } from './startExpertStoreHttp';
+
+/**
+ * The expert-store process: gRPC on MOEFLASH_EXPERT_STORE_ADDR (127.0.0.1:50071) for the model MOEFLASH_MODEL
+ * (--model), heat maps under MOEFLASH_STATE_DIR, the heat map SVG and metrics on MOEFLASH_EXPERT_STORE_HTTP_ADDR
+ * (127.0.0.1:9466), hints from the engine's shared-memory channel. Warms from the heat map on start.
+ */
+runService('expert-store', async (config, log) => {
+  const settings = expertStoreSettings();
+  const modelPath = config.inference.model;
+  let store: ExpertStore | undefined;
+  if (modelPath) {
+    store = await ExpertStore.open({
+      modelPath,
+      stateDir: settings.stateDir,
+      log,
+      hintChannel: settings.hintChannel,
+      ioMode: settings.ioMode,
+      queueDepth: settings.queueDepth,
+      halfLifeMs: settings.halfLifeMs,
+      budgetBytes: settings.budgetBytes,
+      headroomBytes: settings.headroomBytes,
+    });
+    const { index } = store;
+    log.info(
+      { model: index.modelPath, files: index.files.length, layers: index.nLayer, experts: index.nExpert, expertBytes: index.expertBytes, hintChannel: store.hintChannel || 'off', heatMap: store.heatMapPath },
+      'expert index ready',
+    );
+  } else {
+    log.warn('no model configured (MOEFLASH_MODEL or --model): serving health and Stats only');
+  }
+  const server = createExpertStoreServer({ log, store, descriptorSet: loadDescriptorSet() });
+  let http: ExpertStoreHttp | undefined;
+  if (settings.httpAddr) http = await startExpertStoreHttp(store, settings.httpAddr, log);
+  await server.listen(config.expertStoreAddr);
+
+  const warmAbort = new AbortController();
+  if (store && settings.warmOnStart !== 'none') {
+    const started = Date.now();
+    const warming = store;
+    void (async () => {
+      let last;
+      for await (const p of warming.warm({ onlyUsed: settings.warmOnStart === 'heat' }, warmAbort.signal)) last = p;
+      log.info({ bytes: last?.bytesDone, experts: last?.expertsWarmed, ms: Date.now() - started, ioMode: last?.ioMode, budget: last?.budgetBytes }, 'startup warm done');
+    })().catch((err: unknown) => {
+      if (!warmAbort.signal.aborted) log.error({ err }, 'startup warm failed');
+    });
+  }
+
+  return async () => {
+    warmAbort.abort();
+    await server.shutdown(config.shutdownGraceMs);
+    await http?.close();
+    await store?.close();
+  };
+});

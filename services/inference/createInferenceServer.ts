@@ -1,0 +1,133 @@
+import type { Logger } from 'pino';
+import {
+  FinishReason,
+  type GenerateRequest,
+  type GenerateResponse,
+  type Model,
+} from '../../gen/moeflash/v1/generation';
+import { InferenceServiceDefinition, ModelState, type InferenceServiceImplementation, type ModelLoad } from '../../gen/moeflash/v1/inference';
+import { InvalidArgumentError, UnavailableError } from '../common/errors';
+import { ServiceServer } from '../common/ServiceServer';
+import type { TerminatorContext } from '../common/ServerTerminator';
+import type { EngineLike, FinishReason as EngineFinishReason } from '../engine/types';
+import type { EngineHost } from './EngineHost';
+import { toGenerateOptions } from './toGenerateOptions';
+import { toModelMessage } from './toModelMessage';
+
+export interface InferenceServerOptions {
+  host: EngineHost;
+  log: Logger;
+  /** Serve reflection from this FileDescriptorSet. */
+  descriptorSet?: Uint8Array;
+}
+
+const SERVICE_NAME = 'moeflash.v1.InferenceService';
+
+const FINISH_REASONS: Record<Exclude<EngineFinishReason, 'error'>, FinishReason> = {
+  stop: FinishReason.FINISH_REASON_STOP,
+  length: FinishReason.FINISH_REASON_LENGTH,
+  cancelled: FinishReason.FINISH_REASON_CANCELLED,
+};
+
+const MODEL_STATES = { loading: ModelState.MODEL_STATE_LOADING, ready: ModelState.MODEL_STATE_READY, failed: ModelState.MODEL_STATE_FAILED };
+
+/**
+ * The inference process's gRPC server: InferenceService over the engines of `host`, grpc.health.v1 readiness
+ * following the host (NOT_SERVING while models load), and the shared error, deadline and shutdown conventions.
+ * Call listen() to serve; shutting down leaves the engines to the caller (host.close()).
+ */
+export function createInferenceServer(options: InferenceServerOptions): ServiceServer {
+  const { host, log } = options;
+  const service = ServiceServer({ log, serviceNames: [SERVICE_NAME], descriptorSet: options.descriptorSet });
+  const followHost = () => service.health.setReady(host.ready && !host.isClosing);
+  host.on('change', followHost);
+  followHost();
+
+  function engineFor(model: string): EngineLike {
+    if (model.length === 0) throw InvalidArgumentError.field('model', 'a model name is required');
+    return host.engine(model);
+  }
+
+  const implementation: InferenceServiceImplementation<TerminatorContext> = {
+    async *generate(request: GenerateRequest, context): AsyncGenerator<GenerateResponse> {
+      const engine = engineFor(request.model);
+      // The engine validates synchronously, so a bad field fails the call before any message is sent.
+      const events = engine.generate(toGenerateOptions(request, context.signal));
+      let promptTokens = request.promptTokenIds.length;
+      let completionTokens = 0;
+      for await (const event of events) {
+        if (event.type === 'chunk') {
+          // Engines that know the prompt's length when streaming report it on chunks (optional in EngineLike).
+          if ('promptTokens' in event && typeof event.promptTokens === 'number') promptTokens = event.promptTokens;
+          completionTokens += event.tokenIds.length;
+          yield {
+            event: { $case: 'chunk', value: { tokenIds: event.tokenIds, text: event.text, usage: { promptTokens, completionTokens } } },
+          };
+          continue;
+        }
+        log.debug(
+          { model: request.model, requestId: request.requestId, finishReason: event.finishReason, completionTokens: event.completionTokens, timings: event.timings },
+          'generation ended',
+        );
+        if (event.finishReason === 'error') {
+          if (host.isClosing) throw new UnavailableError('the inference service is shutting down');
+          throw new Error(`engine failed during generation: ${event.error ?? 'no reason given'}`);
+        }
+        const t = event.timings;
+        yield {
+          event: {
+            $case: 'complete',
+            value: {
+              finishReason: FINISH_REASONS[event.finishReason],
+              matchedStop: event.matchedStop ?? '',
+              usage: { promptTokens: event.promptTokens, completionTokens: event.completionTokens },
+              timings: {
+                queueMs: t.queueMs,
+                ttftMs: t.ttftMs,
+                prefillMs: t.prefillMs,
+                decodeMs: t.decodeMs,
+                decodeTokensPerSecond: t.decodeTokensPerSecond,
+                prefillTokensPerSecond: t.prefillTokensPerSecond,
+              },
+            },
+          },
+        };
+      }
+    },
+
+    async tokenize(request) {
+      const engine = engineFor(request.model);
+      return { tokenIds: engine.tokenize(request.text, { addSpecial: request.addSpecial, parseSpecial: request.parseSpecial }) };
+    },
+
+    async detokenize(request) {
+      return { text: engineFor(request.model).detokenize(request.tokenIds) };
+    },
+
+    async listModels() {
+      const models: Model[] = host.list().flatMap((m) => (m.status === 'ready' && m.engine ? [toModelMessage(m.name, m.engine.info)] : []));
+      return { models };
+    },
+
+    async getModel(request) {
+      return { model: toModelMessage(request.model, engineFor(request.model).info) };
+    },
+
+    async getLoad() {
+      const models: ModelLoad[] = host.list().map((m) => {
+        const stats = m.status === 'ready' && m.engine ? m.engine.stats() : undefined;
+        return {
+          model: m.name,
+          state: MODEL_STATES[m.status],
+          activeSequences: stats?.activeSequences ?? 0,
+          queuedRequests: stats?.queuedRequests ?? 0,
+          capacity: stats?.parallel ?? 0,
+        };
+      });
+      return { models };
+    },
+  };
+
+  service.server.add(InferenceServiceDefinition, implementation);
+  return service;
+}

@@ -1,0 +1,147 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import { Channel, credentials, type ChannelOptions } from '@grpc/grpc-js';
+import { HealthDefinition } from 'nice-grpc-server-health';
+import { HealthCheckResponse_ServingStatus } from 'nice-grpc-server-health/lib/proto/grpc/health/v1/health';
+import type { Logger } from 'pino';
+import { InferenceServiceDefinition, ModelState } from '../../gen/moeflash/v1/inference';
+import { DefinitionClient } from '../common/DefinitionClient';
+import type { BackendPool, ModelLoadInfo } from './BackendPool';
+
+export interface BackendMonitorOptions {
+  log: Logger;
+  /** How often each healthy backend's GetLoad is polled. */
+  loadPollMs: number;
+  /** Extra channel options for the backend channels. */
+  channelOptions?: ChannelOptions;
+}
+
+/** The readiness the router watches on each backend. */
+const INFERENCE_SERVICE = 'moeflash.v1.InferenceService';
+
+/**
+ * Backend channels: quick reconnects so a restarted backend is back in about a second, keepalive to notice a
+ * backend that vanished without closing its connections, and no transparent retries: the router decides itself
+ * what may be retried (UNAVAILABLE before the first token).
+ */
+const CHANNEL_OPTIONS: ChannelOptions = {
+  'grpc.initial_reconnect_backoff_ms': 100,
+  'grpc.max_reconnect_backoff_ms': 1_000,
+  'grpc.keepalive_time_ms': 20_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.enable_retries': 0,
+};
+
+const MIN_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 2_000;
+
+const MODEL_STATES: Partial<Record<ModelState, ModelLoadInfo['state']>> = {
+  [ModelState.MODEL_STATE_LOADING]: 'loading',
+  [ModelState.MODEL_STATE_READY]: 'ready',
+  [ModelState.MODEL_STATE_FAILED]: 'failed',
+};
+
+interface Connection {
+  channel: Channel;
+  health: DefinitionClient<typeof HealthDefinition>;
+  inference: DefinitionClient<typeof InferenceServiceDefinition>;
+  restart?: AbortController;
+  polling: boolean;
+}
+
+/**
+ * Feeds a BackendPool from the network: one grpc.health.v1 Watch per backend (waiting for the connection, so a
+ * backend that comes back is noticed as soon as it accepts connections) and GetLoad when a backend turns
+ * SERVING and every loadPollMs after. Owns the backend channels and their InferenceService clients.
+ */
+export class BackendMonitor {
+  private readonly connections = new Map<string, Connection>();
+  private readonly closed = new AbortController();
+  private pollTimer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly pool: BackendPool,
+    private readonly options: BackendMonitorOptions,
+  ) {
+    for (const address of pool.addresses) {
+      const channel = new Channel(address, credentials.createInsecure(), { ...CHANNEL_OPTIONS, ...options.channelOptions });
+      this.connections.set(address, {
+        channel,
+        health: new DefinitionClient(HealthDefinition, channel, address),
+        inference: new DefinitionClient(InferenceServiceDefinition, channel, address),
+        polling: false,
+      });
+    }
+    pool.on('suspect', (address) => this.connections.get(address)?.restart?.abort());
+  }
+
+  /** The InferenceService client of a backend. */
+  client(address: string): DefinitionClient<typeof InferenceServiceDefinition> {
+    const connection = this.connections.get(address);
+    if (!connection) throw new Error(`unknown backend ${address}`);
+    return connection.inference;
+  }
+
+  start(): void {
+    for (const address of this.connections.keys()) void this.watch(address);
+    this.pollTimer = setInterval(() => {
+      for (const address of this.connections.keys()) if (this.pool.isHealthy(address)) void this.refreshLoad(address);
+    }, this.options.loadPollMs);
+    this.pollTimer.unref();
+  }
+
+  close(): void {
+    this.closed.abort();
+    clearInterval(this.pollTimer);
+    for (const c of this.connections.values()) c.channel.close();
+  }
+
+  private async watch(address: string): Promise<void> {
+    const connection = this.connections.get(address)!;
+    const { log } = this.options;
+    let backoffMs = MIN_BACKOFF_MS;
+    while (!this.closed.signal.aborted) {
+      const restart = new AbortController();
+      connection.restart = restart;
+      const signal = AbortSignal.any([this.closed.signal, restart.signal]);
+      try {
+        const stream = connection.health.serverStream('watch', { service: INFERENCE_SERVICE }, { signal, waitForReady: true });
+        for await (const { status } of stream) {
+          backoffMs = MIN_BACKOFF_MS;
+          const serving = status === HealthCheckResponse_ServingStatus.SERVING;
+          // Know the backend's models before routing to it.
+          if (serving) await this.refreshLoad(address);
+          this.pool.setHealth(address, serving);
+          log.info({ backend: address, serving }, 'backend health');
+        }
+      } catch (err) {
+        if (!signal.aborted) log.debug({ backend: address, err: (err as Error).message }, 'health watch ended');
+      }
+      if (this.closed.signal.aborted) return;
+      this.pool.setHealth(address, false);
+      if (restart.signal.aborted) continue;
+      // The watch waits for a connection by itself; this only paces a backend that answers but fails the watch.
+      await delay(backoffMs, undefined, { signal: this.closed.signal }).catch(() => undefined);
+      backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+    }
+  }
+
+  private async refreshLoad(address: string): Promise<void> {
+    const connection = this.connections.get(address)!;
+    if (connection.polling) return;
+    connection.polling = true;
+    try {
+      const { models } = await connection.inference.unary('getLoad', {}, { signal: this.closed.signal, deadline: Date.now() + 5_000 });
+      const loads = new Map<string, ModelLoadInfo>();
+      for (const m of models) {
+        const state = MODEL_STATES[m.state];
+        if (state) loads.set(m.model, { state, activeSequences: m.activeSequences, queuedRequests: m.queuedRequests, capacity: m.capacity });
+      }
+      this.pool.setLoad(address, loads);
+    } catch (err) {
+      if (!this.closed.signal.aborted) this.options.log.debug({ backend: address, err: (err as Error).message }, 'GetLoad failed');
+    } finally {
+      connection.polling = false;
+    }
+  }
+}

@@ -1,0 +1,116 @@
+import { EventEmitter } from 'node:events';
+
+/** One model's load on one backend, as its GetLoad reports it. */
+export interface ModelLoadInfo {
+  state: 'loading' | 'ready' | 'failed';
+  activeSequences: number;
+  queuedRequests: number;
+  /** Sequences decoded together; 0 while loading. */
+  capacity: number;
+}
+
+interface Backend {
+  address: string;
+  healthy: boolean;
+  models: Map<string, ModelLoadInfo>;
+}
+
+/**
+ * What the router knows about its backends: health (from grpc.health.v1 watches), the models each hosts and
+ * their load (from GetLoad), and the routing choice made from that. Pure state and policy: BackendMonitor feeds
+ * it from the network, tests feed it directly. Emits 'change' on every update and 'suspect' (address) when a
+ * call found a backend unavailable, so its health can be re-checked.
+ */
+export class BackendPool extends EventEmitter<{ change: []; suspect: [address: string] }> {
+  private readonly backends = new Map<string, Backend>();
+  private turn = 0;
+
+  constructor(addresses: readonly string[]) {
+    super();
+    for (const address of new Set(addresses)) this.backends.set(address, { address, healthy: false, models: new Map() });
+  }
+
+  get addresses(): string[] {
+    return [...this.backends.keys()];
+  }
+
+  setHealth(address: string, healthy: boolean): void {
+    const backend = this.backend(address);
+    if (backend.healthy === healthy) return;
+    backend.healthy = healthy;
+    this.emit('change');
+  }
+
+  setLoad(address: string, models: ReadonlyMap<string, ModelLoadInfo>): void {
+    this.backend(address).models = new Map(models);
+    this.emit('change');
+  }
+
+  /** A call found `address` unavailable: stop routing to it until its health is confirmed again. */
+  markUnavailable(address: string): void {
+    const backend = this.backend(address);
+    if (!backend.healthy) return;
+    backend.healthy = false;
+    this.emit('change');
+    this.emit('suspect', address);
+  }
+
+  isHealthy(address: string): boolean {
+    return this.backend(address).healthy;
+  }
+
+  anyHealthy(): boolean {
+    for (const b of this.backends.values()) if (b.healthy) return true;
+    return false;
+  }
+
+  /** Healthy backends on which `model` is ready. */
+  candidates(model: string): string[] {
+    const out: string[] = [];
+    for (const b of this.backends.values()) if (b.healthy && b.models.get(model)?.state === 'ready') out.push(b.address);
+    return out;
+  }
+
+  /** Whether any backend, healthy or not, has reported `model` (so a request for it is UNAVAILABLE, not NOT_FOUND). */
+  knowsModel(model: string): boolean {
+    for (const b of this.backends.values()) if (b.models.has(model)) return true;
+    return false;
+  }
+
+  /** Models ready on at least one healthy backend, sorted. */
+  readyModels(): string[] {
+    const names = new Set<string>();
+    for (const b of this.backends.values())
+      if (b.healthy) for (const [name, load] of b.models) if (load.state === 'ready') names.add(name);
+    return [...names].sort();
+  }
+
+  /**
+   * The least loaded of `free` for `model`: the larger of the backend's reported work on the model (active +
+   * queued, possibly stale) and the router's own calls in flight to it (current, but blind to other routers),
+   * over the model's capacity there. Ties go round-robin so equal backends share the work.
+   */
+  pick(model: string, free: readonly string[], inFlight: (address: string) => number): string {
+    if (free.length === 0) throw new Error('pick needs at least one backend');
+    const start = this.turn++ % free.length;
+    let best = free[start];
+    let bestScore = Infinity;
+    for (let i = 0; i < free.length; i++) {
+      const address = free[(start + i) % free.length];
+      const load = this.backends.get(address)?.models.get(model);
+      const reported = load ? load.activeSequences + load.queuedRequests : 0;
+      const score = Math.max(reported, inFlight(address)) / Math.max(1, load?.capacity ?? 1);
+      if (score < bestScore) {
+        best = address;
+        bestScore = score;
+      }
+    }
+    return best;
+  }
+
+  private backend(address: string): Backend {
+    const backend = this.backends.get(address);
+    if (!backend) throw new Error(`unknown backend ${address}`);
+    return backend;
+  }
+}

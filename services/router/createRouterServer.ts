@@ -1,0 +1,160 @@
+import { randomUUID } from 'node:crypto';
+import { Status } from 'nice-grpc';
+import type { Logger } from 'pino';
+import {
+  GenerationServiceDefinition,
+  type GenerateRequest,
+  type GenerateResponse,
+  type GenerationServiceImplementation,
+  type Model,
+} from '../../gen/moeflash/v1/generation';
+import type { InferenceServiceDefinition } from '../../gen/moeflash/v1/inference';
+import { callDeadline } from '../common/deadlineInterceptor';
+import type { DefinitionClient } from '../common/DefinitionClient';
+import { InvalidArgumentError, NotFoundError, UnavailableError } from '../common/errors';
+import type { RouterConfig } from '../common/parseConfig';
+import type { TerminatorContext } from '../common/ServerTerminator';
+import { ServiceServer } from '../common/ServiceServer';
+import { UpstreamError } from '../common/UpstreamError';
+import { Admission } from './Admission';
+import { BackendMonitor } from './BackendMonitor';
+import { BackendPool } from './BackendPool';
+
+export interface RouterServerOptions {
+  log: Logger;
+  config: RouterConfig;
+  /** Serve reflection from this FileDescriptorSet (gen/descriptor.binpb). */
+  descriptorSet?: Uint8Array;
+}
+
+export interface RouterServer extends ServiceServer {
+  readonly pool: BackendPool;
+  readonly admission: Admission;
+  /** Stops watching the backends and closes their channels; call after shutdown(). */
+  close(): void;
+}
+
+const SERVICE_NAME = 'moeflash.v1.GenerationService';
+
+type InferenceClient = DefinitionClient<typeof InferenceServiceDefinition>;
+
+/**
+ * The router: GenerationService in front of the inference backends. A request goes to the least loaded healthy
+ * backend serving its model, through bounded admission (RESOURCE_EXHAUSTED when full); the client's deadline and
+ * cancellation travel to the backend; a call that fails UNAVAILABLE before its first token is retried on another
+ * backend, and never after (the client already has tokens it would get twice).
+ */
+export function createRouterServer(options: RouterServerOptions): RouterServer {
+  const { log, config } = options;
+  const service = ServiceServer({ log, serviceNames: [SERVICE_NAME], descriptorSet: options.descriptorSet });
+  const pool = new BackendPool(config.backends);
+  const admission = new Admission(config);
+  const monitor = new BackendMonitor(pool, { log, loadPollMs: config.loadPollMs });
+  pool.on('change', () => {
+    service.health.setReady(pool.anyHealthy());
+    // Queued calls may now have a backend (or none left at all).
+    admission.poke();
+  });
+
+  /** Fails fast for a request no backend can serve now: NOT_FOUND if no healthy backend knows the model. */
+  function requireModel(model: string): void {
+    if (model.length === 0) throw InvalidArgumentError.field('model', 'a model name is required');
+    if (pool.candidates(model).length > 0) return;
+    if (pool.knowsModel(model) || !pool.anyHealthy()) throw new UnavailableError(`no healthy backend serves model '${model}'`);
+    throw new NotFoundError('model', model);
+  }
+
+  function retriable(err: unknown): err is UpstreamError {
+    return err instanceof UpstreamError && err.code === Status.UNAVAILABLE;
+  }
+
+  /**
+   * A unary call on a backend serving `model`, retried on others while UNAVAILABLE. These calls are short and
+   * cheap, so they bypass admission (which bounds generations).
+   */
+  async function routeUnary<T>(model: string, signal: AbortSignal, call: (client: InferenceClient) => Promise<T>): Promise<T> {
+    requireModel(model);
+    const tried = new Set<string>();
+    for (let attempt = 1; ; attempt++) {
+      const free = pool.candidates(model).filter((b) => !tried.has(b));
+      if (free.length === 0) throw new UnavailableError(`no healthy backend serves model '${model}'`);
+      const backend = pool.pick(model, free, (b) => admission.inFlight(b));
+      try {
+        return await call(monitor.client(backend));
+      } catch (err) {
+        if (!retriable(err) || attempt >= config.maxAttempts || signal.aborted) throw err;
+        log.warn({ backend, model, err: err.message }, 'backend unavailable; retrying on another');
+        tried.add(backend);
+        pool.markUnavailable(backend);
+      }
+    }
+  }
+
+  const implementation: GenerationServiceImplementation<TerminatorContext> = {
+    async *generate(request: GenerateRequest, context): AsyncGenerator<GenerateResponse> {
+      const { signal } = context;
+      requireModel(request.model);
+      const forwarded = { ...request, requestId: request.requestId || randomUUID() };
+      const deadline = callDeadline(context.metadata);
+      const tried = new Set<string>();
+      for (let attempt = 1; ; attempt++) {
+        const ticket = await admission.acquire({
+          candidates: () => pool.candidates(request.model).filter((b) => !tried.has(b)),
+          pick: (free) => pool.pick(request.model, free, (b) => admission.inFlight(b)),
+          signal,
+        });
+        let streamed = false;
+        try {
+          for await (const response of monitor.client(ticket.backend).serverStream('generate', forwarded, { signal, deadline })) {
+            streamed = true;
+            yield response;
+          }
+          return;
+        } catch (err) {
+          if (streamed || !retriable(err) || attempt >= config.maxAttempts || signal.aborted) throw err;
+          log.warn({ backend: ticket.backend, requestId: forwarded.requestId, err: err.message }, 'backend unavailable before the first token; retrying');
+          tried.add(ticket.backend);
+          pool.markUnavailable(ticket.backend);
+        } finally {
+          ticket.release();
+        }
+      }
+    },
+
+    tokenize(request, { signal, metadata }) {
+      return routeUnary(request.model, signal, (c) => c.unary('tokenize', request, { signal, deadline: callDeadline(metadata) }));
+    },
+
+    detokenize(request, { signal, metadata }) {
+      return routeUnary(request.model, signal, (c) => c.unary('detokenize', request, { signal, deadline: callDeadline(metadata) }));
+    },
+
+    getModel(request, { signal, metadata }) {
+      return routeUnary(request.model, signal, (c) => c.unary('getModel', request, { signal, deadline: callDeadline(metadata) }));
+    },
+
+    async listModels(_request, { signal, metadata }) {
+      // Every healthy backend's list, merged by name: backends serving the same model describe it the same way.
+      const healthy = pool.addresses.filter((b) => pool.isHealthy(b));
+      if (healthy.length === 0) throw new UnavailableError('no healthy backend');
+      const deadline = callDeadline(metadata);
+      const lists = await Promise.allSettled(healthy.map((b) => monitor.client(b).unary('listModels', {}, { signal, deadline })));
+      const byName = new Map<string, Model>();
+      for (const list of lists) if (list.status === 'fulfilled') for (const m of list.value.models) if (!byName.has(m.name)) byName.set(m.name, m);
+      if (byName.size === 0) {
+        const failure = lists.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+        if (failure) throw failure.reason;
+      }
+      return { models: [...byName.values()].sort((a, b) => a.name.localeCompare(b.name)) };
+    },
+  };
+
+  service.server.add(GenerationServiceDefinition, implementation);
+  monitor.start();
+  return {
+    ...service,
+    pool,
+    admission,
+    close: () => monitor.close(),
+  };
+}

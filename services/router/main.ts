@@ -1,0 +1,14 @@
+import { loadDescriptorSet } from '../common/loadDescriptorSet';
+import { runService } from '../common/runService';
+import { createRouterServer } from './createRouterServer';
+
+/** The router process: GenerationService on MOEFLASH_ROUTER_ADDR (127.0.0.1:50051) over MOEFLASH_BACKENDS. */
+runService('router', async (config, log) => {
+  const router = createRouterServer({ log, config: config.router, descriptorSet: loadDescriptorSet() });
+  await router.listen(config.routerAddr);
+  log.info({ backends: config.router.backends }, 'routing');
+  return async () => {
+    await router.shutdown(config.shutdownGraceMs);
+    router.close();
+  };
+});
