@@ -2,8 +2,8 @@
 # Lays out a llama.cpp source tree from node-llama-cpp's git bundle and applies patches/llama.cpp in series order.
 #   scripts/prepare-llama-cpp.sh patched   -> build/llama/patched/src (our patch series applied)
 #   scripts/prepare-llama-cpp.sh stock     -> build/llama/stock/src   (the fidelity peer: build fixes only, series-stock)
-# Idempotent: a tree whose patch stamp matches is left alone, so incremental builds stay incremental; a changed
-# series restores only the files git sees as modified before re-applying, so only touched files rebuild.
+# Idempotent: a tree whose patch stamp matches is left alone; a changed series rewrites only the files whose content
+# changes, so an edit to one patch rebuilds only what that patch touches.
 set -euo pipefail
 variant=${1:-patched}
 case "$variant" in patched|stock) ;; *) echo "usage: $0 patched|stock" >&2; exit 2 ;; esac
@@ -48,17 +48,36 @@ if [ -f "$src/.moeflash-stamp" ] && [ "$(cat "$src/.moeflash-stamp")" = "$stamp"
 fi
 
 rm -f "$src/.moeflash-stamp"
-git -C "$src" checkout --quiet -f "$commit" -- .
-git -C "$src" clean --quiet -fd -e .moeflash-stamp
+# Apply the series to pristine copies of just the files it touches (plus files a previous series changed), in a
+# scratch folder; then copy over only files whose content changed, so unchanged files keep their mtimes.
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/moeflash-patch.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+touched=$( { git -C "$src" diff --name-only; git -C "$src" ls-files --others --exclude-standard;
+             for p in "${series[@]}"; do [ -f "$patches/$p" ] && git -C "$src" apply --numstat "$patches/$p" | cut -f3; done; } | sort -u)
+for f in $touched; do
+  if git -C "$src" cat-file -e "$commit:$f" 2>/dev/null; then
+    mkdir -p "$scratch/$(dirname "$f")"
+    git -C "$src" show "$commit:$f" > "$scratch/$f"
+  fi
+done
 for p in "${series[@]}"; do
   if [ ! -f "$patches/$p" ]; then echo "prepare-llama-cpp: patch listed in series is missing: patches/llama.cpp/$p" >&2; exit 1; fi
-  if ! git -C "$src" apply --check "$patches/$p" 2>/tmp/moeflash-patch-err; then
+  if ! (cd "$scratch" && git apply --check "$patches/$p") 2>"$scratch/.err"; then
     echo "prepare-llama-cpp: patch does not apply: patches/llama.cpp/$p" >&2
-    cat /tmp/moeflash-patch-err >&2
+    cat "$scratch/.err" >&2
     exit 1
   fi
-  git -C "$src" apply "$patches/$p"
+  (cd "$scratch" && git apply "$patches/$p")
 done
+changed=0
+for f in $touched; do
+  if [ -f "$scratch/$f" ]; then
+    if ! cmp -s "$scratch/$f" "$src/$f"; then mkdir -p "$(dirname "$src/$f")"; cp "$scratch/$f" "$src/$f"; changed=$((changed + 1)); fi
+  elif [ -e "$src/$f" ]; then
+    rm -f "$src/$f"; changed=$((changed + 1))  # added by an earlier series, gone from this one
+  fi
+done
+echo "prepare-llama-cpp: $changed file(s) changed"
 echo "$stamp" > "$src/.moeflash-stamp"
 printf '{"package":"node-llama-cpp@%s","commit":"%s","patches":[%s]}\n' "$NODE_LLAMA_CPP_VERSION" "$commit" \
   "$(printf '"%s",' "${series[@]}" | sed 's/,$//')" > "$root/build/llama/$variant/source.json"

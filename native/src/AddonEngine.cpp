@@ -2,11 +2,13 @@
 // requests and receives each step's events through one ThreadSafeFunction; nothing here blocks the event loop.
 #include "AddonModel.h"
 #include "BatchScheduler.h"
+#include "HintChannel.h"
 #include "addon.h"
 
 #include "ggml.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 
 namespace {
@@ -20,6 +22,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
                                InstanceMethod("submit", &AddonEngine::Submit),
                                InstanceMethod("cancel", &AddonEngine::Cancel),
                                InstanceMethod("stats", &AddonEngine::Stats),
+                               InstanceMethod("expertUse", &AddonEngine::ExpertUse),
                                InstanceMethod("close", &AddonEngine::Close),
                            });
     }
@@ -48,14 +51,14 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     bool released = false;
     int32_t n_batch = 512;
 
-    void StartScheduler() {
+    void StartScheduler(std::unique_ptr<moeflash::HintWriter> hints) {
         Napi::ThreadSafeFunction fn = events_fn;
         scheduler = std::make_unique<BatchScheduler>(ctx, model->model, n_batch, [fn](std::vector<GenerationEvent> && events) {
             auto * data = new std::vector<GenerationEvent>(std::move(events));
             if (fn.NonBlockingCall(data, DeliverEvents) != napi_ok) {
                 delete data;  // the engine is being torn down: nobody is listening any more
             }
-        });
+        }, std::move(hints));
     }
 
     void Shutdown() {
@@ -102,6 +105,9 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
                 o.Set("prefillMs", e.prefill_ms);
                 o.Set("ttftMs", e.ttft_ms);
                 o.Set("decodeMs", e.decode_ms);
+                Napi::Uint16Array experts = Napi::Uint16Array::New(env, e.experts_per_layer.size());
+                std::copy(e.experts_per_layer.begin(), e.experts_per_layer.end(), experts.Data());
+                o.Set("expertsPerLayer", experts);
             }
             out.Set(i, o);
         }
@@ -129,6 +135,13 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
             request->stops.push_back(stops.Get(i).As<Napi::String>().Utf8Value());
         }
         request->sampler = BuildSampler(env, p);
+        Napi::Value trace = p.Get("traceId");
+        if (trace.IsString()) {
+            const std::string hex = trace.As<Napi::String>().Utf8Value();
+            for (size_t i = 0; i + 1 < hex.size() && i / 2 < sizeof(request->trace_id); i += 2) {
+                request->trace_id[i / 2] = (uint8_t) std::strtoul(hex.substr(i, 2).c_str(), nullptr, 16);
+            }
+        }
         request->t_submit_us = ggml_time_us();
         scheduler->submit(std::move(request));
         return env.Undefined();
@@ -171,6 +184,18 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
         return chain;
     }
 
+    // expertUse() -> { nExpert, counts: Float64Array [layer * nExpert + expert] }: tokens routed since start
+    Napi::Value ExpertUse(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        Napi::Object o = Napi::Object::New(env);
+        std::vector<uint64_t> use = scheduler ? scheduler->expert_use() : std::vector<uint64_t>();
+        Napi::Float64Array counts = Napi::Float64Array::New(env, use.size());
+        std::copy(use.begin(), use.end(), counts.Data());
+        o.Set("nExpert", scheduler ? scheduler->n_expert() : 0);
+        o.Set("counts", counts);
+        return o;
+    }
+
     Napi::Value Cancel(const Napi::CallbackInfo & info) {
         const bool known = scheduler && scheduler->cancel((uint64_t) info[0].As<Napi::Number>().Int64Value());
         return Napi::Boolean::New(info.Env(), known);
@@ -202,8 +227,10 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
 
 class StartWorker : public Napi::AsyncWorker {
   public:
-    StartWorker(Napi::Env env, AddonEngine * engine, Napi::Object engine_obj, llama_context_params params, bool warmup)
-        : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), engine(engine), params(params), warmup(warmup) {
+    StartWorker(Napi::Env env, AddonEngine * engine, Napi::Object engine_obj, llama_context_params params, bool warmup,
+                bool record_routing, std::string hint_channel)
+        : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), engine(engine), params(params), warmup(warmup),
+          record_routing(record_routing), hint_channel(std::move(hint_channel)) {
         engine_ref = Napi::Persistent(engine_obj);
     }
     Napi::Promise Promise() { return deferred.Promise(); }
@@ -215,6 +242,21 @@ class StartWorker : public Napi::AsyncWorker {
             std::string why = TakeLlamaErrors();
             SetError("cannot create the llama context" + (why.empty() ? "" : ": " + why));
             return;
+        }
+        // routing is recorded before the first graph is built (it changes the graph's outputs)
+        llama_set_moe_routing_record(ctx, record_routing);
+        if (!hint_channel.empty()) {
+            try {
+                moeflash::HintWriterOptions options;
+                options.n_layer = (uint32_t) llama_model_n_layer(engine->model->model);
+                options.model = engine->model->path.substr(engine->model->path.find_last_of('/') + 1);
+                hints = std::make_unique<moeflash::HintWriter>(hint_channel, options);
+            } catch (const std::exception & e) {
+                llama_free(ctx);
+                ctx = nullptr;
+                SetError(std::string("hint channel: ") + e.what());
+                return;
+            }
         }
         if (warmup) {
             // one decode so first-request latency does not include lazy allocations and first-touch page faults
@@ -228,7 +270,7 @@ class StartWorker : public Napi::AsyncWorker {
     void OnOK() override {
         engine->ctx = ctx;
         engine->n_batch = (int32_t) params.n_batch;
-        engine->StartScheduler();
+        engine->StartScheduler(std::move(hints));
         Napi::Object out = Napi::Object::New(Env());
         out.Set("contextSize", (double) llama_n_ctx_seq(ctx));
         out.Set("parallel", (double) llama_n_seq_max(ctx));
@@ -242,6 +284,9 @@ class StartWorker : public Napi::AsyncWorker {
     Napi::ObjectReference engine_ref;
     llama_context_params params;
     bool warmup;
+    bool record_routing;
+    std::string hint_channel;
+    std::unique_ptr<moeflash::HintWriter> hints;
     llama_context * ctx = nullptr;
 };
 
@@ -281,7 +326,10 @@ Napi::Value AddonEngine::Start(const Napi::CallbackInfo & info) {
     params.n_threads_batch = (int32_t) u32("nThreads");
     params.kv_unified = false;  // each sequence gets its own KV stream of nCtxPerSeq cells
     params.no_perf = true;
-    auto * worker = new StartWorker(env, this, Value(), params, o.Get("warmup").ToBoolean().Value());
+    Napi::Value channel = o.Get("hintChannel");
+    auto * worker = new StartWorker(env, this, Value(), params, o.Get("warmup").ToBoolean().Value(),
+                                    o.Get("recordRouting").ToBoolean().Value(),
+                                    channel.IsString() ? channel.As<Napi::String>().Utf8Value() : std::string());
     Napi::Promise promise = worker->Promise();
     worker->Queue();
     return promise;

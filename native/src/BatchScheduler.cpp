@@ -1,10 +1,12 @@
 #include "BatchScheduler.h"
 
+#include "HintChannel.h"
 #include "TokenPiece.h"
 
 #include "ggml.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 namespace {
 
@@ -42,9 +44,21 @@ double Ms(int64_t from_us, int64_t to_us) {
 
 }  // namespace
 
-BatchScheduler::BatchScheduler(llama_context * ctx, const llama_model * model, int32_t n_batch, EventSink sink)
+BatchScheduler::BatchScheduler(llama_context * ctx, const llama_model * model, int32_t n_batch, EventSink sink,
+                               std::unique_ptr<moeflash::HintWriter> hints)
     : ctx(ctx), model(model), vocab(llama_model_get_vocab(model)), n_batch(n_batch),
-      n_ctx_seq((int32_t) llama_n_ctx_seq(ctx)), sink(std::move(sink)) {
+      n_ctx_seq((int32_t) llama_n_ctx_seq(ctx)), sink(std::move(sink)), hints(std::move(hints)) {
+    char arch[64] = {0};
+    char buf[32] = {0};
+    llama_model_meta_val_str(model, "general.architecture", arch, sizeof(arch));
+    if (llama_model_meta_val_str(model, (std::string(arch) + ".expert_count").c_str(), buf, sizeof(buf)) > 0) {
+        n_expert_ = std::atoi(buf);
+    }
+    n_layer_ = llama_model_n_layer(model);
+    mask_words_ = (n_expert_ + 63) / 64;
+    if (n_expert_ > 0) {
+        expert_use_.reset(new std::atomic<uint64_t>[(size_t) n_layer_ * n_expert_]());
+    }
     const int32_t n_seq = (int32_t) llama_n_seq_max(ctx);
     batch = llama_batch_init(n_batch, 0, 1);
     slots.resize(n_seq);
@@ -79,6 +93,75 @@ bool BatchScheduler::cancel(uint64_t id) {
     }
     cv.notify_one();
     return true;
+}
+
+std::vector<uint64_t> BatchScheduler::expert_use() const {
+    std::vector<uint64_t> out((size_t) n_layer_ * n_expert_);
+    for (size_t i = 0; i < out.size(); i++) {
+        out[i] = expert_use_[i].load(std::memory_order_relaxed);
+    }
+    return out;
+}
+
+// After a decode: count every token's experts, mark them on its request, and publish each (layer, sequence)'s
+// distinct experts to the expert-store. The routing was copied out with the logits: reading it costs no sync.
+void BatchScheduler::observe_routing() {
+    if (n_expert_ == 0) {
+        return;
+    }
+    std::vector<int32_t> slot_of_seq(slots.size(), -1);
+    for (size_t i = 0; i < slots.size(); i++) {
+        if (slots[i].request) {
+            slot_of_seq[slots[i].seq] = (int32_t) i;
+        }
+    }
+    std::vector<uint64_t> layer_mask(mask_words_);
+    for (int32_t il = 0; il < n_layer_; il++) {
+        const int32_t * ids = nullptr;
+        const llama_seq_id * seqs = nullptr;
+        int32_t stride = 0, n_used = 0;
+        const int32_t n_tokens = llama_get_moe_routing(ctx, il, &ids, &stride, &n_used, &seqs);
+        if (n_tokens <= 0) {
+            continue;
+        }
+        std::atomic<uint64_t> * use = &expert_use_[(size_t) il * n_expert_];
+        for (size_t s = 0; s < slot_of_seq.size(); s++) {
+            std::fill(layer_mask.begin(), layer_mask.end(), 0);
+            bool any = false;
+            for (int32_t t = 0; t < n_tokens; t++) {
+                if (seqs[t] != (llama_seq_id) s) {
+                    continue;
+                }
+                any = true;
+                for (int32_t k = 0; k < n_used; k++) {
+                    const int32_t e = ids[(size_t) t * stride + k];
+                    if (e >= 0 && e < n_expert_) {
+                        use[e].fetch_add(1, std::memory_order_relaxed);
+                        layer_mask[e / 64] |= 1ull << (e % 64);
+                    }
+                }
+            }
+            if (!any) {
+                continue;
+            }
+            Slot * slot = slot_of_seq[s] >= 0 ? &slots[slot_of_seq[s]] : nullptr;
+            if (slot != nullptr) {
+                for (int32_t w = 0; w < mask_words_; w++) {
+                    slot->expert_mask[(size_t) il * mask_words_ + w] |= layer_mask[w];
+                }
+            }
+            if (hints) {
+                step_ids_.clear();
+                for (int32_t e = 0; e < n_expert_; e++) {
+                    if (layer_mask[e / 64] >> (e % 64) & 1) {
+                        step_ids_.push_back(e);
+                    }
+                }
+                hints->publish((uint32_t) il, step_ids_.data(), step_ids_.size(), nullptr, 0,
+                               slot != nullptr ? slot->request->trace_id : nullptr);
+            }
+        }
+    }
 }
 
 SchedulerStats BatchScheduler::stats() const {
@@ -161,6 +244,7 @@ void BatchScheduler::admit_locked() {
         slot.seq = seq;
         slot.request = std::move(front);
         slot.t_admit_us = ggml_time_us();
+        slot.expert_mask.assign((size_t) n_layer_ * mask_words_, 0);
         pending.pop_front();
         n_active++;
         total_requests++;
@@ -226,6 +310,7 @@ void BatchScheduler::step() {
                 }
             }
         } else {
+            observe_routing();
             const int64_t now = ggml_time_us();
             for (auto & slot : slots) {
                 if (!slot.request || slot.i_batch < 0) {
@@ -320,6 +405,13 @@ GenerationEvent BatchScheduler::final_event(const GenerationRequest & request, c
     e.prefill_ms = Ms(slot->t_admit_us, slot->t_prefill_done_us);
     e.ttft_ms = Ms(request.t_submit_us, slot->t_first_us);
     e.decode_ms = Ms(slot->t_first_us, slot->t_last_us);
+    for (int32_t il = 0; il < n_layer_ && n_expert_ > 0; il++) {
+        uint16_t n = 0;
+        for (int32_t w = 0; w < mask_words_; w++) {
+            n += (uint16_t) __builtin_popcountll(slot->expert_mask[(size_t) il * mask_words_ + w]);
+        }
+        e.experts_per_layer.push_back(n);
+    }
     return e;
 }
 

@@ -18,8 +18,11 @@
 #include <unordered_map>
 #include <vector>
 
+namespace moeflash { class HintWriter; }
+
 struct GenerationRequest {
     uint64_t id = 0;
+    uint8_t trace_id[16] = {};  // W3C trace id of the request, carried into the expert-store hints
     std::vector<llama_token> prompt;
     int32_t max_tokens = 256;
     std::vector<std::string> stops;
@@ -47,6 +50,7 @@ struct GenerationEvent {
     int32_t prompt_tokens = 0;
     int32_t completion_tokens = 0;
     double queue_ms = 0, prefill_ms = 0, ttft_ms = 0, decode_ms = 0;
+    std::vector<uint16_t> experts_per_layer;  // distinct experts this request's tokens were routed to, per layer
 };
 
 struct SchedulerStats {
@@ -63,13 +67,18 @@ class BatchScheduler {
   public:
     using EventSink = std::function<void(std::vector<GenerationEvent> &&)>;
 
-    BatchScheduler(llama_context * ctx, const llama_model * model, int32_t n_batch, EventSink sink);
+    // hints (optional): receives, after every step, the experts each MoE layer routed each sequence's tokens to
+    BatchScheduler(llama_context * ctx, const llama_model * model, int32_t n_batch, EventSink sink,
+                   std::unique_ptr<moeflash::HintWriter> hints = nullptr);
     ~BatchScheduler();
 
     void submit(std::shared_ptr<GenerationRequest> request);
     // Marks a request cancelled; the scheduler ends it at its next step. False if the id is unknown (finished).
     bool cancel(uint64_t id);
     SchedulerStats stats() const;
+    // Tokens routed to each expert since start, [layer * n_expert + expert]; empty for a dense model.
+    std::vector<uint64_t> expert_use() const;
+    int32_t n_expert() const { return n_expert_; }
     // Ends every request with an error, stops and joins the thread. Idempotent.
     void stop();
 
@@ -86,9 +95,11 @@ class BatchScheduler {
         std::vector<llama_token> new_tokens;  // sampled since the last chunk event
         std::string pending_text;             // bytes not yet emitted (incomplete UTF-8 or a possible stop prefix)
         int64_t t_admit_us = 0, t_prefill_done_us = 0, t_first_us = 0, t_last_us = 0;
+        std::vector<uint64_t> expert_mask;    // [n_layer][words]: experts this request's tokens were routed to
     };
 
     void run();
+    void observe_routing();
     void admit_locked();
     void step();
     void on_token(Slot & slot, llama_token token, std::vector<GenerationEvent> & events);
@@ -104,6 +115,13 @@ class BatchScheduler {
     const int32_t n_batch;
     const int32_t n_ctx_seq;
     EventSink sink;
+
+    int32_t n_layer_ = 0;
+    int32_t n_expert_ = 0;
+    int32_t mask_words_ = 0;
+    std::unique_ptr<moeflash::HintWriter> hints;
+    std::unique_ptr<std::atomic<uint64_t>[]> expert_use_;  // [n_layer * n_expert], read by other threads
+    std::vector<int32_t> step_ids_;                         // scratch: distinct ids of one (layer, sequence)
 
     llama_batch batch;
     std::vector<Slot> slots;  // one per sequence id; only the scheduler thread touches them

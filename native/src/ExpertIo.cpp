@@ -191,6 +191,10 @@ int UringReader::Init(unsigned queue_depth, uint32_t chunk_bytes, std::string * 
         }
         return -r;
     }
+    // Buffered reads that miss the cache run on io-wq workers, at most 4 per CPU by default: allow one per slot, so
+    // the queue depth asked for is the depth the disk sees even on small machines (best effort: older kernels lack it).
+    unsigned workers[2] = {queue_depth, 0};
+    io_uring_register_iowq_max_workers(ring, workers);
     if (posix_memalign(&buffer_, 4096, chunk_bytes) != 0) {
         io_uring_queue_exit(ring);
         delete ring;

@@ -81,6 +81,8 @@ export class Engine implements EngineLike {
         nBatch: options.batchSize ?? 512,
         nThreads: options.threads ?? availableParallelism(),
         warmup: options.warmup ?? true,
+        recordRouting: options.recordRouting ?? true,
+        hintChannel: options.hintChannel,
       });
     } catch (e) {
       model.dispose();
@@ -112,6 +114,14 @@ export class Engine implements EngineLike {
   tokenBytes(tokenIds: number[]): Buffer {
     this.checkTokenIds('token_ids', tokenIds);
     return this.model.tokenBytes(Int32Array.from(tokenIds));
+  }
+
+  /** Tokens routed to each expert since load: counts[layer][expert]. Empty for a dense model. */
+  expertUse(): number[][] {
+    const { nExpert, counts } = this.native.expertUse();
+    const out: number[][] = [];
+    for (let il = 0; nExpert > 0 && il < counts.length / nExpert; il++) out.push(Array.from(counts.subarray(il * nExpert, (il + 1) * nExpert)));
+    return out;
   }
 
   stats(): EngineStats {
@@ -148,6 +158,7 @@ export class Engine implements EngineLike {
       frequencyPenalty: s.frequencyPenalty,
       seed: options.sampling?.seed ?? Math.floor(Math.random() * 0xffffffff),
       grammar: options.sampling?.grammar ?? '',
+      traceId: options.traceId,
     };
     const id = this.nextId++;
     const queue = new AsyncQueue<GenerationEvent>();
@@ -156,7 +167,7 @@ export class Engine implements EngineLike {
       queue.end();
       return queue;
     }
-    this.listeners.set(id, (event) => this.deliver(id, event, queue));
+    this.listeners.set(id, (event) => this.deliver(id, event, queue, prompt.length));
     try {
       this.native.submit(id, Int32Array.from(prompt), params);
     } catch (e) {
@@ -185,9 +196,9 @@ export class Engine implements EngineLike {
     }
   }
 
-  private deliver(id: number, event: NativeEvent, queue: AsyncQueue<GenerationEvent>): void {
+  private deliver(id: number, event: NativeEvent, queue: AsyncQueue<GenerationEvent>, promptTokens: number): void {
     if (!event.final) {
-      queue.push({ type: 'chunk', tokenIds: Array.from(event.tokens), text: event.text });
+      queue.push({ type: 'chunk', tokenIds: Array.from(event.tokens), text: event.text, promptTokens });
       return;
     }
     const completion = event.completionTokens ?? 0;
@@ -208,6 +219,7 @@ export class Engine implements EngineLike {
         prefillTokensPerSecond: prefillMs > 0 ? ((event.promptTokens ?? 0) * 1000) / prefillMs : 0,
       },
       error: event.error || undefined,
+      expertsPerLayer: event.expertsPerLayer ? Array.from(event.expertsPerLayer) : undefined,
     });
     queue.end();
     this.listeners.delete(id);

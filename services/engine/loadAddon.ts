@@ -153,9 +153,10 @@ export interface NativeModel {
 }
 
 export interface NativeEngine {
-  start(options: { nCtxPerSeq: number; nSeq: number; nBatch: number; nThreads: number; warmup: boolean }): Promise<{ contextSize: number; parallel: number }>;
+  start(options: { nCtxPerSeq: number; nSeq: number; nBatch: number; nThreads: number; warmup: boolean; recordRouting: boolean; hintChannel?: string }): Promise<{ contextSize: number; parallel: number }>;
   submit(id: number, prompt: Int32Array, params: NativeSamplingParams): void;
   cancel(id: number): boolean;
+  expertUse(): { nExpert: number; counts: Float64Array };
   stats(): { activeSequences: number; queuedRequests: number; parallel: number; totalRequests: number; totalPromptTokens: number; totalCompletionTokens: number; steps: number };
   close(): Promise<void>;
 }
@@ -172,6 +173,7 @@ export interface NativeSamplingParams {
   frequencyPenalty: number;
   seed: number;
   grammar: string;
+  traceId?: string;
 }
 
 export interface NativeEvent {
@@ -188,6 +190,7 @@ export interface NativeEvent {
   prefillMs?: number;
   ttftMs?: number;
   decodeMs?: number;
+  expertsPerLayer?: Uint16Array;
 }
 
 export interface GgufTensorInfo {

@@ -25,6 +25,10 @@ export interface LoadOptions {
   loadMode?: 'mmap' | 'none' | 'mlock';
   /** Run llama.cpp's warmup decode after loading. Default true. */
   warmup?: boolean;
+  /** Record which experts each MoE layer routes tokens to (stats, hints, traces). Default true. */
+  recordRouting?: boolean;
+  /** Shared-memory hint channel to publish routing to (the expert-store reads it); none by default. */
+  hintChannel?: string;
 }
 
 export interface ModelInfo {
@@ -107,6 +111,8 @@ export interface GenerationChunk {
   tokenIds: number[];
   /** Text delta; may lag the tokens while a UTF-8 sequence or a possible stop string is incomplete. */
   text: string;
+  /** Tokens of the prompt (for cumulative usage). */
+  promptTokens: number;
 }
 
 /** The last record of every generation, also on cancel and error. */
@@ -120,6 +126,8 @@ export interface GenerationFinal {
   timings: GenerationTimings;
   /** Set when finishReason is 'error'. */
   error?: string;
+  /** Distinct experts this request's tokens were routed to, per layer (empty for a dense model). */
+  expertsPerLayer?: number[];
 }
 
 export type GenerationEvent = GenerationChunk | GenerationFinal;

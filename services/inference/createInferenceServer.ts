@@ -57,8 +57,7 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
       let completionTokens = 0;
       for await (const event of events) {
         if (event.type === 'chunk') {
-          // Engines that know the prompt's length when streaming report it on chunks (optional in EngineLike).
-          if ('promptTokens' in event && typeof event.promptTokens === 'number') promptTokens = event.promptTokens;
+          promptTokens = event.promptTokens;
           completionTokens += event.tokenIds.length;
           yield {
             event: { $case: 'chunk', value: { tokenIds: event.tokenIds, text: event.text, usage: { promptTokens, completionTokens } } },

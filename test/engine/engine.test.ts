@@ -43,6 +43,22 @@ describe('engine', function () {
     assert.ok(out.final.timings.ttftMs >= out.final.timings.prefillMs);
   });
 
+  it('records which experts each layer routed the request to', async function () {
+    const before = engine.expertUse();
+    const out = await collect(engine.generate({ prompt: 'The quick brown fox', maxTokens: 8, sampling: { temperature: 0 } }));
+    const after = engine.expertUse();
+    const info = engine.info;
+    assert.equal(after.length, info.nLayer);
+    // every token (prompt + generated, the last sampled one is not decoded) was routed to nExpertUsed experts per layer
+    const tokensDecoded = out.final.promptTokens + out.final.completionTokens - 1;
+    const routed = (il: number) => after[il].reduce((a, b) => a + b, 0) - before[il].reduce((a, b) => a + b, 0);
+    for (let il = 0; il < info.nLayer - 1; il++) assert.equal(routed(il), tokensDecoded * info.nExpertUsed, `layer ${il}`);
+    // the last layer runs its experts only on the tokens whose logits are needed: one per step
+    assert.equal(routed(info.nLayer - 1), out.final.completionTokens * info.nExpertUsed, 'last layer');
+    assert.equal(out.final.expertsPerLayer?.length, info.nLayer);
+    assert.ok(out.final.expertsPerLayer!.every((n) => n >= info.nExpertUsed && n <= info.nExpert));
+  });
+
   it('the same seed samples the same tokens at temperature > 0', async function () {
     const run = () => collect(engine.generate({ prompt: 'Once upon', maxTokens: 24, sampling: { temperature: 1.0, seed: 42 } }));
     const [a, b] = [await run(), await run()];

@@ -196,7 +196,7 @@ export class FakeEngine extends EventEmitter<{ change: [] }> implements EngineLi
           return;
         }
         if (pending.length >= this.tokensPerChunk || completion === maxTokens) {
-          yield { type: 'chunk', tokenIds: pending, text: this.detokenize(pending) };
+          yield { type: 'chunk', tokenIds: pending, text: this.detokenize(pending), promptTokens: prompt.length };
           pending = [];
         }
       }

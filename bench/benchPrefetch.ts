@@ -1,0 +1,218 @@
+/**
+ * npm run bench:prefetch — how fast the expert-store fills the page cache, and what that does to a cold start.
+ *
+ * 1. Raw reads of the model file from a dropped cache (DONTNEED on the file): pread 1 MiB at a time (QD 1, what a
+ *    page-faulting mmap gets at best), io_uring QD 1 and QD 32 (1 MiB reads), posix_fadvise(WILLNEED) in 8 MiB pieces
+ *    (timed until the pages are resident), and the expert-store's Warm of every expert (io_uring QD 32).
+ * 2. Cold start, stock vs warmed: decode N tokens greedily from a dropped cache with the stock mmap load, and after
+ *    the expert-store warmed the model (non-expert tensors first, then experts in heat order); the time until decode
+ *    runs at 90% of the warm speed, measured from the start (load or warm), next to the warm speed itself.
+ * 3. Hint-driven prefetch during decode needs the engine to publish hints (HintWriter in the scheduler): reported as
+ *    not measured until it does.
+ *
+ * Options (env): BENCH_PREFETCH_MODEL=<gguf> (default: a generated ~1.7 GB q8_0 MoE, 16 layers x 64 experts)
+ *   BENCH_TOKENS=64  BENCH_THREADS=<cores>  BENCH_REPS=3
+ */
+import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
+import { availableParallelism, cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+
+import pino from 'pino';
+
+import { Engine } from '../services/engine/Engine';
+import { makeModel } from '../services/engine/makeModel';
+import { repoRoot } from '../services/engine/loadAddon';
+import type { GenerationEvent } from '../services/engine/types';
+import { loadExpertIndex, type ExpertIndex, type FileRange } from '../services/expert-store/ExpertIndex';
+import { ExpertStore } from '../services/expert-store/ExpertStore';
+import { PageCache } from '../services/expert-store/PageCache';
+import { median, printTable, writeResult } from './benchTable';
+
+const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
+const tokens = Number(process.env.BENCH_TOKENS ?? 64);
+const reps = Number(process.env.BENCH_REPS ?? 3);
+const GB = 1e9;
+
+async function benchModel(): Promise<string> {
+  if (process.env.BENCH_PREFETCH_MODEL) return process.env.BENCH_PREFETCH_MODEL;
+  const dir = join(repoRoot(), 'build', 'bench-models');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, 'prefetch-l16-e64-seed1.gguf');
+  if (!existsSync(path)) {
+    console.log(`generating ${path} ...`);
+    await makeModel(path, { preset: 'small', seed: 1, layers: 16, experts: 64, expertsUsed: 4, embd: 1024, expertFf: 512 });
+  }
+  return path;
+}
+
+function wholeFile(index: ExpertIndex): FileRange[] {
+  return index.files.map((f, file) => ({ file, offset: 0, length: f.size }));
+}
+
+async function resident(cache: PageCache, ranges: FileRange[]): Promise<number> {
+  return (await cache.residency(ranges)).resident.reduce((a, b) => a + b, 0);
+}
+
+/** pread in 1 MiB pieces, one at a time. */
+function preadAll(index: ExpertIndex): number {
+  const buf = Buffer.allocUnsafe(1 << 20);
+  let bytes = 0;
+  for (const f of index.files) {
+    const fd = openSync(f.path, 'r');
+    try {
+      for (let off = 0; off < f.size; ) {
+        const n = readSync(fd, buf, 0, buf.length, off);
+        if (n <= 0) break;
+        off += n;
+        bytes += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return bytes;
+}
+
+interface Decode {
+  /** ms from the start of the scenario (load or warm) to each token. */
+  tokenMs: number[];
+  loadMs: number;
+  warmMs: number;
+  ttftMs: number;
+  tokensPerSecond: number;
+}
+
+async function decode(path: string, startedAt: number, warmMs: number): Promise<Decode> {
+  const t0 = performance.now();
+  const engine = await Engine.load({ path, threads, parallel: 1, contextSize: tokens + 64, warmup: false });
+  const loadMs = performance.now() - t0;
+  const tokenMs: number[] = [];
+  let final: Extract<GenerationEvent, { type: 'final' }> | undefined;
+  try {
+    for await (const e of engine.generate({ promptTokens: [1, 2, 3, 4], maxTokens: tokens, sampling: { temperature: 0 } })) {
+      if (e.type === 'chunk') for (let i = 0; i < e.tokenIds.length; i++) tokenMs.push(performance.now() - startedAt);
+      else final = e;
+    }
+  } finally {
+    await engine.close();
+  }
+  if (!final) throw new Error('no final record');
+  return { tokenMs, loadMs, warmMs, ttftMs: final.timings.ttftMs, tokensPerSecond: final.timings.decodeTokensPerSecond };
+}
+
+/** First time (ms from the start) when the rate over the last `window` tokens reaches `fraction` of `warm` t/s. */
+function timeTo(fractionOfWarm: number, warm: number, tokenMs: number[], window = 8): number {
+  for (let i = window; i < tokenMs.length; i++) {
+    const rate = (window * 1000) / (tokenMs[i] - tokenMs[i - window]);
+    if (rate >= fractionOfWarm * warm) return tokenMs[i];
+  }
+  return NaN;
+}
+
+async function main(): Promise<void> {
+  const path = await benchModel();
+  const index = await loadExpertIndex(path);
+  const cache = new PageCache(index.files, { ioMode: 'uring', queueDepth: 32 });
+  const whole = wholeFile(index);
+  const size = index.files.reduce((s, f) => s + f.size, 0);
+  const uring = PageCache.ioUringStatus();
+  if (size > totalmem() * 0.8) console.log('note: the model is larger than 80% of memory; warm scenarios are cut to the budget');
+
+  // 1. raw reads from a dropped cache
+  const raw: Record<string, number[]> = { pread: [], uringQd1: [], uringQd32: [], fadvise: [], warmExperts: [] };
+  for (let r = 0; r < reps; r++) {
+    await cache.evict(null);
+    let t = performance.now();
+    const n = preadAll(index);
+    raw.pread.push(n / GB / ((performance.now() - t) / 1000));
+    if (uring.available) {
+      for (const [key, qd] of [['uringQd1', 1], ['uringQd32', 32]] as const) {
+        await cache.evict(null);
+        const res = await new PageCache(index.files, { ioMode: 'uring', queueDepth: qd }).prefetch(whole);
+        raw[key].push(res.bytes / GB / (res.ms / 1000));
+      }
+    }
+    await cache.evict(null);
+    t = performance.now();
+    await new PageCache(index.files, { ioMode: 'fadvise' }).prefetch(whole);
+    while ((await resident(cache, whole)) < size) await new Promise((r) => setTimeout(r, 2));
+    raw.fadvise.push(size / GB / ((performance.now() - t) / 1000));
+  }
+  const log = pino({ level: 'silent' });
+  const store = await ExpertStore.open({ modelPath: path, stateDir: join(repoRoot(), 'build', 'bench-state'), log, hintChannel: false, ioMode: 'auto' });
+  try {
+    for (let r = 0; r < reps; r++) {
+      await cache.evict(null);
+      const t = performance.now();
+      let bytes = 0;
+      for await (const p of store.warm({ skipNonExpert: true, budgetBytes: Number.MAX_SAFE_INTEGER })) bytes = p.bytesDone;
+      raw.warmExperts.push(bytes / GB / ((performance.now() - t) / 1000));
+    }
+
+    // 2. cold start: warm speed first (everything cached), then stock cold and warmed cold
+    const warmRuns: number[] = [];
+    for (let r = 0; r < reps; r++) warmRuns.push((await decode(path, performance.now(), 0)).tokensPerSecond);
+    const warm = median(warmRuns);
+    const scenarios: { name: string; runs: Decode[] }[] = [{ name: 'stock mmap, cold', runs: [] }, { name: 'expert-store Warm, then mmap', runs: [] }];
+    for (let r = 0; r < reps; r++) {
+      await cache.evict(null);
+      scenarios[0].runs.push(await decode(path, performance.now(), 0));
+      await cache.evict(null);
+      const started = performance.now();
+      for await (const _ of store.warm({ budgetBytes: store.defaultBudget() }));
+      scenarios[1].runs.push(await decode(path, started, performance.now() - started));
+    }
+    const rows = scenarios.map((s) => {
+      const to90 = median(s.runs.map((d) => timeTo(0.9, warm, d.tokenMs)));
+      return {
+        scenario: s.name,
+        warmMs: median(s.runs.map((d) => d.warmMs)),
+        loadMs: median(s.runs.map((d) => d.loadMs)),
+        ttftMs: median(s.runs.map((d) => d.ttftMs)),
+        tokensPerSecond: median(s.runs.map((d) => d.tokensPerSecond)),
+        msTo90PctWarm: to90,
+      };
+    });
+
+    const cpu = cpus()[0]?.model ?? 'cpu';
+    console.log(`\nbench:prefetch — ${path} (${(size / GB).toFixed(2)} GB, ${index.nLayer} layers x ${index.nExpert} experts), ${threads} threads, median of ${reps} (${cpu})\n`);
+    const med = (k: string) => (raw[k].length ? median(raw[k]) : NaN);
+    printTable(
+      ['read path (dropped cache)', 'GB/s', 'vs io_uring QD32'],
+      [
+        ['pread 1 MiB, QD 1', med('pread'), med('pread') / med('uringQd32')],
+        ['io_uring 1 MiB, QD 1', med('uringQd1'), med('uringQd1') / med('uringQd32')],
+        ['io_uring 1 MiB, QD 32', med('uringQd32'), 1],
+        ['fadvise WILLNEED 8 MiB', med('fadvise'), med('fadvise') / med('uringQd32')],
+        ['Warm (all experts, io_uring QD 32)', med('warmExperts'), med('warmExperts') / med('uringQd32')],
+      ],
+    );
+    console.log('');
+    printTable(
+      ['cold start', 'warm ms', 'load ms', 'ttft ms', 'decode t/s', 'ms to 90% of warm t/s'],
+      [...rows.map((r) => [r.scenario, r.warmMs, r.loadMs, r.ttftMs, r.tokensPerSecond, r.msTo90PctWarm]), ['warm cache (reference)', 0, 0, 0, warm, 0]],
+    );
+    console.log(`\nhint-driven prefetch during decode: not measured (the engine does not publish hints yet)`);
+    const out = writeResult('prefetch', {
+      date: new Date().toISOString(),
+      model: { path, bytes: size, layers: index.nLayer, experts: index.nExpert, expertBytes: index.expertBytes },
+      threads,
+      tokens,
+      reps,
+      cpu,
+      ioUring: uring,
+      rawGBps: Object.fromEntries(Object.keys(raw).map((k) => [k, { median: med(k), runs: raw[k] }])),
+      warmTokensPerSecond: warm,
+      coldStart: rows,
+      hintPrefetch: 'not measured: the engine does not publish hints yet',
+    });
+    console.log(`written ${out}`);
+  } finally {
+    await store.close();
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});
