@@ -1,12 +1,13 @@
 /**
  * npm run bench:engine — our embedded engine vs llama.cpp's llama-bench on the same build, model and threads.
  * Prefill: a 512-token prompt (pp512); decode: 128 generated tokens (tg128), greedy; median of the repetitions.
- * Options (env): BENCH_MODELS=tiny,small  BENCH_THREADS=<cores>  BENCH_REPS=3  BENCH_NGL=0 (GPU layers)
+ * Options (env): BENCH_MODELS=tiny,small (presets or paths)  BENCH_THREADS=<cores>  BENCH_REPS=3  BENCH_NGL=0 (GPU
+ * layers)  BENCH_LABEL=<backend> (names the result file bench/results/engine-<label>.json)
  */
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { Engine } from '../services/engine/Engine';
@@ -74,14 +75,14 @@ async function main(): Promise<void> {
     const path = await modelFor(preset);
     const stock = await llamaBench(path);
     const mine = await ours(path);
-    results.push({ model: preset, path, stock, ours: mine, ratio: { pp: mine.pp / stock.pp, tg: mine.tg / stock.tg } });
+    results.push({ model: basename(preset, '.gguf'), path, stock, ours: mine, ratio: { pp: mine.pp / stock.pp, tg: mine.tg / stock.tg } });
   }
   console.log(`\nbench:engine — backend ${backend}, ${threads} threads, ngl ${ngl}, pp${PP} / tg${TG}, median of ${reps} (${cpus()[0]?.model ?? 'cpu'})\n`);
   printTable(
     ['model', 'llama-bench pp t/s', 'moeflash pp t/s', 'pp ratio', 'llama-bench tg t/s', 'moeflash tg t/s', 'tg ratio'],
     results.map((r) => [r.model, r.stock.pp, r.ours.pp, r.ratio.pp, r.stock.tg, r.ours.tg, r.ratio.tg]),
   );
-  const out = writeResult(`engine-${backend}`, { date: new Date().toISOString(), backend, threads, ngl, reps, cpu: cpus()[0]?.model, results });
+  const out = writeResult(`engine-${process.env.BENCH_LABEL ?? backend}`, { date: new Date().toISOString(), backend, threads, ngl, reps, cpu: cpus()[0]?.model, results });
   console.log(`\nwritten ${out}`);
 }
 

@@ -722,14 +722,7 @@ class JsHintWriter : public Napi::ObjectWrap<JsHintWriter> {
             has_trace = true;
         } else if (info.Length() > 3 && info[3].IsString()) {
             const std::string hex = info[3].As<Napi::String>().Utf8Value();
-            if (hex.size() != 32) throw Napi::RangeError::New(env, "traceId must be 32 hex characters");
-            for (size_t i = 0; i < 16; i++) {
-                const std::string byte = hex.substr(2 * i, 2);
-                char * end = nullptr;
-                const long v = strtol(byte.c_str(), &end, 16);
-                if (end != byte.c_str() + 2) throw Napi::RangeError::New(env, "traceId must be 32 hex characters");
-                trace[i] = (uint8_t) v;
-            }
+            if (!HintTraceIdFromHex(hex.c_str(), trace)) throw Napi::RangeError::New(env, "traceId must be 32 hex characters");
             has_trace = true;
         }
         const uint64_t before = writer->published();

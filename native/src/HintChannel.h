@@ -46,6 +46,29 @@ inline std::string HintSegmentPath(const std::string & name) {
     return "/dev/shm/" + name;
 }
 
+// Parses a W3C trace id (32 hex characters) into the 16 bytes a record carries; false (out zeroed) otherwise.
+inline bool HintTraceIdFromHex(const char * hex, uint8_t out[16]) noexcept {
+    memset(out, 0, 16);
+    if (hex == nullptr) return false;
+    auto nibble = [](char c) -> int {
+        return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    };
+    for (int i = 0; i < 16; i++) {
+        const int hi = nibble(hex[2 * i]);
+        const int lo = hi < 0 ? -1 : nibble(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            memset(out, 0, 16);
+            return false;
+        }
+        out[i] = (uint8_t) (hi << 4 | lo);
+    }
+    if (hex[32] != '\0') {
+        memset(out, 0, 16);
+        return false;
+    }
+    return true;
+}
+
 struct HintWriterOptions {
     uint32_t capacity = hint::kDefaultCapacity;  // records; a power of two in 16..kMaxCapacity
     uint32_t n_layer = 0;                        // written to the header so consumers can check the model (0: unknown)

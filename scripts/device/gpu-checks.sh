@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# GPU checks on the lent device machine (see docs/PERFORMANCE.md): builds or unpacks the backend, generates the
+# benchmark models, runs the GPU fidelity check and bench:engine, and copies the JSON results to $OUT.
+#   scripts/device/gpu-checks.sh cuda     builds patched + stock llama.cpp and the addon with CUDA there
+#   scripts/device/gpu-checks.sh vulkan   uses a Vulkan build made on the dev machine (.devtools/vulkan.tar.xz)
+# It expects: .devtools/node.xz (node binary), dist/ (compiled TS), node_modules/node-addon-api and
+# node_modules/node-api-headers, and for cuda the llama.cpp bundle under build/dl (carried by the caller).
+set -euo pipefail
+backend=$1
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+out=${OUT:-$root/build/device-out}
+mkdir -p "$out" build/device-models
+export MOEFLASH_BACKEND=$backend
+
+mkdir -p /tmp/nodebin
+[ -x /tmp/nodebin/node ] || { xz -dc .devtools/node.xz > /tmp/nodebin/node; chmod +x /tmp/nodebin/node; }
+export PATH=/tmp/nodebin:$PATH
+nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+
+if [ "$backend" = cuda ]; then
+  export CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90}
+  t0=$(date +%s)
+  bash scripts/build-llama-cpp.sh patched > "$out/build-patched.log" 2>&1 || { tail -40 "$out/build-patched.log"; exit 1; }
+  bash scripts/build-llama-cpp.sh stock > "$out/build-stock.log" 2>&1 || { tail -40 "$out/build-stock.log"; exit 1; }
+  echo "llama.cpp cuda builds: $(( $(date +%s) - t0 )) s"
+else
+  tar -xJf .devtools/vulkan.tar.xz
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+  if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  fi
+fi
+if [ ! -f "native/build/$backend/Release/moeflash.node" ]; then
+  cmake -S native -B "native/build/$backend" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DLLAMA_SRC_DIR="$root/build/llama/patched/src" -DLLAMA_BIN_DIR="$root/build/llama/patched/build-$backend/bin" \
+    -DCMAKE_JS_INC="$root/node_modules/node-api-headers/include" > "$out/addon.log" 2>&1
+  cmake --build "native/build/$backend" >> "$out/addon.log" 2>&1 || { tail -30 "$out/addon.log"; exit 1; }
+fi
+
+for preset in tiny small; do
+  [ -f "build/device-models/$preset.gguf" ] || node bin/moeflash.js make-model --out "build/device-models/$preset.gguf" --preset "$preset" --seed 1 --quiet
+done
+if [ ! -f build/device-models/30b-a3b.gguf ]; then
+  t0=$(date +%s)
+  node bin/moeflash.js make-model --out build/device-models/30b-a3b.gguf --preset 30b-a3b --seed 1 --quiet
+  echo "30b-a3b model written in $(( $(date +%s) - t0 )) s"
+fi
+
+node dist/bench/gpuFidelity.js build/device-models/tiny.gguf build/device-models/small.gguf 2>&1 | tail -20 || echo "FIDELITY FAILED"
+export BENCH_REPS=${BENCH_REPS:-2}
+BENCH_MODELS=build/device-models/30b-a3b.gguf BENCH_NGL=99 BENCH_LABEL="$backend-ngl99" node dist/bench/benchEngine.js 2>&1 | tail -8
+if [ "$backend" = cuda ]; then
+  # the same build with the GPU hidden: the device's CPU figures
+  CUDA_VISIBLE_DEVICES= BENCH_MODELS=build/device-models/30b-a3b.gguf BENCH_NGL=0 BENCH_LABEL=device-cpu node dist/bench/benchEngine.js 2>&1 | tail -8
+fi
+cp bench/results/*.json "$out/" 2>/dev/null || true
