@@ -119,7 +119,7 @@ async function main(): Promise<void> {
   if (size > totalmem() * 0.8) console.log('note: the model is larger than 80% of memory; warm scenarios are cut to the budget');
 
   // 1. raw reads from a dropped cache
-  const raw: Record<string, number[]> = { pread: [], uringQd1: [], uringQd32: [], fadvise: [], warmExperts: [] };
+  const raw: Record<string, number[]> = { pread: [], uringQd1: [], uringQd32: [], fadvise: [], warmExperts: [], warmExpertsFadvise: [] };
   for (let r = 0; r < reps; r++) {
     await cache.evict(null);
     let t = performance.now();
@@ -147,6 +147,19 @@ async function main(): Promise<void> {
       let bytes = 0;
       for await (const p of store.warm({ skipNonExpert: true, budgetBytes: Number.MAX_SAFE_INTEGER })) bytes = p.bytesDone;
       raw.warmExperts.push(bytes / GB / ((performance.now() - t) / 1000));
+    }
+    const fadviseStore = await ExpertStore.open({ modelPath: path, stateDir: join(repoRoot(), 'build', 'bench-state'), log, hintChannel: false, ioMode: 'fadvise' });
+    try {
+      const experts = index.experts.flat().flatMap((e) => e.ranges);
+      for (let r = 0; r < reps; r++) {
+        await cache.evict(null);
+        const t = performance.now();
+        for await (const _ of fadviseStore.warm({ skipNonExpert: true, budgetBytes: Number.MAX_SAFE_INTEGER }));
+        while ((await resident(cache, experts)) < index.expertBytes) await new Promise((res) => setTimeout(res, 2));
+        raw.warmExpertsFadvise.push(index.expertBytes / GB / ((performance.now() - t) / 1000));
+      }
+    } finally {
+      await fadviseStore.close();
     }
 
     // 2. cold start: warm speed first (everything cached), then stock cold and warmed cold
@@ -185,6 +198,7 @@ async function main(): Promise<void> {
         ['io_uring 1 MiB, QD 32', med('uringQd32'), 1],
         ['fadvise WILLNEED 8 MiB', med('fadvise'), med('fadvise') / med('uringQd32')],
         ['Warm (all experts, io_uring QD 32)', med('warmExperts'), med('warmExperts') / med('uringQd32')],
+        ['Warm (all experts, fadvise, until resident)', med('warmExpertsFadvise'), med('warmExpertsFadvise') / med('uringQd32')],
       ],
     );
     console.log('');

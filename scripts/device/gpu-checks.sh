@@ -3,6 +3,7 @@
 # benchmark models, runs the GPU fidelity check and bench:engine, and copies the JSON results to $OUT.
 #   scripts/device/gpu-checks.sh cuda     builds patched + stock llama.cpp and the addon with CUDA there
 #   scripts/device/gpu-checks.sh vulkan   uses a Vulkan build made on the dev machine (.devtools/vulkan.tar.xz)
+#   a second argument build-only stops after the builds (a device command may run 10 minutes at most)
 # It expects: .devtools/node.xz (node binary), dist/ (compiled TS), node_modules/node-addon-api and
 # node_modules/node-api-headers, and for cuda the llama.cpp bundle under build/dl (carried by the caller).
 set -euo pipefail
@@ -19,11 +20,18 @@ export PATH=/tmp/nodebin:$PATH
 nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 
 if [ "$backend" = cuda ]; then
-  export CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90}
+  export CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90} MOEFLASH_JOBS=${MOEFLASH_JOBS:-16}
   t0=$(date +%s)
   bash scripts/build-llama-cpp.sh patched > "$out/build-patched.log" 2>&1 || { tail -40 "$out/build-patched.log"; exit 1; }
-  bash scripts/build-llama-cpp.sh stock > "$out/build-stock.log" 2>&1 || { tail -40 "$out/build-stock.log"; exit 1; }
-  echo "llama.cpp cuda builds: $(( $(date +%s) - t0 )) s"
+  # The stock peer differs from ours only in libllama (our patches leave ggml alone): build it CPU-only (quick) and
+  # run it on the CUDA ggml libraries of the patched build.
+  MOEFLASH_BACKEND=cpu MOEFLASH_PORTABLE=1 bash scripts/build-llama-cpp.sh stock llama-completion > "$out/build-stock.log" 2>&1 || { tail -40 "$out/build-stock.log"; exit 1; }
+  mkdir -p build/llama/ggml-cuda-only
+  for l in libggml.so.0 libggml-base.so.0 libggml-cpu.so.0 libggml-cuda.so.0; do
+    ln -sf "$root/build/llama/patched/build-cuda/bin/$l" build/llama/ggml-cuda-only/$l
+  done
+  export MOEFLASH_STOCK_BIN_DIR=$root/build/llama/stock/build-cpu/bin MOEFLASH_STOCK_GGML_DIR=$root/build/llama/ggml-cuda-only
+  echo "llama.cpp builds: $(( $(date +%s) - t0 )) s"
 else
   tar -xJf .devtools/vulkan.tar.xz
   for f in .gl/*.deb; do dpkg -x "$f" /; done
@@ -38,6 +46,8 @@ if [ ! -f "native/build/$backend/Release/moeflash.node" ]; then
     -DCMAKE_JS_INC="$root/node_modules/node-api-headers/include" > "$out/addon.log" 2>&1
   cmake --build "native/build/$backend" >> "$out/addon.log" 2>&1 || { tail -30 "$out/addon.log"; exit 1; }
 fi
+
+[ "${2:-}" = build-only ] && { echo "built"; exit 0; }
 
 for preset in tiny small; do
   [ -f "build/device-models/$preset.gguf" ] || node bin/moeflash.js make-model --out "build/device-models/$preset.gguf" --preset "$preset" --seed 1 --quiet

@@ -9,7 +9,8 @@ const run = promisify(execFile);
 
 /** A binary of the stock (unpatched) llama.cpp build: the peer our engine must match. */
 export function stockBinary(name: string): string {
-  const path = join(repoRoot(), 'build', 'llama', 'stock', `build-${process.env.MOEFLASH_BACKEND ?? 'cpu'}`, 'bin', name);
+  const dir = process.env.MOEFLASH_STOCK_BIN_DIR ?? join(repoRoot(), 'build', 'llama', 'stock', `build-${process.env.MOEFLASH_BACKEND ?? 'cpu'}`, 'bin');
+  const path = join(dir, name);
   if (!existsSync(path)) throw new Error(`${path} missing: run bash scripts/build-llama-cpp.sh stock`);
   return path;
 }
@@ -39,7 +40,11 @@ export async function stockGreedyCompletion(o: StockCompletion): Promise<Buffer>
   const args = ['-m', o.model, '-p', o.prompt, '-n', String(o.nPredict), '-c', String(o.contextSize), '-t', String(o.threads),
     '-no-cnv', '--temp', '0', '--no-display-prompt', '--simple-io', '-ngl', String(o.nGpuLayers ?? 0)];
   if (o.nCpuMoe) args.push('-ncmoe', String(o.nCpuMoe));
-  const { stdout } = await run(stockBinary('llama-completion'), args, { encoding: 'buffer', maxBuffer: 64 << 20 });
+  // MOEFLASH_STOCK_GGML_DIR: run the stock llama.cpp on another build's (identical-source) ggml libraries, e.g. a
+  // CPU-only stock build on the CUDA ggml of the patched build (our patches do not touch ggml)
+  const ggmlDir = process.env.MOEFLASH_STOCK_GGML_DIR;
+  const env = ggmlDir ? { ...process.env, LD_LIBRARY_PATH: [ggmlDir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') } : process.env;
+  const { stdout } = await run(stockBinary('llama-completion'), args, { encoding: 'buffer', maxBuffer: 64 << 20, env });
   let text = stdout.toString('latin1');
   // llama-completion ends its output with " [end of text]\n" (on EOG) and then always "\n\n"
   text = text.replace(/\n\n$/, '').replace(/ \[end of text\]\n$/, '');
