@@ -7,8 +7,8 @@
  * 2. Cold start, stock vs warmed: decode N tokens greedily from a dropped cache with the stock mmap load, and after
  *    the expert-store warmed the model (non-expert tensors first, then experts in heat order); the time until decode
  *    runs at 90% of the warm speed, measured from the start (load or warm), next to the warm speed itself.
- * 3. Hint-driven prefetch during decode needs the engine to publish hints (HintWriter in the scheduler): reported as
- *    not measured until it does.
+ * 3. Stock cold start again with the expert-store attached to the engine's hint channel (prefetch of the experts
+ *    each step routed to), with its counters.
  *
  * Options (env): BENCH_PREFETCH_MODEL=<gguf> (default: a generated ~1.7 GB q8_0 MoE, 16 layers x 64 experts)
  *   BENCH_TOKENS=64  BENCH_THREADS=<cores>  BENCH_REPS=3
@@ -82,9 +82,9 @@ interface Decode {
   tokensPerSecond: number;
 }
 
-async function decode(path: string, startedAt: number, warmMs: number): Promise<Decode> {
+async function decode(path: string, startedAt: number, warmMs: number, hintChannel?: string): Promise<Decode> {
   const t0 = performance.now();
-  const engine = await Engine.load({ path, threads, parallel: 1, contextSize: tokens + 64, warmup: false });
+  const engine = await Engine.load({ path, threads, parallel: 1, contextSize: tokens + 64, warmup: false, hintChannel });
   const loadMs = performance.now() - t0;
   const tokenMs: number[] = [];
   let final: Extract<GenerationEvent, { type: 'final' }> | undefined;
@@ -139,6 +139,7 @@ async function main(): Promise<void> {
     raw.fadvise.push(size / GB / ((performance.now() - t) / 1000));
   }
   const log = pino({ level: 'silent' });
+  let hints: ReturnType<ExpertStore['hintStats']>;
   const store = await ExpertStore.open({ modelPath: path, stateDir: join(repoRoot(), 'build', 'bench-state'), log, hintChannel: false, ioMode: 'auto' });
   try {
     for (let r = 0; r < reps; r++) {
@@ -166,14 +167,28 @@ async function main(): Promise<void> {
     const warmRuns: number[] = [];
     for (let r = 0; r < reps; r++) warmRuns.push((await decode(path, performance.now(), 0)).tokensPerSecond);
     const warm = median(warmRuns);
-    const scenarios: { name: string; runs: Decode[] }[] = [{ name: 'stock mmap, cold', runs: [] }, { name: 'expert-store Warm, then mmap', runs: [] }];
-    for (let r = 0; r < reps; r++) {
-      await cache.evict(null);
-      scenarios[0].runs.push(await decode(path, performance.now(), 0));
-      await cache.evict(null);
-      const started = performance.now();
-      for await (const _ of store.warm({ budgetBytes: store.defaultBudget() }));
-      scenarios[1].runs.push(await decode(path, started, performance.now() - started));
+    const scenarios: { name: string; runs: Decode[] }[] = [
+      { name: 'stock mmap, cold', runs: [] },
+      { name: 'expert-store Warm, then mmap', runs: [] },
+      { name: 'stock mmap + hint prefetch, cold', runs: [] },
+    ];
+    const hintChannel = `moeflash-bench-${process.pid}`;
+    const hintStore = await ExpertStore.open({ modelPath: path, stateDir: join(repoRoot(), 'build', 'bench-state'), log, hintChannel, ioMode: 'auto' });
+    try {
+      for (let r = 0; r < reps; r++) {
+        await cache.evict(null);
+        scenarios[0].runs.push(await decode(path, performance.now(), 0));
+        await cache.evict(null);
+        const started = performance.now();
+        for await (const _ of store.warm({ budgetBytes: store.defaultBudget() }));
+        scenarios[1].runs.push(await decode(path, started, performance.now() - started));
+        await cache.evict(null);
+        await hintStore.evict([]);
+        scenarios[2].runs.push(await decode(path, performance.now(), 0, hintChannel));
+      }
+      hints = hintStore.hintStats();
+    } finally {
+      await hintStore.close();
     }
     const rows = scenarios.map((s) => {
       const to90 = median(s.runs.map((d) => timeTo(0.9, warm, d.tokenMs)));
@@ -206,7 +221,10 @@ async function main(): Promise<void> {
       ['cold start', 'warm ms', 'load ms', 'ttft ms', 'decode t/s', 'ms to 90% of warm t/s'],
       [...rows.map((r) => [r.scenario, r.warmMs, r.loadMs, r.ttftMs, r.tokensPerSecond, r.msTo90PctWarm]), ['warm cache (reference)', 0, 0, 0, warm, 0]],
     );
-    console.log(`\nhint-driven prefetch during decode: not measured (the engine does not publish hints yet)`);
+    console.log(
+      `\nhint prefetch (all runs): ${hints?.hints ?? 0} hints, ${hints?.prefetchedExperts ?? 0} experts read, ` +
+        `${hints?.alreadyResident ?? 0} already resident, ${hints?.useful ?? 0} useful, ${hints?.late ?? 0} late, ${hints?.dropped ?? 0} dropped`,
+    );
     const out = writeResult('prefetch', {
       date: new Date().toISOString(),
       model: { path, bytes: size, layers: index.nLayer, experts: index.nExpert, expertBytes: index.expertBytes },
@@ -218,7 +236,7 @@ async function main(): Promise<void> {
       rawGBps: Object.fromEntries(Object.keys(raw).map((k) => [k, { median: med(k), runs: raw[k] }])),
       warmTokensPerSecond: warm,
       coldStart: rows,
-      hintPrefetch: 'not measured: the engine does not publish hints yet',
+      hintPrefetch: hints,
     });
     console.log(`written ${out}`);
   } finally {

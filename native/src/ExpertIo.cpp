@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <mutex>
 #include <numeric>
@@ -430,6 +431,7 @@ class PrefetchWorker : public Napi::AsyncWorker {
     unsigned queue_depth = 32;
     uint32_t chunk_bytes = 1u << 20;
     bool sort = false;
+    bool wait = true;  // fadvise mode: count bytes once resident, not once advised
     bool uring_disabled_by_env = false;
     std::vector<int32_t> groups;  // per range, or empty
     Napi::Reference<Napi::Int32Array> cancel_ref;
@@ -583,20 +585,67 @@ class PrefetchWorker : public Napi::AsyncWorker {
         }
     }
 
+    // WILLNEED advice in pieces of at most 8 MiB. The kernel reads asynchronously; with `wait`, pieces are advised at
+    // most `queue_depth` x 8 MiB ahead of the first one not yet resident (cachestat), and a piece counts as done only
+    // once all of it is in the cache, so progress and the result mean "read", as with io_uring. A piece that does
+    // not arrive is advised again every 200 ms and, after 5 s, counted as done anyway (memory pressure may evict it
+    // as fast as it comes).
     void AdviseAll(FileSet & fs, const std::vector<Span> & spans, const std::vector<size_t> & order) {
-        for (const Span & s : spans) {
-            for (uint64_t pos = s.start; pos < s.end && error.empty() && !Cancelled();) {
+        struct Piece {
+            size_t span;
+            uint64_t a, b;
+            double advised_ms, first_ms;
+        };
+        std::deque<Piece> window;
+        uint64_t window_bytes = 0;
+        const uint64_t max_window = (uint64_t) queue_depth * kFadviseMaxBytes;
+        ResidencyProbe probe;
+        size_t span = 0;
+        uint64_t pos = spans.empty() ? 0 : spans[0].start;
+        auto advise = [&](const Piece & p) {
+            const Span & s = spans[p.span];
+            const int e = posix_fadvise(fs.Fd(s.file), (off_t) p.a, (off_t) (p.b - p.a), POSIX_FADV_WILLNEED);
+            if (e != 0 && error.empty()) error = "posix_fadvise(WILLNEED) on '" + fs.Path(s.file) + "' failed: " + ErrnoText(e);
+            requests++;
+        };
+        while (error.empty() && !Cancelled()) {
+            while (span < spans.size() && (window.empty() || window_bytes < max_window || !wait)) {
+                const Span & s = spans[span];
                 const uint64_t n = std::min(kFadviseMaxBytes, s.end - pos);
-                const int e = posix_fadvise(fs.Fd(s.file), (off_t) pos, (off_t) n, POSIX_FADV_WILLNEED);
-                if (e != 0) {
-                    error = "posix_fadvise(WILLNEED) on '" + fs.Path(s.file) + "' failed: " + ErrnoText(e);
+                const double now = NowMs();
+                Piece p{span, pos, pos + n, now, now};
+                advise(p);
+                if (wait) {
+                    window.push_back(p);
+                    window_bytes += n;
+                } else {
+                    Account(s, order, p.a, p.b);
+                }
+                pos += n;
+                if (pos >= s.end && ++span < spans.size()) pos = spans[span].start;
+                if (!error.empty()) break;
+            }
+            if (has_progress) ReportProgress(false);
+            if (window.empty()) break;
+            bool progressed = false;
+            while (!window.empty()) {
+                Piece & p = window.front();
+                const Span & s = spans[p.span];
+                const int64_t r = probe.Resident(fs.Fd(s.file), p.a, p.b - p.a);
+                const double now = NowMs();
+                if (r != (int64_t) (p.b - p.a) && now - p.first_ms < 5000) {
+                    if (now - p.advised_ms >= 200) {
+                        p.advised_ms = now;
+                        advise(p);
+                    }
                     break;
                 }
-                requests++;
-                Account(s, order, pos, pos + n);
-                pos += n;
-                if (has_progress) ReportProgress(false);
+                Account(s, order, p.a, p.b);
+                window_bytes -= p.b - p.a;
+                window.pop_front();
+                progressed = true;
             }
+            if (!progressed && !window.empty()) usleep(500);
         }
     }
 
@@ -659,6 +708,7 @@ Napi::Value PrefetchRanges(const Napi::CallbackInfo & info) {
                 worker->chunk_bytes = (uint32_t) c;
             }
             worker->sort = o.Has("sort") && o.Get("sort").ToBoolean().Value();
+            if (o.Has("wait") && !o.Get("wait").IsUndefined()) worker->wait = o.Get("wait").ToBoolean().Value();
             if (o.Has("groups") && o.Get("groups").IsTypedArray()) {
                 Napi::TypedArray t = o.Get("groups").As<Napi::TypedArray>();
                 if (t.TypedArrayType() != napi_int32_array || t.ElementLength() != worker->Ranges()) {

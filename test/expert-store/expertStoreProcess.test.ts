@@ -8,37 +8,25 @@ import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { Status, createChannel, createClient, type Channel } from 'nice-grpc';
+import { Status } from 'nice-grpc';
 
-import { ExpertStoreServiceDefinition } from '../../gen/moeflash/v1/expert_store';
-import { loadAddon, repoRoot, type NativeHintWriter } from '../../services/engine/loadAddon';
+import { loadAddon, type NativeHintWriter } from '../../services/engine/loadAddon';
 import { failure } from '../helpers/grpcClients';
-import { spawnService, type SpawnedService } from '../helpers/spawnService';
 import { testModel } from '../helpers/testModels';
+import { spawnExpertStore, type SpawnedExpertStore } from './spawnExpertStore';
 import { copyModel, until } from './writeTestGguf';
-
-const MAIN = join(repoRoot(), 'dist', 'services', 'expert-store', 'main.js');
 
 describe('expert-store: process', function () {
   let dir: string;
   let modelPath: string;
   let writer: NativeHintWriter;
   const hintChannel = `moeflash-test-proc-${process.pid}`;
-  const running: { service: SpawnedService; channel: Channel }[] = [];
+  const running: SpawnedExpertStore[] = [];
 
   async function start(env: Record<string, string> = {}) {
-    const service = await spawnService(MAIN, {
-      MOEFLASH_MODEL: modelPath,
-      MOEFLASH_EXPERT_STORE_ADDR: '127.0.0.1:0',
-      MOEFLASH_EXPERT_STORE_HTTP_ADDR: 'off',
-      MOEFLASH_STATE_DIR: join(dir, 'state'),
-      MOEFLASH_HINT_CHANNEL: hintChannel,
-      MOEFLASH_WARM_ON_START: 'heat',
-      ...env,
-    });
-    const channel = createChannel(`127.0.0.1:${service.port}`);
-    running.push({ service, channel });
-    return { service, client: createClient(ExpertStoreServiceDefinition, channel) };
+    const store = await spawnExpertStore(modelPath, join(dir, 'state'), hintChannel, { MOEFLASH_WARM_ON_START: 'heat', ...env });
+    running.push(store);
+    return store;
   }
 
   before(async () => {

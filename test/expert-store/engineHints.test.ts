@@ -1,0 +1,132 @@
+/**
+ * The engine and the expert-store together: routing hints published during generation raise the store's counters
+ * and make exactly the experts the engine used resident; killing the store (kill -9) mid-generation changes nothing
+ * for the generation.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import type { ExpertStoreServiceClient } from '../../gen/moeflash/v1/expert_store';
+import { Engine } from '../../services/engine/Engine';
+import type { GenerationEvent } from '../../services/engine/types';
+import { testModel } from '../helpers/testModels';
+import { spawnExpertStore, type SpawnedExpertStore } from './spawnExpertStore';
+import { copyModel, until } from './writeTestGguf';
+const PROMPT = 'The quick brown fox jumps over the lazy dog';
+
+describe('expert-store: with the engine', function () {
+  let dir: string;
+  let modelPath: string;
+  const hintChannel = `moeflash-test-engine-${process.pid}`;
+  let store: SpawnedExpertStore | undefined;
+
+  async function startStore(): Promise<ExpertStoreServiceClient> {
+    store = await spawnExpertStore(modelPath, join(dir, 'state'), hintChannel, { MOEFLASH_WARM_ON_START: 'none' });
+    return store.client;
+  }
+
+  async function stopStore(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    if (!store) return;
+    const { service, channel } = store;
+    store = undefined;
+    channel.close();
+    if (service.child.exitCode === null && service.child.signalCode === null) {
+      service.child.kill(signal);
+      await service.exited;
+    }
+  }
+
+  async function generate(engine: Engine, onChunk?: () => void): Promise<{ tokens: number[]; finish: string }> {
+    const tokens: number[] = [];
+    let final: Extract<GenerationEvent, { type: 'final' }> | undefined;
+    for await (const e of engine.generate({ prompt: PROMPT, maxTokens: 48, sampling: { temperature: 0 } })) {
+      if (e.type === 'chunk') {
+        tokens.push(...e.tokenIds);
+        onChunk?.();
+      } else {
+        final = e;
+      }
+    }
+    return { tokens, finish: final?.finishReason ?? 'none' };
+  }
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'moeflash-engine-hints-'));
+    // A private copy of the small model (page-aligned expert slabs): residency per expert is exact.
+    modelPath = copyModel(await testModel('small'), join(dir, 'small.gguf'));
+  });
+  afterEach(() => stopStore('SIGKILL'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('hints during generation raise the counters and the residency of exactly the experts used', async () => {
+    const client = await startStore();
+    // Weights read into memory (not mapped): the engine never touches the file again, so what is resident
+    // afterwards is what the expert-store read.
+    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, loadMode: 'none', warmup: false, hintChannel });
+    try {
+      await until('the store to attach', async () => (await client.stats({})).hintChannelAttached);
+      await client.evict({ includeNonExpert: true });
+      assert.equal((await client.residency({})).residentBytes, 0);
+      const { tokens } = await generate(engine);
+      assert.equal(tokens.length, 48);
+      const used = engine.expertUse();
+      const usedSet = used.flatMap((layer, l) => layer.flatMap((n, e) => (n > 0 ? [`${l}:${e}`] : []))).sort();
+      assert.ok(usedSet.length > 0);
+      await until('the store to read every used expert', async () => {
+        const s = await client.stats({});
+        return s.prefetchedExperts + s.prefetchAlreadyResident >= usedSet.length && (await client.residency({})).residentBytes > 0;
+      });
+      await until('the residency to settle on the used experts', async () => {
+        const r = await client.residency({});
+        const resident = r.layers.flatMap((l) => l.residentExperts.map((e) => `${l.layer}:${e}`)).sort();
+        return JSON.stringify(resident) === JSON.stringify(usedSet);
+      });
+      const r = await client.residency({});
+      const perExpert = (r.totalBytes / r.layers.length) / 32;
+      assert.equal(r.residentBytes, usedSet.length * perExpert, 'nothing but the used experts');
+      const s = await client.stats({});
+      assert.ok(s.hintsReceived >= 8 * 48, `one hint per layer per step at least (got ${s.hintsReceived})`);
+      assert.equal(s.hintsMalformed, 0);
+      assert.equal(s.prefetchedExperts, usedSet.length);
+      assert.ok(s.prefetchUseful + s.prefetchDeduplicated > 0, 'experts are reused across tokens');
+      await until('the heat map to hold the uses', async () => {
+        const heat = await client.getHeatMap({});
+        const seen = heat.layers.flatMap((l) => l.counts.flatMap((n, e) => (n > 0 ? [`${l.layer}:${e}`] : []))).sort();
+        return JSON.stringify(seen) === JSON.stringify(usedSet);
+      });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('kill -9 of the expert-store mid-generation: the generation completes with identical tokens', async () => {
+    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, hintChannel });
+    try {
+      const reference = await generate(engine); // no expert-store at all: hints are simply overwritten
+      assert.equal(reference.tokens.length, 48);
+
+      const client = await startStore();
+      await until('the store to attach', async () => (await client.stats({})).hintChannelAttached);
+      const running = store as NonNullable<typeof store>;
+      let killed = false;
+      const withKill = await generate(engine, () => {
+        if (!killed) {
+          killed = true;
+          running.service.child.kill('SIGKILL');
+        }
+      });
+      assert.equal(await running.service.exited, 'SIGKILL');
+      assert.deepEqual(withKill, reference);
+
+      // and a restarted store picks the channel up again while the engine keeps going
+      const again = await startStore();
+      await until('the restarted store to attach', async () => (await again.stats({})).hintChannelAttached);
+      assert.deepEqual(await generate(engine), reference);
+      await until('hints in the restarted store', async () => (await again.stats({})).hintsReceived > 0);
+    } finally {
+      await engine.close();
+    }
+  });
+});
