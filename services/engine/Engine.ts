@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { InvalidArgumentError, ModelLoadError } from '../common/errors';
 import { AsyncQueue } from './AsyncQueue';
 import { expertBytesPerLayer } from './expertLayout';
-import { loadAddon, type GgufLayout, type NativeEngine, type NativeEvent, type NativeModel } from './loadAddon';
+import { addonBackend, loadAddon, type GgufLayout, type NativeEngine, type NativeEvent, type NativeModel } from './loadAddon';
 import type { EngineLike, EngineStats, FinishReason, GenerateOptions, GenerationEvent, LoadOptions, ModelInfo } from './types';
 import { DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING, validateGenerate, validateLoad } from './validateOptions';
 
@@ -81,7 +81,7 @@ export class Engine implements EngineLike {
         nBatch: options.batchSize ?? 512,
         nThreads: options.threads ?? availableParallelism(),
         warmup: options.warmup ?? true,
-        recordRouting: options.recordRouting ?? true,
+        recordRouting: options.recordRouting ?? defaultRecordRouting(),
         hintChannel: options.hintChannel,
       });
     } catch (e) {
@@ -242,6 +242,16 @@ export class Engine implements EngineLike {
     await this.native.close();
     this.model.dispose();
   }
+}
+
+/**
+ * Routing is recorded by default on the CPU backend only: on CUDA, marking the top-k ids as graph outputs stops
+ * ggml from fusing the router's softmax/top-k kernels, which costs decode speed and changes results in the last
+ * bits. MOEFLASH_RECORD_ROUTING=1/0 overrides.
+ */
+function defaultRecordRouting(): boolean {
+  const env = process.env.MOEFLASH_RECORD_ROUTING;
+  return env !== undefined ? env === '1' : addonBackend() === 'cpu';
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {

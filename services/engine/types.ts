@@ -25,7 +25,10 @@ export interface LoadOptions {
   loadMode?: 'mmap' | 'none' | 'mlock';
   /** Run llama.cpp's warmup decode after loading. Default true. */
   warmup?: boolean;
-  /** Record which experts each MoE layer routes tokens to (stats, hints, traces). Default true. */
+  /**
+   * Record which experts each MoE layer routes tokens to (stats, hints, traces). Default: on for the CPU backend,
+   * off for GPU backends (it prevents the fused router kernels there); MOEFLASH_RECORD_ROUTING overrides.
+   */
   recordRouting?: boolean;
   /** Shared-memory hint channel to publish routing to (the expert-store reads it); none by default. */
   hintChannel?: string;
