@@ -34,6 +34,8 @@ if [ "$backend" = cuda ]; then
   echo "llama.cpp builds: $(( $(date +%s) - t0 )) s"
 else
   tar -xJf .devtools/vulkan.tar.xz
+  # the addon was linked on the dev machine against its liburing
+  export LD_LIBRARY_PATH=$root/.devtools/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   for f in .gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
   if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
