@@ -6,6 +6,7 @@
 #include "addon.h"
 
 #include "ggml.h"
+#include "ggml-cpu.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -46,6 +47,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     }
 
     llama_context * ctx = nullptr;
+    ggml_threadpool * threadpool = nullptr;  // persistent CPU workers: without one, ggml spawns threads per graph
     std::unique_ptr<BatchScheduler> scheduler;
     Napi::ThreadSafeFunction events_fn;
     bool released = false;
@@ -69,6 +71,10 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
         if (ctx != nullptr) {
             llama_free(ctx);
             ctx = nullptr;
+        }
+        if (threadpool != nullptr) {
+            ggml_threadpool_free(threadpool);
+            threadpool = nullptr;
         }
     }
 
@@ -243,6 +249,15 @@ class StartWorker : public Napi::AsyncWorker {
             SetError("cannot create the llama context" + (why.empty() ? "" : ": " + why));
             return;
         }
+        ggml_threadpool_params tpp = ggml_threadpool_params_default(params.n_threads);
+        threadpool = ggml_threadpool_new(&tpp);
+        if (threadpool == nullptr) {
+            llama_free(ctx);
+            ctx = nullptr;
+            SetError("cannot create a CPU threadpool of " + std::to_string(params.n_threads) + " threads");
+            return;
+        }
+        llama_attach_threadpool(ctx, threadpool, threadpool);
         // routing is recorded before the first graph is built (it changes the graph's outputs)
         llama_set_moe_routing_record(ctx, record_routing);
         if (!hint_channel.empty()) {
@@ -254,6 +269,8 @@ class StartWorker : public Napi::AsyncWorker {
             } catch (const std::exception & e) {
                 llama_free(ctx);
                 ctx = nullptr;
+                ggml_threadpool_free(threadpool);
+                threadpool = nullptr;
                 SetError(std::string("hint channel: ") + e.what());
                 return;
             }
@@ -269,6 +286,7 @@ class StartWorker : public Napi::AsyncWorker {
     }
     void OnOK() override {
         engine->ctx = ctx;
+        engine->threadpool = threadpool;
         engine->n_batch = (int32_t) params.n_batch;
         engine->StartScheduler(std::move(hints));
         Napi::Object out = Napi::Object::New(Env());
@@ -288,6 +306,7 @@ class StartWorker : public Napi::AsyncWorker {
     std::string hint_channel;
     std::unique_ptr<moeflash::HintWriter> hints;
     llama_context * ctx = nullptr;
+    ggml_threadpool * threadpool = nullptr;
 };
 
 class CloseWorker : public Napi::AsyncWorker {

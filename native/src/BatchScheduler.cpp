@@ -311,11 +311,13 @@ void BatchScheduler::step() {
             }
         } else {
             observe_routing();
-            const int64_t now = ggml_time_us();
             for (auto & slot : slots) {
                 if (!slot.request || slot.i_batch < 0) {
                     continue;
                 }
+                // sampling reads the logits, which waits for an asynchronous backend: time after it
+                const llama_token token = llama_sampler_sample(slot.request->sampler, ctx, slot.i_batch);
+                const int64_t now = ggml_time_us();
                 if (slot.prefilling) {
                     slot.prefilling = false;
                     slot.n_past = (int32_t) slot.request->prompt.size();
@@ -323,7 +325,6 @@ void BatchScheduler::step() {
                 } else {
                     slot.n_past++;
                 }
-                const llama_token token = llama_sampler_sample(slot.request->sampler, ctx, slot.i_batch);
                 if (slot.t_first_us == 0) {
                     slot.t_first_us = now;
                 }

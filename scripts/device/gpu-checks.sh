@@ -42,7 +42,7 @@ else
     export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   fi
 fi
-if [ ! -f "native/build/$backend/Release/moeflash.node" ]; then
+if [ "$backend" = cuda ]; then
   cmake -S native -B "native/build/$backend" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_SRC_DIR="$root/build/llama/patched/src" -DLLAMA_BIN_DIR="$root/build/llama/patched/build-$backend/bin" \
     -DCMAKE_JS_INC="$root/node_modules/node-api-headers/include" > "$out/addon.log" 2>&1
