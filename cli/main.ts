@@ -7,6 +7,7 @@ const COMMANDS: Record<string, { describe: string; load: () => Promise<Command> 
   generate: { describe: 'generate text in-process (no services)', load: async () => (await import('./commands/generate')).generateCommand },
   'make-model': { describe: 'write a random-weight MoE GGUF', load: async () => (await import('./commands/makeModel')).makeModelCommand },
   client: { describe: 'call a running router (client generate|models)', load: async () => (await import('./commands/client')).clientCommand },
+  heatmap: { describe: 'render the expert-store heat map as SVG', load: async () => (await import('./commands/heatmap')).heatmapCommand },
   serve: { describe: 'start expert-store, inference and router (what npm start runs)', load: async () => (await import('./commands/serve')).serveCommand },
 };
 

@@ -13,8 +13,11 @@ out="$root/build/llama/$variant/build-$backend"
 
 bash "$root/scripts/prepare-llama-cpp.sh" "$variant"
 
+# GGML_OPENMP=OFF: ggml's own threadpool, which the engine creates once per context and attaches. With OpenMP,
+# every thread that ever runs a graph (the addon's load worker, the scheduler, a second engine) gets its own team of
+# workers; once they outnumber the cores libgomp stops spinning and decode slows by up to 2x.
 flags=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
-       -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON)
+       -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON -DGGML_OPENMP=OFF)
 case "$backend" in
   cpu) ;;
   vulkan) flags+=(-DGGML_VULKAN=ON) ;;

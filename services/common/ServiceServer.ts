@@ -2,6 +2,7 @@ import { createServer, type Server } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl } from 'nice-grpc-server-health';
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
 import type { ChannelOptions } from '@grpc/grpc-js';
+import type { ServerMiddleware } from 'nice-grpc-common';
 import type { Logger } from 'pino';
 import { deadlineInterceptor } from './deadlineInterceptor';
 import { errorMiddleware } from './errorMiddleware';
@@ -18,6 +19,8 @@ export interface ServiceServerOptions {
   grpcOptions?: ChannelOptions;
   /** After the grace period, how long aborted calls get to send their UNAVAILABLE before sockets are cut. */
   forceAfterMs?: number;
+  /** Runs before every handler, inside the error mapping (the router's bearerAuthMiddleware). */
+  authenticate?: ServerMiddleware;
 }
 
 /**
@@ -55,13 +58,25 @@ const KEEPALIVE_OPTIONS: ChannelOptions = {
   'grpc.http2.max_ping_strikes': 0,
 };
 
+/**
+ * Largest message a server accepts or sends (grpc-js's receive default, stated so that it is a decision, and a
+ * matching send limit). A bigger request ends with RESOURCE_EXHAUSTED before any handler runs; prompts that fit
+ * are bounded again by the model's context.
+ */
+export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+const MESSAGE_SIZE_OPTIONS: ChannelOptions = {
+  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+};
+
 export function ServiceServer(options: ServiceServerOptions): ServiceServer {
   const { log } = options;
   const terminator = ServerTerminator();
   const health = ServiceHealth(options.serviceNames);
-  const server = createServer({ ...KEEPALIVE_OPTIONS, ...options.grpcOptions, interceptors: [deadlineInterceptor] })
-    .use(errorMiddleware(log))
-    .use(terminator.middleware);
+  const mapped = createServer({ ...KEEPALIVE_OPTIONS, ...MESSAGE_SIZE_OPTIONS, ...options.grpcOptions, interceptors: [deadlineInterceptor] })
+    .use(errorMiddleware(log));
+  const server = (options.authenticate ? mapped.use(options.authenticate) : mapped).use(terminator.middleware);
   server.add(HealthDefinition, HealthServiceImpl(health.state));
   if (options.descriptorSet) server.add(ServerReflectionService, ServerReflection(options.descriptorSet, options.serviceNames));
   let shuttingDown: Promise<void> | undefined;

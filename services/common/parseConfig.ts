@@ -25,6 +25,10 @@ export interface RouterConfig {
   maxAttempts: number;
   /** How often each healthy backend's load is polled. */
   loadPollMs: number;
+  /** Bearer tokens, one a line (MOEFLASH_API_KEYS_FILE); with apiKeys, every call but health needs one. */
+  apiKeysFile?: string;
+  /** Bearer tokens, comma-separated (MOEFLASH_API_KEYS). Neither set: no authentication. */
+  apiKeys?: string[];
 }
 
 export interface InferenceConfig {
@@ -73,6 +77,8 @@ const hostPortList: Parse<string[]> = (raw, v, field) => {
   return parsed.every((p): p is string => p !== undefined) ? parsed : undefined;
 };
 
+const commaList: Parse<string[]> = (raw) => raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+
 const logLevel: Parse<string> = (raw, v, field) => {
   if (LOG_LEVELS.includes(raw)) return raw;
   v.push({ field, description: `must be one of ${LOG_LEVELS.join(', ')}, got '${raw}'` });
@@ -91,6 +97,9 @@ const SETTINGS = {
   retryAfterMs: { flag: 'retry-after-ms', env: 'MOEFLASH_ROUTER_RETRY_AFTER_MS', parse: integer(0) },
   maxAttempts: { flag: 'max-attempts', env: 'MOEFLASH_ROUTER_MAX_ATTEMPTS', parse: integer(1, 10) },
   loadPollMs: { flag: 'load-poll-ms', env: 'MOEFLASH_ROUTER_LOAD_POLL_MS', parse: integer(10) },
+  apiKeysFile: { flag: 'api-keys-file', env: 'MOEFLASH_API_KEYS_FILE', parse: text },
+  // Keys on a command line are visible to every local user (ps): prefer the file or the environment.
+  apiKeys: { flag: 'api-keys', env: 'MOEFLASH_API_KEYS', parse: commaList },
   model: { flag: 'model', env: 'MOEFLASH_MODEL', parse: text },
   modelsFile: { flag: 'models', env: 'MOEFLASH_MODELS', parse: text },
 } satisfies Record<string, Setting<unknown>>;
@@ -125,6 +134,8 @@ export function parseConfig(argv: readonly string[] = process.argv.slice(2), env
       retryAfterMs: get(SETTINGS.retryAfterMs, 1_000),
       maxAttempts: get(SETTINGS.maxAttempts, 3),
       loadPollMs: get(SETTINGS.loadPollMs, 1_000),
+      apiKeysFile: get(SETTINGS.apiKeysFile),
+      apiKeys: get(SETTINGS.apiKeys),
     },
     inference: { model: get(SETTINGS.model), modelsFile: get(SETTINGS.modelsFile) },
   };

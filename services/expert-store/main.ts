@@ -1,7 +1,9 @@
+import { telemetry } from '../common/telemetry/register';
 import { loadDescriptorSet } from '../common/loadDescriptorSet';
 import { runService } from '../common/runService';
 import { createExpertStoreServer } from './createExpertStoreServer';
 import { ExpertStore } from './ExpertStore';
+import { ExpertStoreMetrics } from './metrics';
 import { expertStoreSettings } from './expertStoreSettings';
 import { startExpertStoreHttp, type ExpertStoreHttp } from './startExpertStoreHttp';
 
@@ -36,7 +38,10 @@ runService('expert-store', async (config, log) => {
   }
   const server = createExpertStoreServer({ log, store, descriptorSet: loadDescriptorSet() });
   let http: ExpertStoreHttp | undefined;
-  if (settings.httpAddr) http = await startExpertStoreHttp(store, settings.httpAddr, log);
+  if (store && telemetry.prometheus) ExpertStoreMetrics(store);
+  // The OpenTelemetry Prometheus exporter has no server of its own here: this HTTP server serves its /metrics.
+  const prometheus = telemetry.prometheus;
+  if (settings.httpAddr) http = await startExpertStoreHttp(store, settings.httpAddr, log, prometheus && ((req, res) => prometheus.getMetricsRequestHandler(req, res)));
   await server.listen(config.expertStoreAddr);
 
   const warmAbort = new AbortController();
@@ -57,5 +62,6 @@ runService('expert-store', async (config, log) => {
     await server.shutdown(config.shutdownGraceMs);
     await http?.close();
     await store?.close();
+    await telemetry.shutdown();
   };
 });

@@ -38,9 +38,16 @@ function metricsText(store: ExpertStore): string {
 
 /**
  * The expert-store's HTTP endpoint (loopback by default): /heatmap.svg (layers x experts, colour = use, dot =
- * resident), /heatmap.json, /metrics (Prometheus text) and /healthz.
+ * resident), /heatmap.json, /metrics (Prometheus text: the OpenTelemetry exporter's when given, else the store's
+ * counters) and /healthz.
  */
-export async function startExpertStoreHttp(store: ExpertStore | undefined, address: string, log: Logger): Promise<ExpertStoreHttp> {
+export async function startExpertStoreHttp(
+  store: ExpertStore | undefined,
+  address: string,
+  log: Logger,
+  /** Serves /metrics instead of the built-in text: the process's OpenTelemetry Prometheus exporter. */
+  metricsHandler?: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<ExpertStoreHttp> {
   const m = /^(.*):(\d+)$/.exec(address);
   if (!m) throw new Error(`HTTP address must be host:port, got '${address}'`);
   const host = m[1].replace(/^\[(.*)\]$/, '$1');
@@ -52,6 +59,10 @@ export async function startExpertStoreHttp(store: ExpertStore | undefined, addre
     }
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      return;
+    }
+    if (path === '/metrics' && metricsHandler) {
+      metricsHandler(req, res);
       return;
     }
     if (!store) {

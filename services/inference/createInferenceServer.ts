@@ -11,6 +11,7 @@ import { ServiceServer } from '../common/ServiceServer';
 import type { TerminatorContext } from '../common/ServerTerminator';
 import type { EngineLike, FinishReason as EngineFinishReason } from '../engine/types';
 import type { EngineHost } from './EngineHost';
+import { InferenceMetrics } from './metrics';
 import { toGenerateOptions } from './toGenerateOptions';
 import { toModelMessage } from './toModelMessage';
 
@@ -19,6 +20,8 @@ export interface InferenceServerOptions {
   log: Logger;
   /** Serve reflection from this FileDescriptorSet. */
   descriptorSet?: Uint8Array;
+  /** Generation spans and GenAI metrics (default: on the global OpenTelemetry providers). */
+  metrics?: InferenceMetrics;
 }
 
 const SERVICE_NAME = 'moeflash.v1.InferenceService';
@@ -42,6 +45,7 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
   const followHost = () => service.health.setReady(host.ready && !host.isClosing);
   host.on('change', followHost);
   followHost();
+  const telemetry = options.metrics ?? InferenceMetrics(host);
 
   function engineFor(model: string): EngineLike {
     if (model.length === 0) throw InvalidArgumentError.field('model', 'a model name is required');
@@ -51,46 +55,56 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
   const implementation: InferenceServiceImplementation<TerminatorContext> = {
     async *generate(request: GenerateRequest, context): AsyncGenerator<GenerateResponse> {
       const engine = engineFor(request.model);
-      // The engine validates synchronously, so a bad field fails the call before any message is sent.
-      const events = engine.generate(toGenerateOptions(request, context.signal));
-      let promptTokens = request.promptTokenIds.length;
-      let completionTokens = 0;
-      for await (const event of events) {
-        if (event.type === 'chunk') {
-          promptTokens = event.promptTokens;
-          completionTokens += event.tokenIds.length;
+      const generation = telemetry.start(request.model, request.requestId);
+      try {
+        // The engine validates synchronously, so a bad field fails the call before any message is sent.
+        const events = generation.with(() => engine.generate(toGenerateOptions(request, context.signal, generation.traceId)));
+        let promptTokens = request.promptTokenIds.length;
+        let completionTokens = 0;
+        for await (const event of events) {
+          if (event.type === 'chunk') {
+            promptTokens = event.promptTokens;
+            completionTokens += event.tokenIds.length;
+            yield {
+              event: { $case: 'chunk', value: { tokenIds: event.tokenIds, text: event.text, usage: { promptTokens, completionTokens } } },
+            };
+            continue;
+          }
+          generation.end(event);
+          log.debug(
+            { model: request.model, requestId: request.requestId, finishReason: event.finishReason, completionTokens: event.completionTokens, timings: event.timings },
+            'generation ended',
+          );
+          if (event.finishReason === 'error') {
+            if (host.isClosing) throw new UnavailableError('the inference service is shutting down');
+            throw new Error(`engine failed during generation: ${event.error ?? 'no reason given'}`);
+          }
+          const t = event.timings;
           yield {
-            event: { $case: 'chunk', value: { tokenIds: event.tokenIds, text: event.text, usage: { promptTokens, completionTokens } } },
-          };
-          continue;
-        }
-        log.debug(
-          { model: request.model, requestId: request.requestId, finishReason: event.finishReason, completionTokens: event.completionTokens, timings: event.timings },
-          'generation ended',
-        );
-        if (event.finishReason === 'error') {
-          if (host.isClosing) throw new UnavailableError('the inference service is shutting down');
-          throw new Error(`engine failed during generation: ${event.error ?? 'no reason given'}`);
-        }
-        const t = event.timings;
-        yield {
-          event: {
-            $case: 'complete',
-            value: {
-              finishReason: FINISH_REASONS[event.finishReason],
-              matchedStop: event.matchedStop ?? '',
-              usage: { promptTokens: event.promptTokens, completionTokens: event.completionTokens },
-              timings: {
-                queueMs: t.queueMs,
-                ttftMs: t.ttftMs,
-                prefillMs: t.prefillMs,
-                decodeMs: t.decodeMs,
-                decodeTokensPerSecond: t.decodeTokensPerSecond,
-                prefillTokensPerSecond: t.prefillTokensPerSecond,
+            event: {
+              $case: 'complete',
+              value: {
+                finishReason: FINISH_REASONS[event.finishReason],
+                matchedStop: event.matchedStop ?? '',
+                usage: { promptTokens: event.promptTokens, completionTokens: event.completionTokens },
+                timings: {
+                  queueMs: t.queueMs,
+                  ttftMs: t.ttftMs,
+                  prefillMs: t.prefillMs,
+                  decodeMs: t.decodeMs,
+                  decodeTokensPerSecond: t.decodeTokensPerSecond,
+                  prefillTokensPerSecond: t.prefillTokensPerSecond,
+                },
               },
             },
-          },
-        };
+          };
+        }
+      } catch (err) {
+        generation.fail(err);
+        throw err;
+      } finally {
+        // the client went away mid-stream: the engine stops, no final record reaches us
+        generation.fail(context.signal.aborted ? 'cancelled by the client' : 'stream closed');
       }
     },
 

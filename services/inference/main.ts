@@ -1,3 +1,4 @@
+import { telemetry } from '../common/telemetry/register';
 import { loadDescriptorSet } from '../common/loadDescriptorSet';
 import { runService } from '../common/runService';
 import { createInferenceServer } from './createInferenceServer';
@@ -19,6 +20,7 @@ runService('inference', async (config, log) => {
   const stop = async () => {
     await server.shutdown(config.shutdownGraceMs);
     await host.close();
+    await telemetry.shutdown();
   };
   void (async () => {
     for (const spec of specs) {

@@ -6,9 +6,10 @@ const MAX_REQUEST_ID_LENGTH = 128;
 
 /**
  * Maps a GenerateRequest onto the engine's options. Checks what only the wire format can get wrong (both prompt
- * forms set, proto3's empty string for "no prompt"); the engine validates the values themselves.
+ * forms set, proto3's empty string for "no prompt"); the engine validates the values themselves. `traceId` is
+ * the request's W3C trace id, if traced.
  */
-export function toGenerateOptions(request: GenerateRequest, signal: AbortSignal): GenerateOptions {
+export function toGenerateOptions(request: GenerateRequest, signal: AbortSignal, traceId?: string): GenerateOptions {
   const violations: FieldViolation[] = [];
   const hasText = request.prompt.length > 0;
   const hasTokens = request.promptTokenIds.length > 0;
@@ -35,5 +36,7 @@ export function toGenerateOptions(request: GenerateRequest, signal: AbortSignal)
     stop: request.stop,
     requestId: request.requestId || undefined,
     signal,
+    // the active trace, so the expert-store's hint records (and its spans) link to this request
+    traceId: traceId || undefined,
   };
 }

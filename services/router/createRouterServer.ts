@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Status } from 'nice-grpc';
+import { Status, type CallContext } from 'nice-grpc';
 import type { Logger } from 'pino';
 import {
+  FinishReason,
   GenerationServiceDefinition,
   type GenerateRequest,
   type GenerateResponse,
@@ -11,14 +12,17 @@ import {
 import type { InferenceServiceDefinition } from '../../gen/moeflash/v1/inference';
 import { callDeadline } from '../common/deadlineInterceptor';
 import type { DefinitionClient } from '../common/DefinitionClient';
-import { InvalidArgumentError, NotFoundError, UnavailableError } from '../common/errors';
+import { InvalidArgumentError, MoeflashError, NotFoundError, ResourceExhaustedError, UnavailableError } from '../common/errors';
 import type { RouterConfig } from '../common/parseConfig';
 import type { TerminatorContext } from '../common/ServerTerminator';
 import { ServiceServer } from '../common/ServiceServer';
 import { UpstreamError } from '../common/UpstreamError';
+import { undecodableAsInvalidArgument } from '../common/undecodableAsInvalidArgument';
+import { ApiKeys, bearerAuthMiddleware } from '../common/auth';
 import { Admission } from './Admission';
 import { BackendMonitor } from './BackendMonitor';
 import { BackendPool } from './BackendPool';
+import { RouterMetrics } from './metrics';
 
 export interface RouterServerOptions {
   log: Logger;
@@ -46,10 +50,18 @@ type InferenceClient = DefinitionClient<typeof InferenceServiceDefinition>;
  */
 export function createRouterServer(options: RouterServerOptions): RouterServer {
   const { log, config } = options;
-  const service = ServiceServer({ log, serviceNames: [SERVICE_NAME], descriptorSet: options.descriptorSet });
+  // Keys are read once, here: a missing or empty key file fails startup rather than serving unauthenticated.
+  const apiKeys = ApiKeys.load({ file: config.apiKeysFile, keys: config.apiKeys });
+  const service = ServiceServer({
+    log,
+    serviceNames: [SERVICE_NAME],
+    descriptorSet: options.descriptorSet,
+    authenticate: apiKeys && bearerAuthMiddleware(apiKeys),
+  });
   const pool = new BackendPool(config.backends);
   const admission = new Admission(config);
   const monitor = new BackendMonitor(pool, { log, loadPollMs: config.loadPollMs });
+  const metrics = RouterMetrics(admission, pool);
   pool.on('change', () => {
     service.health.setReady(pool.anyHealthy());
     // Queued calls may now have a backend (or none left at all).
@@ -90,34 +102,53 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
     }
   }
 
+  /** A generation on the least loaded backend, through admission, retried before its first token. */
+  async function* route(request: GenerateRequest, signal: AbortSignal, metadata: CallContext['metadata']): AsyncGenerator<GenerateResponse> {
+    requireModel(request.model);
+    const forwarded = { ...request, requestId: request.requestId || randomUUID() };
+    const deadline = callDeadline(metadata);
+    const tried = new Set<string>();
+    for (let attempt = 1; ; attempt++) {
+      const ticket = await admission.acquire({
+        candidates: () => pool.candidates(request.model).filter((b) => !tried.has(b)),
+        pick: (free) => pool.pick(request.model, free, (b) => admission.inFlight(b)),
+        signal,
+      });
+      let streamed = false;
+      try {
+        for await (const response of monitor.client(ticket.backend).serverStream('generate', forwarded, { signal, deadline })) {
+          streamed = true;
+          yield response;
+        }
+        return;
+      } catch (err) {
+        if (streamed || !retriable(err) || attempt >= config.maxAttempts || signal.aborted) throw err;
+        log.warn({ backend: ticket.backend, requestId: forwarded.requestId, err: err.message }, 'backend unavailable before the first token; retrying');
+        tried.add(ticket.backend);
+        pool.markUnavailable(ticket.backend);
+      } finally {
+        ticket.release();
+      }
+    }
+  }
+
   const implementation: GenerationServiceImplementation<TerminatorContext> = {
     async *generate(request: GenerateRequest, context): AsyncGenerator<GenerateResponse> {
-      const { signal } = context;
-      requireModel(request.model);
-      const forwarded = { ...request, requestId: request.requestId || randomUUID() };
-      const deadline = callDeadline(context.metadata);
-      const tried = new Set<string>();
-      for (let attempt = 1; ; attempt++) {
-        const ticket = await admission.acquire({
-          candidates: () => pool.candidates(request.model).filter((b) => !tried.has(b)),
-          pick: (free) => pool.pick(request.model, free, (b) => admission.inFlight(b)),
-          signal,
-        });
-        let streamed = false;
-        try {
-          for await (const response of monitor.client(ticket.backend).serverStream('generate', forwarded, { signal, deadline })) {
-            streamed = true;
-            yield response;
+      const started = performance.now();
+      const seconds = () => (performance.now() - started) / 1000;
+      try {
+        for await (const response of route(request, context.signal, context.metadata)) {
+          if (response.event?.$case === 'complete') {
+            const { usage, finishReason } = response.event.value;
+            const reason = (FinishReason[finishReason] ?? 'FINISH_REASON_UNSPECIFIED').replace('FINISH_REASON_', '').toLowerCase();
+            metrics.generated(request.model, seconds(), usage?.promptTokens ?? 0, usage?.completionTokens ?? 0, reason);
           }
-          return;
-        } catch (err) {
-          if (streamed || !retriable(err) || attempt >= config.maxAttempts || signal.aborted) throw err;
-          log.warn({ backend: ticket.backend, requestId: forwarded.requestId, err: err.message }, 'backend unavailable before the first token; retrying');
-          tried.add(ticket.backend);
-          pool.markUnavailable(ticket.backend);
-        } finally {
-          ticket.release();
+          yield response;
         }
+      } catch (err) {
+        if (err instanceof ResourceExhaustedError) metrics.rejected(request.model);
+        metrics.failed(request.model, seconds(), err instanceof MoeflashError ? err.constructor.name : err instanceof Error ? err.name : 'Error');
+        throw err;
       }
     },
 
@@ -149,7 +180,8 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
     },
   };
 
-  service.server.add(GenerationServiceDefinition, implementation);
+  // The public port: a client's malformed bytes are its error (INVALID_ARGUMENT), not the router's (INTERNAL).
+  service.server.add(undecodableAsInvalidArgument(GenerationServiceDefinition), implementation);
   monitor.start();
   return {
     ...service,

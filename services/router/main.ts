@@ -1,3 +1,4 @@
+import { telemetry } from '../common/telemetry/register';
 import { loadDescriptorSet } from '../common/loadDescriptorSet';
 import { runService } from '../common/runService';
 import { createRouterServer } from './createRouterServer';
@@ -10,5 +11,6 @@ runService('router', async (config, log) => {
   return async () => {
     await router.shutdown(config.shutdownGraceMs);
     router.close();
+    await telemetry.shutdown();
   };
 });

@@ -44,8 +44,15 @@ export async function stockGreedyCompletion(o: StockCompletion): Promise<Buffer>
   // CPU-only stock build on the CUDA ggml of the patched build (our patches do not touch ggml)
   const ggmlDir = process.env.MOEFLASH_STOCK_GGML_DIR;
   const env = ggmlDir ? { ...process.env, LD_LIBRARY_PATH: [ggmlDir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') } : process.env;
-  const { stdout } = await run(stockBinary('llama-completion'), args, { encoding: 'buffer', maxBuffer: 64 << 20, env });
-  let text = stdout.toString('latin1');
+  // llama-completion prints through llama.cpp's asynchronous logger, whose queue is not always drained at exit: a
+  // complete output ends with the closing "\n\n"; a cut one is run again.
+  let text = '';
+  for (let attempt = 1; ; attempt++) {
+    const { stdout } = await run(stockBinary('llama-completion'), args, { encoding: 'buffer', maxBuffer: 64 << 20, env });
+    text = stdout.toString('latin1');
+    if (text.endsWith('\n\n')) break;
+    if (attempt === 5) throw new Error(`llama-completion output cut short 5 times: ${JSON.stringify(text.slice(-80))}`);
+  }
   // llama-completion ends its output with " [end of text]\n" (on EOG) and then always "\n\n"
   text = text.replace(/\n\n$/, '').replace(/ \[end of text\]\n$/, '');
   return Buffer.from(text, 'latin1');

@@ -1,0 +1,86 @@
+/**
+ * Child process of observability.test.ts: telemetry must start before grpc-js loads, which a mocha process that
+ * already ran other suites cannot guarantee. Starts telemetry (in-memory span exporter and metric reader, no
+ * Prometheus), a router and an inference server in this process over a FakeEngine, runs `SCENARIO_REQUESTS`
+ * Generates, then prints {spans, engineTraceIds, metrics} as one JSON line on stdout.
+ */
+import { startTelemetry } from '../../services/common/telemetry/startTelemetry';
+import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
+import { AggregationTemporality, MetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+
+class CollectingReader extends MetricReader {
+  constructor() {
+    super({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
+  }
+  protected async onForceFlush(): Promise<void> {}
+  protected async onShutdown(): Promise<void> {}
+}
+
+const spans = new InMemorySpanExporter();
+const reader = new CollectingReader();
+const telemetry = startTelemetry({ service: 'inference', env: { MOEFLASH_METRICS_ADDR: 'off' }, spanExporters: [spans], metricReaders: [reader] });
+
+// eslint-disable-next-line import/first -- after telemetry, on purpose
+import type { EngineLike, GenerateOptions, GenerationEvent } from '../../services/engine/types';
+
+/** What the metrics look like in the JSON: name -> list of {attributes, value | sum/count/buckets}. */
+function flatten(rm: ResourceMetrics): Record<string, unknown[]> {
+  const out: Record<string, unknown[]> = {};
+  for (const scope of rm.scopeMetrics)
+    for (const m of scope.metrics) out[m.descriptor.name] = m.dataPoints.map((p) => ({ attributes: p.attributes, value: p.value }));
+  return out;
+}
+
+async function main(): Promise<void> {
+  const { FakeEngine } = await import('../helpers/FakeEngine');
+  const { startStack } = await import('../helpers/startStack');
+  const { generationClient, drain, generateRequest } = await import('../helpers/grpcClients');
+  const fake = new FakeEngine();
+  const engineTraceIds: (string | undefined)[] = [];
+  // The FakeEngine reports no experts: add a per-layer count as the real engine does, and note the trace id.
+  const engine: EngineLike = {
+    info: fake.info,
+    tokenize: (t, o) => fake.tokenize(t, o),
+    detokenize: (ids) => fake.detokenize(ids),
+    stats: () => fake.stats(),
+    close: () => fake.close(),
+    generate(options: GenerateOptions): AsyncIterable<GenerationEvent> {
+      engineTraceIds.push(options.traceId);
+      const events = fake.generate(options);
+      return (async function* () {
+        for await (const e of events) yield e.type === 'final' ? { ...e, expertsPerLayer: [2, 3] } : e;
+      })();
+    },
+  };
+  const stack = await startStack({ fake: engine });
+  const { client, channel } = generationClient(stack.router.address);
+  const n = Number(process.env.SCENARIO_REQUESTS ?? 1);
+  try {
+    for (let i = 0; i < n; i++) await drain(client.generate(generateRequest({ model: 'fake', prompt: 'hello', maxTokens: 5, requestId: `req-${i}` })));
+  } finally {
+    channel.close();
+    await stack.stop();
+  }
+  const { resourceMetrics } = await reader.collect();
+  const finished = spans.getFinishedSpans().map((s) => ({
+    name: s.name,
+    kind: s.kind,
+    traceId: s.spanContext().traceId,
+    spanId: s.spanContext().spanId,
+    parentSpanId: s.parentSpanContext?.spanId,
+    attributes: s.attributes,
+    events: s.events.map((e) => ({ name: e.name, attributes: e.attributes })),
+    startMs: s.startTime[0] * 1e3 + s.startTime[1] / 1e6,
+    endMs: s.endTime[0] * 1e3 + s.endTime[1] / 1e6,
+  }));
+  await telemetry.shutdown(); // (clears the in-memory exporter)
+  process.stdout.write(`${JSON.stringify({ spans: finished, engineTraceIds, metrics: flatten(resourceMetrics) })}\n`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);
