@@ -1,6 +1,7 @@
 /**
  * npm run bench:engine — our embedded engine vs llama.cpp's llama-bench on the same build, model and threads.
  * Prefill: a 512-token prompt (pp512); decode: 128 generated tokens (tg128), greedy; median of the repetitions.
+ * Third column: node-llama-cpp's prebuilt CPU binary (same pinned version) when scripts/install-bench-peers.sh ran.
  * Options (env): BENCH_MODELS=tiny,small (presets or paths)  BENCH_THREADS=<cores>  BENCH_REPS=3  BENCH_NGL=0 (GPU
  * layers)  BENCH_LABEL=<backend> (names the result file bench/results/engine-<label>.json)
  */
@@ -68,6 +69,15 @@ async function llamaBench(path: string): Promise<{ pp: number; tg: number }> {
   return { pp: rows.find((r) => r.n_prompt > 0)!.avg_ts, tg: rows.find((r) => r.n_gen > 0)!.avg_ts };
 }
 
+/** node-llama-cpp's prebuilt binary on the same model, when scripts/install-bench-peers.sh has installed it. */
+async function nodeLlamaCpp(path: string): Promise<{ pp: number; tg: number } | { error: string } | undefined> {
+  const peers = join(repoRoot(), 'build', 'bench-peers');
+  if (backend !== 'cpu' || !existsSync(join(peers, 'node_modules', 'node-llama-cpp'))) return undefined;
+  const script = join(repoRoot(), 'bench', 'peers', 'nodeLlamaCpp.mjs');
+  const { stdout } = await run(process.execPath, [script, peers, path, String(threads), String(PP), String(TG), String(reps)], { maxBuffer: 1 << 20 });
+  return JSON.parse(stdout.trim().split('\n').pop()!);
+}
+
 async function main(): Promise<void> {
   const presets = (process.env.BENCH_MODELS ?? 'tiny,small').split(',');
   const results = [];
@@ -75,15 +85,22 @@ async function main(): Promise<void> {
     const path = await modelFor(preset);
     const stock = await llamaBench(path);
     const mine = await ours(path);
-    results.push({ model: basename(preset, '.gguf'), path, stock, ours: mine, ratio: { pp: mine.pp / stock.pp, tg: mine.tg / stock.tg } });
+    const peer = await nodeLlamaCpp(path);
+    results.push({ nodeLlamaCpp: peer, model: basename(preset, '.gguf'), path, stock, ours: mine, ratio: { pp: mine.pp / stock.pp, tg: mine.tg / stock.tg } });
   }
   console.log(`\nbench:engine — backend ${backend}, ${threads} threads, ngl ${ngl}, pp${PP} / tg${TG}, median of ${reps} (${cpus()[0]?.model ?? 'cpu'})\n`);
   printTable(
-    ['model', 'llama-bench pp t/s', 'moeflash pp t/s', 'pp ratio', 'llama-bench tg t/s', 'moeflash tg t/s', 'tg ratio'],
-    results.map((r) => [r.model, r.stock.pp, r.ours.pp, r.ratio.pp, r.stock.tg, r.ours.tg, r.ratio.tg]),
+    ['model', 'llama-bench pp t/s', 'moeflash pp t/s', 'pp ratio', 'llama-bench tg t/s', 'moeflash tg t/s', 'tg ratio', 'node-llama-cpp pp / tg t/s'],
+    results.map((r) => [r.model, r.stock.pp, r.ours.pp, r.ratio.pp, r.stock.tg, r.ours.tg, r.ratio.tg, peerCell(r.nodeLlamaCpp)]),
   );
   const out = writeResult(`engine-${process.env.BENCH_LABEL ?? backend}`, { date: new Date().toISOString(), backend, threads, ngl, reps, cpu: cpus()[0]?.model, results });
   console.log(`\nwritten ${out}`);
+}
+
+function peerCell(peer: { pp: number; tg: number } | { error: string } | undefined): string {
+  if (!peer) return 'not installed (scripts/install-bench-peers.sh)';
+  if ('error' in peer) return `does not load: ${peer.error}`;
+  return `${peer.pp.toFixed(1)} / ${peer.tg.toFixed(1)}`;
 }
 
 main().catch((e) => {
