@@ -6,15 +6,15 @@
  * layers)  BENCH_LABEL=<backend> (names the result file bench/results/engine-<label>.json)
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { Engine } from '../services/engine/Engine';
-import { makeModel } from '../services/engine/makeModel';
 import { repoRoot } from '../services/engine/loadAddon';
 import type { GenerationFinal } from '../services/engine/types';
+import { benchModel } from './benchModel';
 import { median, printTable, writeResult } from './benchTable';
 
 const run = promisify(execFile);
@@ -24,15 +24,6 @@ const reps = Number(process.env.BENCH_REPS ?? 3);
 const ngl = Number(process.env.BENCH_NGL ?? 0);
 const PP = 512;
 const TG = 128;
-
-async function modelFor(preset: string): Promise<string> {
-  if (existsSync(preset)) return preset;
-  const dir = join(repoRoot(), 'build', 'bench-models');
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, `${preset}-seed1.gguf`);
-  if (!existsSync(path)) await makeModel(path, { preset, seed: 1 });
-  return path;
-}
 
 async function final(stream: AsyncIterable<{ type: string }>): Promise<GenerationFinal> {
   let last: GenerationFinal | undefined;
@@ -82,7 +73,7 @@ async function main(): Promise<void> {
   const presets = (process.env.BENCH_MODELS ?? 'tiny,small').split(',');
   const results = [];
   for (const preset of presets) {
-    const path = await modelFor(preset);
+    const path = await benchModel(preset);
     const stock = await llamaBench(path);
     const mine = await ours(path);
     const peer = await nodeLlamaCpp(path);

@@ -6,16 +6,13 @@
  *   3. concurrent streams held by router + inference with a fast synthetic engine behind them, and memory per stream.
  * Env: BENCH_MODEL=<path|tiny>  BENCH_STREAMS=1000
  */
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import { Engine } from '../services/engine/Engine';
-import { makeModel } from '../services/engine/makeModel';
-import { repoRoot } from '../services/engine/loadAddon';
 import { FakeEngine } from '../test/helpers/FakeEngine';
 import { generationClient } from '../test/helpers/grpcClients';
 import { startStack } from '../test/helpers/startStack';
+import { benchModel } from './benchModel';
 import { median, printTable, writeResult } from './benchTable';
 
 function percentile(values: number[], p: number): number {
@@ -23,18 +20,8 @@ function percentile(values: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 
-async function model(): Promise<string> {
-  const preset = process.env.BENCH_MODEL ?? 'tiny';
-  if (existsSync(preset)) return preset;
-  const dir = join(repoRoot(), 'build', 'bench-models');
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, `${preset}-seed1.gguf`);
-  if (!existsSync(path)) await makeModel(path, { preset, seed: 1 });
-  return path;
-}
-
 async function main(): Promise<void> {
-  const engine = await Engine.load({ path: await model(), threads: 1, parallel: 4, contextSize: 1024 });
+  const engine = await Engine.load({ path: await benchModel(process.env.BENCH_MODEL ?? 'tiny'), threads: 1, parallel: 4, contextSize: 1024 });
   const stack = await startStack({ m: engine });
   const { client, channel } = generationClient(stack.router.address);
   const request = { model: 'm', prompt: 'The quick brown fox', maxTokens: 128, sampling: { temperature: 0 } };
@@ -138,7 +125,7 @@ async function main(): Promise<void> {
       ['RSS per open stream KiB', (peakRss - rssBefore) / 1024 / Math.max(1, peakOpen)],
     ],
   );
-  const out = writeResult('gateway', { date: new Date().toISOString(), perToken, ttft: { direct: ttftDirect, routed: ttftRouted, added }, streams: { streams, completed, peakOpen, heldMs, rssBefore, peakRss } });
+  const out = writeResult(`gateway-${process.env.BENCH_MODEL ?? 'tiny'}`, { model: process.env.BENCH_MODEL ?? 'tiny', date: new Date().toISOString(), perToken, ttft: { direct: ttftDirect, routed: ttftRouted, added }, streams: { streams, completed, peakOpen, heldMs, rssBefore, peakRss } });
   console.log(`\nwritten ${out}`);
 }
 

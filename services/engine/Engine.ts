@@ -147,15 +147,9 @@ export class Engine implements EngineLike {
       throw InvalidArgumentError.field('prompt', `${prompt.length} tokens do not fit the context of ${this.info.contextSize} tokens per sequence`);
     const s = { ...DEFAULT_SAMPLING, ...definedOnly(options.sampling ?? {}) };
     const params = {
+      ...s,
       maxTokens: options.maxTokens ?? DEFAULT_MAX_TOKENS,
       stops: options.stop ?? [],
-      temperature: s.temperature,
-      topK: s.topK,
-      topP: s.topP,
-      minP: s.minP,
-      repeatPenalty: s.repeatPenalty,
-      presencePenalty: s.presencePenalty,
-      frequencyPenalty: s.frequencyPenalty,
       seed: options.sampling?.seed ?? Math.floor(Math.random() * 0xffffffff),
       grammar: options.sampling?.grammar ?? '',
       traceId: options.traceId,

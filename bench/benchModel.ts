@@ -1,0 +1,15 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { makeModel } from '../services/engine/makeModel';
+import { repoRoot } from '../services/engine/loadAddon';
+
+/** A benchmark's model: an existing GGUF path as is, or a preset name generated once under build/bench-models. */
+export async function benchModel(presetOrPath: string): Promise<string> {
+  if (existsSync(presetOrPath)) return presetOrPath;
+  const dir = join(repoRoot(), 'build', 'bench-models');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${presetOrPath}-seed1.gguf`);
+  if (!existsSync(path)) await makeModel(path, { preset: presetOrPath, seed: 1 });
+  return path;
+}
