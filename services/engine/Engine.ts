@@ -1,7 +1,7 @@
 import { open } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 
-import { InvalidArgumentError, ModelLoadError } from '../common/errors';
+import { InvalidArgumentError, ModelLoadError, UnavailableError } from '../common/errors';
 import { AsyncQueue } from './AsyncQueue';
 import { expertBytesPerLayer } from './expertLayout';
 import { addonBackend, loadAddon, type GgufLayout, type NativeEngine, type NativeEvent, type NativeModel } from './loadAddon';
@@ -138,7 +138,7 @@ export class Engine implements EngineLike {
 
   /** Validates now (throws InvalidArgumentError), then streams chunks and one final record. */
   generate(options: GenerateOptions): AsyncIterable<GenerationEvent> {
-    if (this.closed) throw new Error('engine is closed');
+    if (this.closed) throw new UnavailableError('engine is closed');
     validateGenerate(options, this.info.contextSize);
     const prompt = options.promptTokens ?? this.tokenize(options.prompt ?? '');
     if (options.promptTokens) this.checkTokenIds('prompt_token_ids', prompt);
