@@ -140,7 +140,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
         for (uint32_t i = 0; i < stops.Length(); i++) {
             request->stops.push_back(stops.Get(i).As<Napi::String>().Utf8Value());
         }
-        request->sampler = BuildSampler(env, p);
+        request->sampler = BuildSampler(env, p, &request->argmax_only);
         Napi::Value trace = p.Get("traceId");
         if (trace.IsString()) {
             const std::string hex = trace.As<Napi::String>().Utf8Value();
@@ -153,7 +153,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
         return env.Undefined();
     }
 
-    llama_sampler * BuildSampler(Napi::Env env, Napi::Object p) {
+    llama_sampler * BuildSampler(Napi::Env env, Napi::Object p, bool * argmax_only) {
         auto num = [&](const char * key) { return p.Get(key).As<Napi::Number>().DoubleValue(); };
         const float temperature = (float) num("temperature");
         const float repeat_penalty = (float) num("repeatPenalty");
@@ -176,6 +176,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
             llama_sampler_chain_add(chain, g);
         }
         if (temperature <= 0.0f) {
+            *argmax_only = llama_sampler_chain_n(chain) == 0;  // no penalties, no grammar
             llama_sampler_chain_add(chain, llama_sampler_init_greedy());
             return chain;
         }

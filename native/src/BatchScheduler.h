@@ -27,6 +27,7 @@ struct GenerationRequest {
     int32_t max_tokens = 256;
     std::vector<std::string> stops;
     llama_sampler * sampler = nullptr;  // owned: a sampler chain built for this request
+    bool argmax_only = false;           // the chain is plain greedy: pick the top logit without building candidates
     std::atomic<bool> cancelled{false};
     int64_t t_submit_us = 0;
 
