@@ -10,6 +10,9 @@
  * 3. Stock cold start again with the expert-store attached to the engine's hint channel (prefetch of the experts
  *    each step routed to), with its counters.
  *
+ * `--limited` (or `npm run bench:prefetch:limited`): the model larger than a memory-limited cgroup's page cache
+ * instead (bench/benchPrefetchLimited.ts; root and cgroup v1 needed).
+ *
  * Options (env): BENCH_PREFETCH_MODEL=<gguf> (default: a generated ~1.7 GB q8_0 MoE, 16 layers x 64 experts)
  *   BENCH_TOKENS=64  BENCH_THREADS=<cores>  BENCH_REPS=3
  */
@@ -27,6 +30,7 @@ import { loadExpertIndex, type ExpertIndex, type FileRange } from '../services/e
 import { ExpertStore } from '../services/expert-store/ExpertStore';
 import { PageCache } from '../services/expert-store/PageCache';
 import { median, printTable, writeResult } from './benchTable';
+import { runLimited } from './benchPrefetchLimited';
 
 const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
 const tokens = Number(process.env.BENCH_TOKENS ?? 64);
@@ -244,7 +248,7 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e) => {
+(process.argv.includes('--limited') ? runLimited() : main()).catch((e) => {
   console.error(e);
   process.exitCode = 1;
 });

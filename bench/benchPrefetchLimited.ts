@@ -1,0 +1,364 @@
+/**
+ * npm run bench:prefetch:limited (or `npm run bench:prefetch -- --limited`) — decode with a model larger than the
+ * page cache the process may use.
+ *
+ * Needs root and a writable cgroup v1 memory controller (/sys/fs/cgroup/memory). The parent (not limited) makes or
+ * reuses a generated qwen3moe model under build/bench-models (default ~3.3 GB q8_0: 24 layers x 64 experts, top-4,
+ * embd 1024, expert ff 640), creates the cgroup /sys/fs/cgroup/memory/moeflash-bench-<pid> with
+ * memory.limit_in_bytes = BENCH_LIMIT_BYTES (default 1.5 GiB), and runs every scenario as a child process that moves
+ * itself into the cgroup first (engine, expert-store and their io-wq workers then share the limit: page cache read
+ * by them is charged to it). Before each child the page cache is dropped (sync; echo 3 > drop_caches).
+ *
+ * Scenarios (each a fresh process, dropped cache):
+ *   raw        io_uring 1 MiB QD 32 and pread 1 MiB QD 1 over the whole file (GB/s; the cgroup reclaims as it goes)
+ *   stock      Engine.load (mmap, no hint channel), decode N tokens (cold), then N more (steady state)
+ *   hints      ExpertStore in-process on hintChannelName(model) + Engine.load({hintChannel}); the store's heat map
+ *              (recorded here, saved under build/bench-state-limited on close) is what `heat` warms from
+ *   heat       the same, but first ExpertStore.warm() from that heat map (non-expert tensors, then hottest experts)
+ *              with a budget of the limit minus BENCH_WARM_HEADROOM_BYTES (default 384 MiB)
+ *   heatStock  heat-map Warm, then the stock engine without hints
+ *   heatAfterLoad  Engine.load with hints first, then the heat-map Warm (the loader reads the whole file and would
+ *              push out what was warmed before it), then decode
+ * plus `cached`: stock, no limit, page cache warm (the all-in-memory reference).
+ * Disk reads: /proc/self/io read_bytes deltas (the process, its io-wq workers included) and /sys/block/<dev>/stat
+ * sector deltas (the whole disk; another user's reads would show here).
+ * Cold start: ms from the scenario's start (Warm or load) until the rate over 8 tokens reaches 90% of the stock
+ * steady-state speed under the same limit.
+ *
+ * Options (env): BENCH_PREFETCH_MODEL=<gguf>  BENCH_LIMIT_BYTES  BENCH_TOKENS=64  BENCH_THREADS=2  BENCH_REPS=1
+ *   BENCH_RESULT=prefetch-limited (bench/results/<name>.json)  BENCH_BLOCK_DEV=vda  BENCH_IO_MODE=auto (the expert-store's: auto, uring, fadvise)  BENCH_SCENARIOS=raw,stock,hints,heat,heatStock,cached
+ */
+import { spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+
+import pino from 'pino';
+
+import { Engine } from '../services/engine/Engine';
+import { makeModel } from '../services/engine/makeModel';
+import { repoRoot } from '../services/engine/loadAddon';
+import type { GenerationEvent } from '../services/engine/types';
+import { loadExpertIndex } from '../services/expert-store/ExpertIndex';
+import { ExpertStore } from '../services/expert-store/ExpertStore';
+import { hintChannelName } from '../services/expert-store/hintChannelName';
+import { PageCache } from '../services/expert-store/PageCache';
+import { median, printTable, writeResult } from './benchTable';
+
+const GB = 1e9;
+const GiB = 1024 ** 3;
+const threads = Number(process.env.BENCH_THREADS ?? 2);
+const tokens = Number(process.env.BENCH_TOKENS ?? 64);
+const reps = Number(process.env.BENCH_REPS ?? 1);
+const limitBytes = Number(process.env.BENCH_LIMIT_BYTES ?? 1.5 * GiB);
+const warmHeadroom = Number(process.env.BENCH_WARM_HEADROOM_BYTES ?? 384 * 1024 ** 2);
+const blockDev = process.env.BENCH_BLOCK_DEV ?? 'vda';
+const stateDir = join(repoRoot(), 'build', 'bench-state-limited');
+const CGROUP_ROOT = '/sys/fs/cgroup/memory';
+
+type ScenarioName = 'raw' | 'stock' | 'hints' | 'heat' | 'heatStock' | 'heatAfterLoad' | 'cached';
+
+async function benchModel(): Promise<string> {
+  if (process.env.BENCH_PREFETCH_MODEL) return process.env.BENCH_PREFETCH_MODEL;
+  const dir = join(repoRoot(), 'build', 'bench-models');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, 'prefetch-limited-l24-e64-ff640-seed1.gguf');
+  if (!existsSync(path)) {
+    console.log(`generating ${path} ...`);
+    const t = performance.now();
+    await makeModel(path, { preset: 'small', seed: 1, layers: 24, experts: 64, expertsUsed: 4, embd: 1024, expertFf: 640 });
+    console.log(`generated in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  }
+  return path;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// child side
+
+interface IoSample {
+  procReadBytes: number;
+  diskReadBytes: number;
+  t: number;
+}
+
+function ioSample(): IoSample {
+  const io = readFileSync('/proc/self/io', 'utf8');
+  const procReadBytes = Number(/^read_bytes:\s*(\d+)/m.exec(io)?.[1] ?? NaN);
+  let diskReadBytes = NaN;
+  try {
+    diskReadBytes = Number(readFileSync(`/sys/block/${blockDev}/stat`, 'utf8').trim().split(/\s+/)[2]) * 512;
+  } catch {
+    /* no such device */
+  }
+  return { procReadBytes, diskReadBytes, t: performance.now() };
+}
+
+function ioDelta(a: IoSample, b: IoSample) {
+  const s = (b.t - a.t) / 1000;
+  return {
+    seconds: s,
+    procReadGB: (b.procReadBytes - a.procReadBytes) / GB,
+    diskReadGB: (b.diskReadBytes - a.diskReadBytes) / GB,
+    procGBps: (b.procReadBytes - a.procReadBytes) / GB / s,
+    diskGBps: (b.diskReadBytes - a.diskReadBytes) / GB / s,
+  };
+}
+
+interface Gen {
+  tokenMs: number[];
+  tokensPerSecond: number;
+  ttftMs: number;
+  io: ReturnType<typeof ioDelta>;
+}
+
+async function generate(engine: Engine, startedAt: number, prompt: number[]): Promise<Gen> {
+  const a = ioSample();
+  const tokenMs: number[] = [];
+  let final: Extract<GenerationEvent, { type: 'final' }> | undefined;
+  for await (const e of engine.generate({ promptTokens: prompt, maxTokens: tokens, sampling: { temperature: 0 } })) {
+    if (e.type === 'chunk') for (let i = 0; i < e.tokenIds.length; i++) tokenMs.push(performance.now() - startedAt);
+    else final = e;
+  }
+  if (!final) throw new Error('no final record');
+  return { tokenMs, tokensPerSecond: final.timings.decodeTokensPerSecond, ttftMs: final.timings.ttftMs, io: ioDelta(a, ioSample()) };
+}
+
+function cgroupStat(cg: string | undefined): Record<string, number> | undefined {
+  if (!cg) return undefined;
+  const stat = Object.fromEntries(
+    readFileSync(join(cg, 'memory.stat'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' '))
+      .filter(([k]) => ['cache', 'rss', 'mapped_file'].includes(k))
+      .map(([k, v]) => [k, Number(v)]),
+  );
+  return { ...stat, maxUsage: Number(readFileSync(join(cg, 'memory.max_usage_in_bytes'), 'utf8')), failcnt: Number(readFileSync(join(cg, 'memory.failcnt'), 'utf8')) };
+}
+
+async function child(scenario: ScenarioName, path: string): Promise<unknown> {
+  const cg = process.env.BENCH_CGROUP;
+  if (cg) writeFileSync(join(cg, 'cgroup.procs'), String(process.pid));
+  const index = await loadExpertIndex(path);
+  const size = index.files.reduce((s, f) => s + f.size, 0);
+  const whole = index.files.map((f, file) => ({ file, offset: 0, length: f.size }));
+
+  if (scenario === 'raw') {
+    const out: Record<string, number> = {};
+    const res = await new PageCache(index.files, { ioMode: 'uring', queueDepth: 32 }).prefetch(whole);
+    out.uringQd32GBps = res.bytes / GB / (res.ms / 1000);
+    await new PageCache(index.files, {}).evict(null);
+    const buf = Buffer.allocUnsafe(1 << 20);
+    const t = performance.now();
+    let bytes = 0;
+    const fd = openSync(index.files[0].path, 'r');
+    try {
+      for (let off = 0; off < index.files[0].size; ) {
+        const n = readSync(fd, buf, 0, buf.length, off);
+        if (n <= 0) break;
+        off += n;
+        bytes += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    out.preadQd1GBps = bytes / GB / ((performance.now() - t) / 1000);
+    return { ...out, cgroup: cgroupStat(cg) };
+  }
+
+  const log = pino({ level: 'silent' });
+  const withStore = scenario !== 'stock' && scenario !== 'cached';
+  const hintChannel = scenario === 'hints' || scenario === 'heat' || scenario === 'heatAfterLoad' ? hintChannelName(path) : undefined;
+  const startedAt = performance.now();
+  const io0 = ioSample();
+  const ioMode = (process.env.BENCH_IO_MODE ?? 'auto') as 'auto' | 'uring' | 'fadvise';
+  const store = withStore ? await ExpertStore.open({ modelPath: path, stateDir, log, hintChannel: hintChannel ?? false, ioMode }) : undefined;
+  try {
+    let warm: { ms: number; bytes: number; experts: number } | undefined;
+    const heatWarm = async (s: ExpertStore) => {
+      const t = performance.now();
+      let last = { bytesDone: 0, expertsWarmed: 0 };
+      const budget = Math.max(0, (cg ? limitBytes : size) - warmHeadroom);
+      for await (const p of s.warm({ budgetBytes: budget, onlyUsed: true })) last = p;
+      warm = { ms: performance.now() - t, bytes: last.bytesDone, experts: last.expertsWarmed };
+    };
+    if (store && (scenario === 'heat' || scenario === 'heatStock')) await heatWarm(store);
+    const t = performance.now();
+    const engine = await Engine.load({ path, threads, parallel: 1, contextSize: 2 * tokens + 64, warmup: false, hintChannel });
+    const loadMs = performance.now() - t;
+    if (store && scenario === 'heatAfterLoad') await heatWarm(store);
+    const ioLoad = ioDelta(io0, ioSample());
+    let cold: Gen;
+    let steady: Gen;
+    try {
+      cold = await generate(engine, startedAt, [1, 2, 3, 4]);
+      steady = await generate(engine, startedAt, [5, 6, 7, 8]);
+    } finally {
+      await engine.close();
+    }
+    const hints = store?.hintStats();
+    return { scenario, warm, loadMs, ioLoad, cold, steady, hints, cgroup: cgroupStat(cg) };
+  } finally {
+    await store?.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// parent side
+
+function dropCaches(): void {
+  spawnSync('sync');
+  writeFileSync('/proc/sys/vm/drop_caches', '3');
+}
+
+function runChild(scenario: ScenarioName, path: string, cg: string | undefined): any {
+  const r = spawnSync(process.execPath, [__filename, '--child', scenario, path], {
+    env: { ...process.env, BENCH_CGROUP: cg ?? '' },
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 64 << 20,
+  });
+  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  if (r.status !== 0 || !line) throw new Error(`scenario ${scenario} failed (status ${r.status}, signal ${r.signal}): ${r.stdout.slice(-2000)}`);
+  return JSON.parse(line.slice(7));
+}
+
+/** First time (ms from the start) when the rate over the last `window` tokens reaches `target` t/s. */
+function timeTo(target: number, tokenMs: number[], window = 8): number {
+  for (let i = window; i < tokenMs.length; i++) {
+    if ((window * 1000) / (tokenMs[i] - tokenMs[i - window]) >= target) return tokenMs[i];
+  }
+  return NaN;
+}
+
+export async function runLimited(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('bench:prefetch:limited needs root (cgroup, drop_caches)');
+  if (!existsSync(join(CGROUP_ROOT, 'cgroup.procs'))) throw new Error(`no cgroup v1 memory controller at ${CGROUP_ROOT}`);
+  const path = await benchModel();
+  const index = await loadExpertIndex(path);
+  const size = index.files.reduce((s, f) => s + f.size, 0);
+  const wanted = (process.env.BENCH_SCENARIOS ?? 'raw,stock,hints,heat,heatStock,cached').split(',') as ScenarioName[];
+  // the heat map must come from this run's `hints` scenario (kept when that is not run)
+  if (wanted.includes('hints')) rmSync(stateDir, { recursive: true, force: true });
+
+  const cg = join(CGROUP_ROOT, `moeflash-bench-${process.pid}`);
+  mkdirSync(cg);
+  const cleanup = () => {
+    try {
+      rmdirSync(cg);
+    } catch (e) {
+      console.error(`could not remove ${cg}: ${(e as Error).message}`);
+    }
+  };
+  process.once('SIGINT', () => {
+    cleanup();
+    process.exit(130);
+  });
+  const results: Record<string, any[]> = {};
+  try {
+    writeFileSync(join(cg, 'memory.limit_in_bytes'), String(limitBytes));
+    console.log(`model ${path}: ${(size / GiB).toFixed(2)} GiB; cgroup ${cg} limit ${(limitBytes / GiB).toFixed(2)} GiB; ${tokens} tokens x2, ${threads} threads, ${reps} rep(s)`);
+    for (let r = 0; r < reps; r++) {
+      for (const s of wanted) {
+        if (s === 'cached') continue;
+        dropCaches();
+        const res = runChild(s, path, cg);
+        (results[s] ??= []).push(res);
+        const brief = res.steady
+          ? `load ${res.loadMs.toFixed(0)} ms, cold ${res.cold.tokensPerSecond.toFixed(2)} t/s, steady ${res.steady.tokensPerSecond.toFixed(2)} t/s, decode disk ${res.steady.io.diskGBps.toFixed(2)} GB/s`
+          : JSON.stringify(res);
+        console.log(`rep ${r + 1} ${s}: ${brief}`);
+      }
+    }
+    if (wanted.includes('cached')) {
+      dropCaches();
+      spawnSync('cat', [path], { stdio: ['ignore', 'ignore', 'inherit'] });
+      results.cached = [runChild('cached', path, undefined)];
+    }
+  } finally {
+    dropCaches(); // uncharge the cgroup's page cache so it can be removed
+    cleanup();
+  }
+
+  const med = (s: string, f: (x: any) => number) => (results[s]?.length ? median(results[s].map(f)) : NaN);
+  const uring = med('raw', (x) => x.uringQd32GBps);
+  const stockSteady = med('stock', (x) => x.steady.tokensPerSecond);
+  const labels: Record<string, string> = {
+    stock: 'stock mmap (no hints)',
+    hints: 'expert-store prefetch on hints',
+    heat: 'heat-map Warm + hint prefetch',
+    heatStock: 'heat-map Warm, then stock',
+    heatAfterLoad: 'load, then heat-map Warm + hints',
+    cached: 'reference: no limit, all cached',
+  };
+  const rows = Object.keys(labels)
+    .filter((s) => results[s])
+    .map((s) => ({
+      scenario: labels[s],
+      key: s,
+      warmMs: med(s, (x) => x.warm?.ms ?? 0),
+      loadMs: med(s, (x) => x.loadMs),
+      coldTps: med(s, (x) => x.cold.tokensPerSecond),
+      steadyTps: med(s, (x) => x.steady.tokensPerSecond),
+      steadyVsStock: med(s, (x) => x.steady.tokensPerSecond) / stockSteady,
+      decodeDiskGBps: med(s, (x) => x.steady.io.diskGBps),
+      decodeProcGBps: med(s, (x) => x.steady.io.procGBps),
+      vsUring: med(s, (x) => x.steady.io.diskGBps) / uring,
+      readPerTokenMB: med(s, (x) => (x.steady.io.procReadGB * 1000) / tokens),
+      // over both generations (token times from the scenario's start); NaN: not within 2 x N tokens
+      msTo90: med(s, (x) => timeTo(0.9 * stockSteady, [...x.cold.tokenMs, ...x.steady.tokenMs])),
+    }));
+
+  console.log(`\nbench:prefetch --limited — ${path} (${(size / GB).toFixed(2)} GB, ${index.nLayer} layers x ${index.nExpert} experts), cgroup limit ${(limitBytes / GiB).toFixed(2)} GiB, ${tokens} tokens, ${threads} threads, median of ${reps} (${cpus()[0]?.model ?? 'cpu'})\n`);
+  printTable(
+    ['read path (dropped cache, in the cgroup)', 'GB/s'],
+    [
+      ['io_uring 1 MiB, QD 32', uring],
+      ['pread 1 MiB, QD 1', med('raw', (x) => x.preadQd1GBps)],
+    ],
+  );
+  console.log('');
+  printTable(
+    ['scenario', 'warm ms', 'load ms', 'cold t/s', 'steady t/s', 'x stock', 'disk GB/s', 'proc GB/s', 'vs uring', 'MB/token', 'ms to 90%'],
+    rows.map((r) => [r.scenario, r.warmMs, r.loadMs, r.coldTps, r.steadyTps, r.steadyVsStock, r.decodeDiskGBps, r.decodeProcGBps, r.vsUring, r.readPerTokenMB, r.msTo90]),
+  );
+  for (const s of ['hints', 'heat']) {
+    const h = results[s]?.at(-1)?.hints;
+    if (h) console.log(`${s} counters: ${JSON.stringify(h)}`);
+  }
+  const out = writeResult(process.env.BENCH_RESULT ?? 'prefetch-limited', {
+    date: new Date().toISOString(),
+    model: { path, bytes: size, layers: index.nLayer, experts: index.nExpert, expertBytes: index.expertBytes },
+    limitBytes,
+    warmHeadroomBytes: warmHeadroom,
+    expertStoreIoMode: process.env.BENCH_IO_MODE ?? 'auto',
+    tokens,
+    threads,
+    reps,
+    cpu: cpus()[0]?.model,
+    blockDev,
+    ms90Reference: { what: '90% of stock steady-state t/s under the same limit', tokensPerSecond: 0.9 * stockSteady },
+    rows,
+    runs: results,
+  });
+  console.log(`written ${out}`);
+}
+
+if (require.main === module) {
+  if (process.argv[2] === '--child') {
+    child(process.argv[3] as ScenarioName, process.argv[4]).then(
+      (r) => {
+        process.stdout.write(`RESULT ${JSON.stringify(r)}\n`);
+      },
+      (e) => {
+        console.error(e);
+        process.exitCode = 1;
+      },
+    );
+  } else {
+    runLimited().catch((e) => {
+      console.error(e);
+      process.exitCode = 1;
+    });
+  }
+}
