@@ -13,13 +13,6 @@ export interface BackendMonitorOptions {
   loadPollMs: number;
   /** Extra channel options for the backend channels. */
   channelOptions?: ChannelOptions;
-  /**
-   * HTTP/2 connections per backend for generation calls (default 4). Every client cancel becomes an RST_STREAM on a
-   * router->backend connection, and the backend's HTTP/2 stack closes a connection that receives too many of them too
-   * fast (rapid-reset protection, ~1 000 then ~33/s per connection), ending every stream on it; several connections
-   * raise that ceiling and confine the damage to a share of the streams.
-   */
-  connectionsPerBackend?: number;
 }
 
 /** The readiness the router watches on each backend. */
@@ -52,9 +45,6 @@ interface Connection {
   channel: Channel;
   health: DefinitionClient<typeof HealthDefinition>;
   inference: DefinitionClient<typeof InferenceServiceDefinition>;
-  /** Generation calls rotate over these (the first is `inference`); each has its own HTTP/2 connection. */
-  generation: DefinitionClient<typeof InferenceServiceDefinition>[];
-  nextGeneration: number;
   restart?: AbortController;
   polling: boolean;
 }
@@ -66,7 +56,6 @@ interface Connection {
  */
 export class BackendMonitor {
   private readonly connections = new Map<string, Connection>();
-  private readonly extraChannels: Channel[] = [];
   private readonly closed = new AbortController();
   private pollTimer?: NodeJS.Timeout;
 
@@ -75,38 +64,22 @@ export class BackendMonitor {
     private readonly options: BackendMonitorOptions,
   ) {
     for (const address of pool.addresses) {
-      // a local subchannel pool per channel: grpc-js would otherwise share one connection between equal channels
-      const channels = Array.from(
-        { length: Math.max(1, options.connectionsPerBackend ?? 4) },
-        () => new Channel(address, credentials.createInsecure(), { ...CHANNEL_OPTIONS, ...options.channelOptions, 'grpc.use_local_subchannel_pool': 1 }),
-      );
-      const generation = channels.map((channel) => new DefinitionClient(InferenceServiceDefinition, channel, address));
+      const channel = new Channel(address, credentials.createInsecure(), { ...CHANNEL_OPTIONS, ...options.channelOptions });
       this.connections.set(address, {
-        channel: channels[0],
-        health: new DefinitionClient(HealthDefinition, channels[0], address),
-        inference: generation[0],
-        generation,
-        nextGeneration: 0,
+        channel,
+        health: new DefinitionClient(HealthDefinition, channel, address),
+        inference: new DefinitionClient(InferenceServiceDefinition, channel, address),
         polling: false,
       });
-      this.extraChannels.push(...channels.slice(1));
     }
     pool.on('suspect', (address) => this.connections.get(address)?.restart?.abort());
   }
 
-  /** The InferenceService client of a backend (the one its health is watched on). */
+  /** The InferenceService client of a backend. */
   client(address: string): DefinitionClient<typeof InferenceServiceDefinition> {
     const connection = this.connections.get(address);
     if (!connection) throw new Error(`unknown backend ${address}`);
     return connection.inference;
-  }
-
-  /** A client for a generation call: round-robin over the backend's connections. */
-  generationClient(address: string): DefinitionClient<typeof InferenceServiceDefinition> {
-    const connection = this.connections.get(address);
-    if (!connection) throw new Error(`unknown backend ${address}`);
-    connection.nextGeneration = (connection.nextGeneration + 1) % connection.generation.length;
-    return connection.generation[connection.nextGeneration];
   }
 
   start(): void {
@@ -121,7 +94,6 @@ export class BackendMonitor {
     this.closed.abort();
     clearInterval(this.pollTimer);
     for (const c of this.connections.values()) c.channel.close();
-    for (const channel of this.extraChannels) channel.close();
   }
 
   private async watch(address: string): Promise<void> {

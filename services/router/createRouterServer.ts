@@ -116,7 +116,7 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
       });
       let streamed = false;
       try {
-        for await (const response of monitor.generationClient(ticket.backend).serverStream('generate', forwarded, { signal, deadline })) {
+        for await (const response of monitor.client(ticket.backend).serverStream('generate', forwarded, { signal, deadline })) {
           streamed = true;
           yield response;
         }
