@@ -12,8 +12,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/scripts/llama-cpp.env"
 dl="$root/build/dl"
 bundle="$dl/node-llama-cpp-$NODE_LLAMA_CPP_VERSION/llama/gitRelease.bundle"
-src="$root/build/llama/$variant/src"
-patches="$root/patches/llama.cpp"
+# MOEFLASH_LLAMA_SRC / MOEFLASH_PATCHES_DIR relocate the tree and the series (tests use them).
+src=${MOEFLASH_LLAMA_SRC:-$root/build/llama/$variant/src}
+patches=${MOEFLASH_PATCHES_DIR:-$root/patches/llama.cpp}
 
 if [ ! -f "$bundle" ]; then
   mkdir -p "$dl"
@@ -61,9 +62,9 @@ for f in $touched; do
   fi
 done
 for p in "${series[@]}"; do
-  if [ ! -f "$patches/$p" ]; then echo "prepare-llama-cpp: patch listed in series is missing: patches/llama.cpp/$p" >&2; exit 1; fi
+  if [ ! -f "$patches/$p" ]; then echo "prepare-llama-cpp: patch listed in series is missing: ${patches#$root/}/$p" >&2; exit 1; fi
   if ! (cd "$scratch" && git apply --check "$patches/$p") 2>"$scratch/.err"; then
-    echo "prepare-llama-cpp: patch does not apply: patches/llama.cpp/$p" >&2
+    echo "prepare-llama-cpp: patch does not apply: ${patches#$root/}/$p" >&2
     cat "$scratch/.err" >&2
     exit 1
   fi
@@ -80,5 +81,5 @@ done
 echo "prepare-llama-cpp: $changed file(s) changed"
 echo "$stamp" > "$src/.moeflash-stamp"
 printf '{"package":"node-llama-cpp@%s","commit":"%s","patches":[%s]}\n' "$NODE_LLAMA_CPP_VERSION" "$commit" \
-  "$(printf '"%s",' "${series[@]}" | sed 's/,$//')" > "$root/build/llama/$variant/source.json"
+  "$(printf '"%s",' "${series[@]}" | sed 's/,$//')" > "$(dirname "$src")/source.json"
 echo "prepare-llama-cpp: $variant tree at $commit with ${#series[@]} patches"
