@@ -13,3 +13,16 @@ export async function benchModel(presetOrPath: string): Promise<string> {
   if (!existsSync(path)) await makeModel(path, { preset: presetOrPath, seed: 1 });
   return path;
 }
+
+/** A named, shaped benchmark model generated once under build/bench-models (BENCH_PREFETCH_MODEL overrides). */
+export async function shapedBenchModel(name: string, spec: Parameters<typeof makeModel>[1]): Promise<string> {
+  if (process.env.BENCH_PREFETCH_MODEL) return process.env.BENCH_PREFETCH_MODEL;
+  const dir = join(repoRoot(), 'build', 'bench-models');
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${name}.gguf`);
+  if (!existsSync(path)) {
+    console.log(`generating ${path} ...`);
+    await makeModel(path, spec);
+  }
+  return path;
+}

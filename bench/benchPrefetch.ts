@@ -16,19 +16,19 @@
  * Options (env): BENCH_PREFETCH_MODEL=<gguf> (default: a generated ~1.7 GB q8_0 MoE, 16 layers x 64 experts)
  *   BENCH_TOKENS=64  BENCH_THREADS=<cores>  BENCH_REPS=3
  */
-import { closeSync, existsSync, mkdirSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 
 import pino from 'pino';
 
 import { Engine } from '../services/engine/Engine';
-import { makeModel } from '../services/engine/makeModel';
 import { repoRoot } from '../services/engine/loadAddon';
 import type { GenerationEvent } from '../services/engine/types';
 import { loadExpertIndex, type ExpertIndex, type FileRange } from '../services/expert-store/ExpertIndex';
 import { ExpertStore } from '../services/expert-store/ExpertStore';
 import { PageCache } from '../services/expert-store/PageCache';
+import { shapedBenchModel } from './benchModel';
 import { median, printTable, writeResult } from './benchTable';
 import { runLimited } from './benchPrefetchLimited';
 
@@ -36,18 +36,6 @@ const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
 const tokens = Number(process.env.BENCH_TOKENS ?? 64);
 const reps = Number(process.env.BENCH_REPS ?? 3);
 const GB = 1e9;
-
-async function benchModel(): Promise<string> {
-  if (process.env.BENCH_PREFETCH_MODEL) return process.env.BENCH_PREFETCH_MODEL;
-  const dir = join(repoRoot(), 'build', 'bench-models');
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, 'prefetch-l16-e64-seed1.gguf');
-  if (!existsSync(path)) {
-    console.log(`generating ${path} ...`);
-    await makeModel(path, { preset: 'small', seed: 1, layers: 16, experts: 64, expertsUsed: 4, embd: 1024, expertFf: 512 });
-  }
-  return path;
-}
 
 function wholeFile(index: ExpertIndex): FileRange[] {
   return index.files.map((f, file) => ({ file, offset: 0, length: f.size }));
@@ -114,7 +102,7 @@ function timeTo(fractionOfWarm: number, warm: number, tokenMs: number[], window 
 }
 
 async function main(): Promise<void> {
-  const path = await benchModel();
+  const path = await shapedBenchModel('prefetch-l16-e64-seed1', { preset: 'small', seed: 1, layers: 16, experts: 64, expertsUsed: 4, embd: 1024, expertFf: 512 });
   const index = await loadExpertIndex(path);
   const cache = new PageCache(index.files, { ioMode: 'uring', queueDepth: 32 });
   const whole = wholeFile(index);

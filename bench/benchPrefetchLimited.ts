@@ -36,13 +36,13 @@ import { join } from 'node:path';
 import pino from 'pino';
 
 import { Engine } from '../services/engine/Engine';
-import { makeModel } from '../services/engine/makeModel';
 import { repoRoot } from '../services/engine/loadAddon';
 import type { GenerationEvent } from '../services/engine/types';
 import { loadExpertIndex } from '../services/expert-store/ExpertIndex';
 import { ExpertStore } from '../services/expert-store/ExpertStore';
 import { hintChannelName } from '../services/expert-store/hintChannelName';
 import { PageCache } from '../services/expert-store/PageCache';
+import { shapedBenchModel } from './benchModel';
 import { median, printTable, writeResult } from './benchTable';
 
 const GB = 1e9;
@@ -57,20 +57,6 @@ const stateDir = join(repoRoot(), 'build', 'bench-state-limited');
 const CGROUP_ROOT = '/sys/fs/cgroup/memory';
 
 type ScenarioName = 'raw' | 'stock' | 'hints' | 'heat' | 'heatStock' | 'heatAfterLoad' | 'cached';
-
-async function benchModel(): Promise<string> {
-  if (process.env.BENCH_PREFETCH_MODEL) return process.env.BENCH_PREFETCH_MODEL;
-  const dir = join(repoRoot(), 'build', 'bench-models');
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, 'prefetch-limited-l24-e64-ff640-seed1.gguf');
-  if (!existsSync(path)) {
-    console.log(`generating ${path} ...`);
-    const t = performance.now();
-    await makeModel(path, { preset: 'small', seed: 1, layers: 24, experts: 64, expertsUsed: 4, embd: 1024, expertFf: 640 });
-    console.log(`generated in ${((performance.now() - t) / 1000).toFixed(1)} s`);
-  }
-  return path;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // child side
@@ -234,7 +220,7 @@ function timeTo(target: number, tokenMs: number[], window = 8): number {
 export async function runLimited(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench:prefetch:limited needs root (cgroup, drop_caches)');
   if (!existsSync(join(CGROUP_ROOT, 'cgroup.procs'))) throw new Error(`no cgroup v1 memory controller at ${CGROUP_ROOT}`);
-  const path = await benchModel();
+  const path = await shapedBenchModel('prefetch-limited-l24-e64-ff640-seed1', { preset: 'small', seed: 1, layers: 24, experts: 64, expertsUsed: 4, embd: 1024, expertFf: 640 });
   const index = await loadExpertIndex(path);
   const size = index.files.reduce((s, f) => s + f.size, 0);
   const wanted = (process.env.BENCH_SCENARIOS ?? 'raw,stock,hints,heat,heatStock,cached').split(',') as ScenarioName[];
