@@ -7,7 +7,7 @@ import { ClientError, createChannel, createClient, Metadata, Status, type Channe
 import { FinishReason, finishReasonToJSON, GenerationServiceDefinition, type GenerateComplete } from '../../gen/moeflash/v1/generation';
 import { InvalidArgumentError } from '../../services/common/errors';
 import { decodeStatusDetails, STATUS_DETAILS_KEY } from '../../services/common/StatusDetails';
-import { parseNumber } from '../parseNumber';
+import { parseSamplingFlags, SAMPLING_FLAGS } from '../samplingFlags';
 
 const USAGE = `usage:
   moeflash client generate --addr HOST:PORT --model NAME --prompt TEXT [--max-tokens N] [--temperature T]
@@ -32,14 +32,7 @@ async function generate(argv: string[]): Promise<number> {
       addr: { type: 'string', default: DEFAULT_ADDR },
       model: { type: 'string' },
       prompt: { type: 'string' },
-      'max-tokens': { type: 'string' },
-      temperature: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      'min-p': { type: 'string' },
-      'repeat-penalty': { type: 'string' },
-      seed: { type: 'string' },
-      stop: { type: 'string', multiple: true },
+      ...SAMPLING_FLAGS,
       json: { type: 'boolean', default: false },
     },
     strict: true,
@@ -49,15 +42,7 @@ async function generate(argv: string[]): Promise<number> {
   const request = {
     model: values.model,
     prompt: values.prompt,
-    maxTokens: parseNumber('max-tokens', values['max-tokens'], true),
-    sampling: {
-      temperature: parseNumber('temperature', values.temperature),
-      topK: parseNumber('top-k', values['top-k'], true),
-      topP: parseNumber('top-p', values['top-p']),
-      minP: parseNumber('min-p', values['min-p']),
-      repeatPenalty: parseNumber('repeat-penalty', values['repeat-penalty']),
-      seed: parseNumber('seed', values.seed, true),
-    },
+    ...parseSamplingFlags(values),
     stop: values.stop ?? [],
   };
   return withChannel(values.addr, async (channel, signal, onTrailer) => {

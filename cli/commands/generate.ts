@@ -6,6 +6,7 @@ import { InvalidArgumentError } from '../../services/common/errors';
 import { Engine } from '../../services/engine/Engine';
 import type { GenerationFinal } from '../../services/engine/types';
 import { parseNumber } from '../parseNumber';
+import { parseSamplingFlags, SAMPLING_FLAGS } from '../samplingFlags';
 
 export async function generateCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -13,14 +14,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     options: {
       model: { type: 'string' },
       prompt: { type: 'string' },
-      'max-tokens': { type: 'string' },
-      temperature: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      'min-p': { type: 'string' },
-      'repeat-penalty': { type: 'string' },
-      seed: { type: 'string' },
-      stop: { type: 'string', multiple: true },
+      ...SAMPLING_FLAGS,
       grammar: { type: 'string' },
       'grammar-file': { type: 'string' },
       'n-gpu-layers': { type: 'string' },
@@ -48,20 +42,13 @@ export async function generateCommand(argv: string[]): Promise<number> {
   try {
     const grammar = values['grammar-file'] ? readFileSync(values['grammar-file'], 'utf8') : values.grammar;
     let final: GenerationFinal | undefined;
+    const { maxTokens, sampling } = parseSamplingFlags(values);
     for await (const event of engine.generate({
       prompt: values.prompt,
-      maxTokens: parseNumber('max-tokens', values['max-tokens'], true),
+      maxTokens,
       stop: values.stop,
       signal: abort.signal,
-      sampling: {
-        temperature: parseNumber('temperature', values.temperature),
-        topK: parseNumber('top-k', values['top-k'], true),
-        topP: parseNumber('top-p', values['top-p']),
-        minP: parseNumber('min-p', values['min-p']),
-        repeatPenalty: parseNumber('repeat-penalty', values['repeat-penalty']),
-        seed: parseNumber('seed', values.seed, true),
-        grammar,
-      },
+      sampling: { ...sampling, grammar },
     })) {
       if (event.type === 'chunk') {
         process.stdout.write(values.json ? JSON.stringify({ tokens: event.tokenIds, text: event.text }) + '\n' : event.text);
