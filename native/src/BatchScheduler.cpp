@@ -123,13 +123,15 @@ void BatchScheduler::observe_routing() {
     if (n_expert_ == 0) {
         return;
     }
-    std::vector<int32_t> slot_of_seq(slots.size(), -1);
+    std::vector<int32_t> & slot_of_seq = slot_of_seq_;
+    slot_of_seq.assign(slots.size(), -1);
     for (size_t i = 0; i < slots.size(); i++) {
         if (slots[i].request) {
             slot_of_seq[slots[i].seq] = (int32_t) i;
         }
     }
-    std::vector<uint64_t> layer_mask(mask_words_);
+    std::vector<uint64_t> & layer_mask = layer_mask_;
+    layer_mask.resize(mask_words_);
     for (int32_t il = 0; il < n_layer_; il++) {
         const int32_t * ids = nullptr;
         const llama_seq_id * seqs = nullptr;

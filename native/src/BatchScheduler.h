@@ -122,7 +122,10 @@ class BatchScheduler {
     int32_t mask_words_ = 0;
     std::unique_ptr<moeflash::HintWriter> hints;
     std::unique_ptr<std::atomic<uint64_t>[]> expert_use_;  // [n_layer * n_expert], read by other threads
-    std::vector<int32_t> step_ids_;                         // scratch: distinct ids of one (layer, sequence)
+    // scratch reused every step (no allocation on the decode path)
+    std::vector<int32_t> step_ids_;      // distinct ids of one (layer, sequence)
+    std::vector<int32_t> slot_of_seq_;   // slot index of each sequence id, -1 if free
+    std::vector<uint64_t> layer_mask_;   // experts one sequence used at one layer
 
     llama_batch batch;
     std::vector<Slot> slots;  // one per sequence id; only the scheduler thread touches them
