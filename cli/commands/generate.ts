@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { InvalidArgumentError } from '../../services/common/errors';
 import { Engine } from '../../services/engine/Engine';
 import type { GenerationFinal } from '../../services/engine/types';
+import { EXPERT_CACHE_FLAGS, formatExpertCacheLine, parseExpertCacheFlags } from '../expertCacheFlags';
 import { parseNumber } from '../parseNumber';
 import { parseSamplingFlags, SAMPLING_FLAGS } from '../samplingFlags';
 
@@ -21,6 +22,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       'n-cpu-moe': { type: 'string' },
       'ctx-size': { type: 'string' },
       threads: { type: 'string' },
+      ...EXPERT_CACHE_FLAGS,
       json: { type: 'boolean', default: false },
     },
     strict: true,
@@ -35,6 +37,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     contextSize: parseNumber('ctx-size', values['ctx-size'], true),
     threads: parseNumber('threads', values.threads, true),
     parallel: 1,
+    expertCache: parseExpertCacheFlags(values),
   });
   const abort = new AbortController();
   const onSignal = () => abort.abort();
@@ -66,6 +69,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
         (final.error ? ` error=${JSON.stringify(final.error)}` : '') +
         '\n',
     );
+    if (final.expertCache) process.stderr.write(formatExpertCacheLine(final.expertCache, final.completionTokens) + '\n');
     return final.finishReason === 'error' ? 1 : 0;
   } finally {
     process.removeListener('SIGINT', onSignal);

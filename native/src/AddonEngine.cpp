@@ -2,6 +2,7 @@
 // requests and receives each step's events through one ThreadSafeFunction; nothing here blocks the event loop.
 #include "AddonModel.h"
 #include "BatchScheduler.h"
+#include "ExpertCacheSetup.h"
 #include "HintChannel.h"
 #include "addon.h"
 
@@ -24,6 +25,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
                                InstanceMethod("cancel", &AddonEngine::Cancel),
                                InstanceMethod("stats", &AddonEngine::Stats),
                                InstanceMethod("expertUse", &AddonEngine::ExpertUse),
+                               InstanceMethod("expertCacheStats", &AddonEngine::ExpertCacheStats),
                                InstanceMethod("close", &AddonEngine::Close),
                            });
     }
@@ -48,6 +50,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
 
     llama_context * ctx = nullptr;
     ggml_threadpool * threadpool = nullptr;  // persistent CPU workers: without one, ggml spawns threads per graph
+    moeflash::ExpertCacheSetup cache;        // slots 0: the expert cache is off
     std::unique_ptr<BatchScheduler> scheduler;
     Napi::ThreadSafeFunction events_fn;
     bool released = false;
@@ -72,6 +75,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
             llama_free(ctx);
             ctx = nullptr;
         }
+        cache = {};
         if (threadpool != nullptr) {
             ggml_threadpool_free(threadpool);
             threadpool = nullptr;
@@ -114,6 +118,19 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
                 Napi::Uint16Array experts = Napi::Uint16Array::New(env, e.experts_per_layer.size());
                 std::copy(e.experts_per_layer.begin(), e.experts_per_layer.end(), experts.Data());
                 o.Set("expertsPerLayer", experts);
+                if (!e.cache_hits.empty()) {
+                    Napi::Object c = Napi::Object::New(env);
+                    Napi::Uint32Array hits = Napi::Uint32Array::New(env, e.cache_hits.size());
+                    std::copy(e.cache_hits.begin(), e.cache_hits.end(), hits.Data());
+                    Napi::Uint32Array misses = Napi::Uint32Array::New(env, e.cache_misses.size());
+                    std::copy(e.cache_misses.begin(), e.cache_misses.end(), misses.Data());
+                    c.Set("hits", hits);
+                    c.Set("misses", misses);
+                    c.Set("bytesCopied", e.cache_bytes_copied);
+                    c.Set("copyMs", e.cache_copy_ms);
+                    c.Set("stallMs", e.cache_stall_ms);
+                    o.Set("expertCache", c);
+                }
             }
             out.Set(i, o);
         }
@@ -203,6 +220,44 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
         return o;
     }
 
+    // expertCacheStats() -> null | { slots, slotBytes, sizedBy, total, layers: [] } with counters since start
+    Napi::Value ExpertCacheStats(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        llama_expert_cache_stats total;
+        if (ctx == nullptr || cache.slots == 0 || !llama_expert_cache_get_stats(ctx, -1, &total)) {
+            return env.Null();
+        }
+        auto to_js = [&](const llama_expert_cache_stats & s) {
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("hits", (double) s.hits);
+            o.Set("misses", (double) s.misses);
+            o.Set("evictions", (double) s.evictions);
+            o.Set("bytesCopied", (double) s.bytes_copied);
+            o.Set("steps", (double) s.steps);
+            o.Set("bypassed", (double) s.bypassed);
+            o.Set("copyMs", s.copy_ms);
+            o.Set("stallMs", s.stall_ms);
+            return o;
+        };
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("slots", cache.slots);
+        o.Set("slotBytes", (double) cache.slot_bytes);
+        o.Set("sizedBy", cache.sized_by);
+        o.Set("total", to_js(total));
+        Napi::Array layers = Napi::Array::New(env);
+        const int32_t n_layer = llama_model_n_layer(model->model);
+        for (int32_t il = 0; il < n_layer; il++) {
+            llama_expert_cache_stats s;
+            if (llama_expert_cache_get_stats(ctx, il, &s)) {
+                Napi::Object l = to_js(s);
+                l.Set("layer", il);
+                layers.Set(layers.Length(), l);
+            }
+        }
+        o.Set("layers", layers);
+        return o;
+    }
+
     Napi::Value Cancel(const Napi::CallbackInfo & info) {
         const bool known = scheduler && scheduler->cancel((uint64_t) info[0].As<Napi::Number>().Int64Value());
         return Napi::Boolean::New(info.Env(), known);
@@ -235,9 +290,9 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
 class StartWorker : public Napi::AsyncWorker {
   public:
     StartWorker(Napi::Env env, AddonEngine * engine, Napi::Object engine_obj, llama_context_params params, bool warmup,
-                bool record_routing, std::string hint_channel)
+                bool record_routing, std::string hint_channel, moeflash::ExpertCacheRequest cache_request)
         : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), engine(engine), params(params), warmup(warmup),
-          record_routing(record_routing), hint_channel(std::move(hint_channel)) {
+          record_routing(record_routing), hint_channel(std::move(hint_channel)), cache_request(cache_request) {
         engine_ref = Napi::Persistent(engine_obj);
     }
     Napi::Promise Promise() { return deferred.Promise(); }
@@ -259,6 +314,19 @@ class StartWorker : public Napi::AsyncWorker {
             return;
         }
         llama_attach_threadpool(ctx, threadpool, threadpool);
+        if (cache_request.enabled) {
+            // sized after the context exists, so free device memory already excludes the KV cache
+            try {
+                cache = moeflash::EnableExpertCache(ctx, engine->model->model, cache_request);
+            } catch (const std::exception & e) {
+                llama_free(ctx);
+                ctx = nullptr;
+                ggml_threadpool_free(threadpool);
+                threadpool = nullptr;
+                SetError(e.what());
+                return;
+            }
+        }
         // routing is recorded before the first graph is built (it changes the graph's outputs)
         llama_set_moe_routing_record(ctx, record_routing);
         if (!hint_channel.empty()) {
@@ -289,8 +357,16 @@ class StartWorker : public Napi::AsyncWorker {
         engine->ctx = ctx;
         engine->threadpool = threadpool;
         engine->n_batch = (int32_t) params.n_batch;
+        engine->cache = std::move(cache);
         engine->StartScheduler(std::move(hints));
         Napi::Object out = Napi::Object::New(Env());
+        if (engine->cache.slots > 0) {
+            Napi::Object c = Napi::Object::New(Env());
+            c.Set("slots", engine->cache.slots);
+            c.Set("slotBytes", (double) engine->cache.slot_bytes);
+            c.Set("sizedBy", engine->cache.sized_by);
+            out.Set("expertCache", c);
+        }
         out.Set("contextSize", (double) llama_n_ctx_seq(ctx));
         out.Set("parallel", (double) llama_n_seq_max(ctx));
         deferred.Resolve(out);
@@ -305,6 +381,8 @@ class StartWorker : public Napi::AsyncWorker {
     bool warmup;
     bool record_routing;
     std::string hint_channel;
+    moeflash::ExpertCacheRequest cache_request;
+    moeflash::ExpertCacheSetup cache;
     std::unique_ptr<moeflash::HintWriter> hints;
     llama_context * ctx = nullptr;
     ggml_threadpool * threadpool = nullptr;
@@ -329,6 +407,35 @@ class CloseWorker : public Napi::AsyncWorker {
     Napi::ObjectReference engine_ref;
 };
 
+// expertCache: undefined | { slots?, memBytes?, policy?: 'lru' | 'lru2', syntheticRouting?: { seed, reusePrevious,
+// reuseWindow } } (validated in TypeScript)
+moeflash::ExpertCacheRequest ExpertCacheRequestFrom(Napi::Value v) {
+    moeflash::ExpertCacheRequest r;
+    if (!v.IsObject()) {
+        return r;
+    }
+    Napi::Object o = v.As<Napi::Object>();
+    r.enabled = true;
+    if (o.Get("slots").IsNumber()) {
+        r.slots = o.Get("slots").As<Napi::Number>().Int32Value();
+    }
+    if (o.Get("memBytes").IsNumber()) {
+        r.mem_bytes = (uint64_t) o.Get("memBytes").As<Napi::Number>().DoubleValue();
+    }
+    if (o.Get("policy").IsString() && o.Get("policy").As<Napi::String>().Utf8Value() == "lru") {
+        r.policy = LLAMA_EXPERT_CACHE_POLICY_LRU;
+    }
+    Napi::Value synthetic = o.Get("syntheticRouting");
+    if (synthetic.IsObject()) {
+        Napi::Object so = synthetic.As<Napi::Object>();
+        r.synthetic_routing = true;
+        if (so.Get("seed").IsNumber()) r.synthetic.seed = so.Get("seed").As<Napi::Number>().Uint32Value();
+        if (so.Get("reusePrevious").IsNumber()) r.synthetic.reuse_previous = so.Get("reusePrevious").As<Napi::Number>().DoubleValue();
+        if (so.Get("reuseWindow").IsNumber()) r.synthetic.reuse_window = so.Get("reuseWindow").As<Napi::Number>().DoubleValue();
+    }
+    return r;
+}
+
 Napi::Value AddonEngine::Start(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (ctx != nullptr) {
@@ -349,7 +456,8 @@ Napi::Value AddonEngine::Start(const Napi::CallbackInfo & info) {
     Napi::Value channel = o.Get("hintChannel");
     auto * worker = new StartWorker(env, this, Value(), params, o.Get("warmup").ToBoolean().Value(),
                                     o.Get("recordRouting").ToBoolean().Value(),
-                                    channel.IsString() ? channel.As<Napi::String>().Utf8Value() : std::string());
+                                    channel.IsString() ? channel.As<Napi::String>().Utf8Value() : std::string(),
+                                    ExpertCacheRequestFrom(o.Get("expertCache")));
     Napi::Promise promise = worker->Promise();
     worker->Queue();
     return promise;

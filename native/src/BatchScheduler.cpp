@@ -73,6 +73,14 @@ BatchScheduler::BatchScheduler(llama_context * ctx, const llama_model * model, i
     if (n_expert_ > 0) {
         expert_use_.reset(new std::atomic<uint64_t>[(size_t) n_layer_ * n_expert_]());
     }
+    llama_expert_cache_stats total;
+    cache_on_ = llama_expert_cache_get_stats(ctx, -1, &total);
+    if (cache_on_) {
+        cache_prev_.assign((size_t) n_layer_, {});
+        for (int32_t il = 0; il < n_layer_; il++) {
+            llama_expert_cache_get_stats(ctx, il, &cache_prev_[il]);  // warm-up activity belongs to no request
+        }
+    }
     const int32_t n_seq = (int32_t) llama_n_seq_max(ctx);
     batch = llama_batch_init(n_batch, 0, 1);
     slots.resize(n_seq);
@@ -115,6 +123,36 @@ std::vector<uint64_t> BatchScheduler::expert_use() const {
         out[i] = expert_use_[i].load(std::memory_order_relaxed);
     }
     return out;
+}
+
+// After a decode: the expert cache's activity in this step, added to every request that took part in it.
+void BatchScheduler::observe_expert_cache() {
+    if (!cache_on_) {
+        return;
+    }
+    for (int32_t il = 0; il < n_layer_; il++) {
+        llama_expert_cache_stats now;
+        if (!llama_expert_cache_get_stats(ctx, il, &now)) {
+            continue;
+        }
+        llama_expert_cache_stats & prev = cache_prev_[il];
+        const uint32_t hits = (uint32_t) (now.hits - prev.hits);
+        const uint32_t misses = (uint32_t) (now.misses - prev.misses);
+        const double bytes = (double) (now.bytes_copied - prev.bytes_copied);
+        const double copy_ms = now.copy_ms - prev.copy_ms;
+        const double stall_ms = now.stall_ms - prev.stall_ms;
+        prev = now;
+        for (auto & slot : slots) {
+            if (!slot.request || (slot.i_batch < 0 && !slot.prefilling)) {
+                continue;
+            }
+            slot.cache_hits[il] += hits;
+            slot.cache_misses[il] += misses;
+            slot.cache_bytes_copied += bytes;
+            slot.cache_copy_ms += copy_ms;
+            slot.cache_stall_ms += stall_ms;
+        }
+    }
 }
 
 // After a decode: count every token's experts, mark them on its request, and publish each (layer, sequence)'s
@@ -261,6 +299,9 @@ void BatchScheduler::admit_locked() {
         slot.request = std::move(front);
         slot.t_admit_us = ggml_time_us();
         slot.expert_mask.assign((size_t) n_layer_ * mask_words_, 0);
+        slot.cache_hits.assign(cache_on_ ? (size_t) n_layer_ : 0, 0);
+        slot.cache_misses.assign(cache_on_ ? (size_t) n_layer_ : 0, 0);
+        slot.cache_bytes_copied = slot.cache_copy_ms = slot.cache_stall_ms = 0;
         pending.pop_front();
         n_active++;
         total_requests++;
@@ -327,6 +368,7 @@ void BatchScheduler::step() {
             }
         } else {
             observe_routing();
+            observe_expert_cache();
             for (auto & slot : slots) {
                 if (!slot.request || slot.i_batch < 0) {
                     continue;
@@ -430,6 +472,11 @@ GenerationEvent BatchScheduler::final_event(const GenerationRequest & request, c
         }
         e.experts_per_layer.push_back(n);
     }
+    e.cache_hits = slot->cache_hits;
+    e.cache_misses = slot->cache_misses;
+    e.cache_bytes_copied = slot->cache_bytes_copied;
+    e.cache_copy_ms = slot->cache_copy_ms;
+    e.cache_stall_ms = slot->cache_stall_ms;
     return e;
 }
 

@@ -52,6 +52,10 @@ struct GenerationEvent {
     int32_t completion_tokens = 0;
     double queue_ms = 0, prefill_ms = 0, ttft_ms = 0, decode_ms = 0;
     std::vector<uint16_t> experts_per_layer;  // distinct experts this request's tokens were routed to, per layer
+    // expert cache activity of the steps this request took part in (a step shared by several requests counts for
+    // each of them); empty when the cache is off
+    std::vector<uint32_t> cache_hits, cache_misses;  // per layer
+    double cache_bytes_copied = 0, cache_copy_ms = 0, cache_stall_ms = 0;
 };
 
 struct SchedulerStats {
@@ -97,10 +101,13 @@ class BatchScheduler {
         std::string pending_text;             // bytes not yet emitted (incomplete UTF-8 or a possible stop prefix)
         int64_t t_admit_us = 0, t_prefill_done_us = 0, t_first_us = 0, t_last_us = 0;
         std::vector<uint64_t> expert_mask;    // [n_layer][words]: experts this request's tokens were routed to
+        std::vector<uint32_t> cache_hits, cache_misses;  // per layer, see GenerationEvent
+        double cache_bytes_copied = 0, cache_copy_ms = 0, cache_stall_ms = 0;
     };
 
     void run();
     void observe_routing();
+    void observe_expert_cache();
     void admit_locked();
     void step();
     void on_token(Slot & slot, llama_token token, std::vector<GenerationEvent> & events);
@@ -126,6 +133,8 @@ class BatchScheduler {
     std::vector<int32_t> step_ids_;      // distinct ids of one (layer, sequence)
     std::vector<int32_t> slot_of_seq_;   // slot index of each sequence id, -1 if free
     std::vector<uint64_t> layer_mask_;   // experts one sequence used at one layer
+    bool cache_on_ = false;
+    std::vector<llama_expert_cache_stats> cache_prev_;  // per layer, counters after the previous step
 
     llama_batch batch;
     std::vector<Slot> slots;  // one per sequence id; only the scheduler thread touches them

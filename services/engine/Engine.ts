@@ -5,11 +5,20 @@ import { InvalidArgumentError, ModelLoadError, UnavailableError } from '../commo
 import { AsyncQueue } from './AsyncQueue';
 import { expertBytesPerLayer } from './expertLayout';
 import { addonBackend, loadAddon, type GgufLayout, type NativeEngine, type NativeEvent, type NativeModel } from './loadAddon';
-import type { EngineLike, EngineStats, FinishReason, GenerateOptions, GenerationEvent, LoadOptions, ModelInfo } from './types';
+import type {
+  EngineLike,
+  EngineStats,
+  ExpertCacheStats,
+  FinishReason,
+  GenerateOptions,
+  GenerationEvent,
+  LoadOptions,
+  ModelInfo,
+} from './types';
 import { DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING, validateGenerate, validateLoad } from './validateOptions';
 
 /** llama.cpp's pattern for the routed-expert tensors of layer `il` (as its --n-cpu-moe builds them). */
-function expertOverridePattern(layer: number): string {
+function expertOverridePattern(layer: number | string): string {
   return `blk\\.${layer}\\.ffn_(up|down|gate|gate_up)_(ch|)exps`;
 }
 
@@ -62,6 +71,8 @@ export class Engine implements EngineLike {
 
     const overrides = [...(options.tensorOverrides ?? [])];
     for (let il = 0; il < (options.nCpuMoe ?? 0); il++) overrides.push({ pattern: expertOverridePattern(il), bufferType: 'cpu' });
+    // the cache copies experts from plain host memory (mmap): every layer's experts stay there
+    if (options.expertCache) overrides.push({ pattern: expertOverridePattern('\\d+'), bufferType: 'cpu' });
 
     const model = new addon.AddonModel();
     try {
@@ -83,6 +94,7 @@ export class Engine implements EngineLike {
         warmup: options.warmup ?? true,
         recordRouting: options.recordRouting ?? defaultRecordRouting(),
         hintChannel: options.hintChannel,
+        expertCache: options.expertCache,
       });
     } catch (e) {
       model.dispose();
@@ -96,6 +108,7 @@ export class Engine implements EngineLike {
       bytesPerExpert: facts.nExpert > 0 ? Math.max(0, ...perLayer) / facts.nExpert : 0,
       contextSize: started.contextSize,
       parallel: started.parallel,
+      expertCache: started.expertCache,
     };
     const instance = new Engine(info, model, engine);
     return instance;
@@ -122,6 +135,11 @@ export class Engine implements EngineLike {
     const out: number[][] = [];
     for (let il = 0; nExpert > 0 && il < counts.length / nExpert; il++) out.push(Array.from(counts.subarray(il * nExpert, (il + 1) * nExpert)));
     return out;
+  }
+
+  /** Expert cache counters since start, per layer and in total; undefined when the cache is off. */
+  expertCacheStats(): ExpertCacheStats | undefined {
+    return this.native.expertCacheStats() ?? undefined;
   }
 
   stats(): EngineStats {
@@ -214,6 +232,15 @@ export class Engine implements EngineLike {
       },
       error: event.error || undefined,
       expertsPerLayer: event.expertsPerLayer ? Array.from(event.expertsPerLayer) : undefined,
+      expertCache: event.expertCache
+        ? {
+            hits: Array.from(event.expertCache.hits),
+            misses: Array.from(event.expertCache.misses),
+            bytesCopied: event.expertCache.bytesCopied,
+            copyMs: event.expertCache.copyMs,
+            stallMs: event.expertCache.stallMs,
+          }
+        : undefined,
     });
     queue.end();
     this.listeners.delete(id);

@@ -1,6 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
+import type { ExpertCacheOptions, ExpertCacheStats } from './types';
+
 /** The native addon's surface, as seen from TypeScript. Only services/engine talks to it directly. */
 export interface NativeAddon {
   AddonModel: new () => NativeModel;
@@ -153,10 +155,20 @@ export interface NativeModel {
 }
 
 export interface NativeEngine {
-  start(options: { nCtxPerSeq: number; nSeq: number; nBatch: number; nThreads: number; warmup: boolean; recordRouting: boolean; hintChannel?: string }): Promise<{ contextSize: number; parallel: number }>;
+  start(options: {
+    nCtxPerSeq: number;
+    nSeq: number;
+    nBatch: number;
+    nThreads: number;
+    warmup: boolean;
+    recordRouting: boolean;
+    hintChannel?: string;
+    expertCache?: ExpertCacheOptions;
+  }): Promise<{ contextSize: number; parallel: number; expertCache?: { slots: number; slotBytes: number; sizedBy: string } }>;
   submit(id: number, prompt: Int32Array, params: NativeSamplingParams): void;
   cancel(id: number): boolean;
   expertUse(): { nExpert: number; counts: Float64Array };
+  expertCacheStats(): ExpertCacheStats | null;
   stats(): { activeSequences: number; queuedRequests: number; parallel: number; totalRequests: number; totalPromptTokens: number; totalCompletionTokens: number; steps: number };
   close(): Promise<void>;
 }
@@ -191,6 +203,7 @@ export interface NativeEvent {
   ttftMs?: number;
   decodeMs?: number;
   expertsPerLayer?: Uint16Array;
+  expertCache?: { hits: Uint32Array; misses: Uint32Array; bytesCopied: number; copyMs: number; stallMs: number };
 }
 
 export interface GgufTensorInfo {

@@ -32,6 +32,57 @@ export interface LoadOptions {
   recordRouting?: boolean;
   /** Shared-memory hint channel to publish routing to (the expert-store reads it); none by default. */
   hintChannel?: string;
+  /**
+   * GPU expert slot cache (patches/llama.cpp/0003): routed experts stay in host memory and each MoE layer keeps
+   * `slots` of them in device memory, copied in on misses. Off when absent.
+   */
+  expertCache?: ExpertCacheOptions;
+}
+
+export interface ExpertCacheOptions {
+  /** Slots per layer (at least the experts a token uses). Default: from memBytes, else from free device memory. */
+  slots?: number;
+  /** Memory budget for all layers' slots together, in bytes. */
+  memBytes?: number;
+  /** Eviction policy: lru2 (default: evicts the expert whose second-to-last use is oldest) or lru. */
+  policy?: 'lru' | 'lru2';
+  /**
+   * Benchmarks only: replace the model's routing with a generated trace with realistic temporal locality
+   * (random-weight models route almost uniformly). Output text is meaningless with it.
+   */
+  syntheticRouting?: { seed?: number; reusePrevious?: number; reuseWindow?: number };
+}
+
+/** Expert cache counters (since start for the engine, or of the steps a request took part in). */
+export interface ExpertCacheCounters {
+  hits: number;
+  misses: number;
+  evictions: number;
+  bytesCopied: number;
+  /** Layer evaluations that ran on the cache / took the stock path (more possible experts than slots). */
+  steps: number;
+  bypassed: number;
+  copyMs: number;
+  stallMs: number;
+}
+
+export interface ExpertCacheStats {
+  slots: number;
+  /** Bytes of one slot summed over the cached layers. */
+  slotBytes: number;
+  /** How the slot count was chosen: "slots", "memory budget" or "free device memory (<device>)". */
+  sizedBy: string;
+  total: ExpertCacheCounters;
+  layers: (ExpertCacheCounters & { layer: number })[];
+}
+
+/** The expert cache's activity during one request's steps (a step shared by several requests counts for each). */
+export interface RequestExpertCache {
+  hits: number[];
+  misses: number[];
+  bytesCopied: number;
+  copyMs: number;
+  stallMs: number;
 }
 
 export interface ModelInfo {
@@ -46,6 +97,8 @@ export interface ModelInfo {
   nExpert: number;
   /** Experts each token is routed to. */
   nExpertUsed: number;
+  /** Expert cache slots per layer and bytes per slot (all cached layers), when the cache is on. */
+  expertCache?: { slots: number; slotBytes: number; sizedBy: string };
   /** Bytes of routed-expert weights (gate+up+down) per layer, index = layer. */
   expertBytesPerLayer: number[];
   /** Bytes of one expert (gate+up+down) of one layer: the size of one cache slot. */
@@ -131,6 +184,8 @@ export interface GenerationFinal {
   error?: string;
   /** Distinct experts this request's tokens were routed to, per layer (empty for a dense model). */
   expertsPerLayer?: number[];
+  /** Expert cache hits/misses per layer, bytes copied, copy and stall time (when the cache is on). */
+  expertCache?: RequestExpertCache;
 }
 
 export type GenerationEvent = GenerationChunk | GenerationFinal;

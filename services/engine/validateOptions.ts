@@ -92,5 +92,14 @@ export function validateLoad(o: LoadOptions): void {
       if (o.loadMode !== undefined && !['mmap', 'none', 'mlock'].includes(o.loadMode))
         v.push({ field: 'loadMode', description: `must be mmap, none or mlock, got '${o.loadMode}'` });
     },
+    integer('expertCache.slots', o.expertCache?.slots, 1, 1 << 20),
+    (v) => {
+      const mem = o.expertCache?.memBytes;
+      if (mem !== undefined && !(Number.isSafeInteger(mem) && mem > 0))
+        v.push({ field: 'expertCache.memBytes', description: `must be a positive number of bytes, got ${mem}` });
+      const policy = o.expertCache?.policy;
+      if (policy !== undefined && policy !== 'lru' && policy !== 'lru2')
+        v.push({ field: 'expertCache.policy', description: `must be lru or lru2, got '${policy}'` });
+    },
   ]);
 }

@@ -1,0 +1,150 @@
+/**
+ * npm run bench:cache — the GPU expert slot cache against stock llama.cpp, measured in the same run on the same build:
+ * stock full GPU, stock --n-cpu-moe at the same device memory as each cache budget, stock with every expert on the
+ * CPU, and our engine with all experts host-resident and slot budgets of 25/50/75% of the experts, under two routing
+ * regimes: the model's own (random weights route almost uniformly: the worst case) and a synthetic trace with
+ * realistic temporal locality (native/src/SyntheticRouting.h). Decode tg128 and prefill pp512 t/s, hit rate, MiB
+ * copied and copy/stall ms per generated token. Prints a table, writes bench/results/cache-<label>.json and an SVG
+ * plot of decode t/s against the budget.
+ * Options (env): BENCH_MODEL=30b-a3b (preset or path)  BENCH_BUDGETS=0.25,0.5,0.75  BENCH_REGIMES=uniform,realistic
+ * BENCH_THREADS=<cores>  BENCH_TG=128  BENCH_PP=512  BENCH_LABEL=<backend>  BENCH_NGL=99
+ */
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { Engine } from '../services/engine/Engine';
+import { repoRoot } from '../services/engine/loadAddon';
+import type { GenerationFinal } from '../services/engine/types';
+import { benchModel } from './benchModel';
+import { plotLinesSvg } from './plotSvg';
+import { printTable, writeResult } from './benchTable';
+
+const run = promisify(execFile);
+const backend = process.env.MOEFLASH_BACKEND ?? 'cpu';
+const label = process.env.BENCH_LABEL ?? backend;
+const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
+const ngl = Number(process.env.BENCH_NGL ?? 99);
+const TG = Number(process.env.BENCH_TG ?? 128);
+const PP = Number(process.env.BENCH_PP ?? 512);
+const budgets = (process.env.BENCH_BUDGETS ?? '0.25,0.5,0.75').split(',').map(Number);
+const regimes = (process.env.BENCH_REGIMES ?? 'uniform,realistic').split(',') as Regime[];
+
+type Regime = 'uniform' | 'realistic';
+
+interface Row {
+  system: string;
+  regime: Regime | 'any';
+  budget: number;
+  tg: number;
+  pp: number;
+  hitRate?: number;
+  mibPerToken?: number;
+  copyMsPerToken?: number;
+  stallMsPerToken?: number;
+}
+
+async function final(stream: AsyncIterable<{ type: string }>): Promise<GenerationFinal> {
+  let last: GenerationFinal | undefined;
+  for await (const e of stream) if (e.type === 'final') last = e as GenerationFinal;
+  if (!last) throw new Error('no final record');
+  return last;
+}
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
+async function ours(path: string, budget: number, regime: Regime): Promise<{ row: Row; nLayer: number; nExpert: number }> {
+  const probe = await Engine.load({ path, threads, parallel: 1, contextSize: 256, nGpuLayers: 0, warmup: false });
+  const { nExpert, nLayer, nVocab } = probe.info;
+  await probe.close();
+  const slots = Math.max(1, Math.round(budget * nExpert));
+  const engine = await Engine.load({
+    path,
+    threads,
+    parallel: 1,
+    contextSize: PP + TG + 16,
+    batchSize: PP,
+    nGpuLayers: ngl,
+    expertCache: { slots, syntheticRouting: regime === 'realistic' ? { seed: 7 } : undefined },
+  });
+  try {
+    const prompt = Array.from({ length: PP }, (_, i) => 3 + ((i * 7919) % (nVocab - 3)));
+    await final(engine.generate({ promptTokens: [1, 2, 3], maxTokens: 16, sampling: { temperature: 0 } })); // warm the slots
+    const p = await final(engine.generate({ promptTokens: prompt, maxTokens: 1, sampling: { temperature: 0 } }));
+    const t = await final(engine.generate({ promptTokens: [1], maxTokens: TG, sampling: { temperature: 0 } }));
+    const c = t.expertCache!;
+    const hits = sum(c.hits);
+    const misses = sum(c.misses);
+    const n = Math.max(1, t.completionTokens);
+    return {
+      nLayer,
+      nExpert,
+      row: {
+        system: `moeflash cache ${Math.round(budget * 100)}%`,
+        regime,
+        budget,
+        tg: t.timings.decodeTokensPerSecond,
+        pp: p.timings.prefillTokensPerSecond,
+        hitRate: hits / Math.max(1, hits + misses),
+        mibPerToken: c.bytesCopied / n / 1048576,
+        copyMsPerToken: c.copyMs / n,
+        stallMsPerToken: c.stallMs / n,
+      },
+    };
+  } finally {
+    await engine.close();
+  }
+}
+
+async function llamaBench(path: string, nCpuMoe: number): Promise<{ pp: number; tg: number }> {
+  const bin = join(repoRoot(), 'build', 'llama', 'patched', `build-${backend}`, 'bin', 'llama-bench');
+  const args = ['-m', path, '-p', String(PP), '-n', String(TG), '-t', String(threads), '-r', '2', '-ngl', String(ngl), '-o', 'json'];
+  if (nCpuMoe > 0) args.push('-ncmoe', String(nCpuMoe));
+  const { stdout } = await run(bin, args, { maxBuffer: 16 << 20 });
+  const rows = JSON.parse(stdout) as { n_prompt: number; n_gen: number; avg_ts: number }[];
+  return { pp: rows.find((r) => r.n_prompt > 0)!.avg_ts, tg: rows.find((r) => r.n_gen > 0)!.avg_ts };
+}
+
+async function main(): Promise<void> {
+  const path = await benchModel(process.env.BENCH_MODEL ?? '30b-a3b');
+  const rows: Row[] = [];
+  let nLayer = 0;
+  for (const regime of regimes) {
+    for (const budget of budgets) {
+      const r = await ours(path, budget, regime);
+      nLayer = r.nLayer;
+      rows.push(r.row);
+      console.error(`${r.row.system} ${regime}: tg ${r.row.tg.toFixed(1)} pp ${r.row.pp.toFixed(1)} hit ${(100 * r.row.hitRate!).toFixed(1)}%`);
+    }
+  }
+  const full = await llamaBench(path, 0);
+  rows.push({ system: 'stock full GPU', regime: 'any', budget: 1, ...full });
+  for (const budget of budgets) {
+    const ncmoe = Math.round(nLayer * (1 - budget));
+    rows.push({ system: `stock -ncmoe ${ncmoe}`, regime: 'any', budget, ...(await llamaBench(path, ncmoe)) });
+  }
+  rows.push({ system: `stock -ncmoe ${nLayer} (experts on CPU)`, regime: 'any', budget: 0, ...(await llamaBench(path, nLayer)) });
+
+  const f = (n: number | undefined, d = 1) => (n === undefined ? '' : n.toFixed(d));
+  printTable(
+    ['system', 'routing', 'expert budget', 'decode t/s', 'prefill t/s', 'hit rate', 'MiB copied/token', 'copy ms/token', 'stall ms/token'],
+    rows.map((r) => [r.system, r.regime, `${Math.round(r.budget * 100)}%`, f(r.tg), f(r.pp), r.hitRate === undefined ? '' : `${(100 * r.hitRate).toFixed(1)}%`, f(r.mibPerToken, 2), f(r.copyMsPerToken, 2), f(r.stallMsPerToken, 2)]),
+  );
+  const series = [
+    ...regimes.map((regime) => ({ name: `moeflash cache (${regime})`, points: rows.filter((r) => r.regime === regime).map((r) => [r.budget, r.tg] as [number, number]) })),
+    { name: 'stock -ncmoe (same VRAM)', points: rows.filter((r) => r.system.startsWith('stock -ncmoe')).map((r) => [r.budget, r.tg] as [number, number]) },
+    { name: 'stock full GPU', points: [[0, full.tg], [1, full.tg]] as [number, number][] },
+  ];
+  const svg = plotLinesSvg({ title: `decode t/s vs expert budget (${label})`, xLabel: 'experts in device memory', yLabel: 'decode t/s', series });
+  writeResult(`cache-${label}`, { label, backend, threads, ngl, tg: TG, pp: PP, model: path, rows, date: new Date().toISOString() });
+  writeFileSync(join(repoRoot(), 'bench', 'results', `cache-${label}.svg`), svg);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,92 @@
+#include "ExpertCacheSetup.h"
+
+#include "ggml-backend.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+
+namespace moeflash {
+
+namespace {
+
+constexpr uint64_t kGiB = 1ull << 30;
+
+// Free memory of the first GPU, measured after the context exists (weights, KV cache and compute buffers are
+// already allocated), less headroom for allocator slack and a second context's buffers.
+uint64_t DeviceBudget(std::string * device_name) {
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        const auto type = ggml_backend_dev_type(dev);
+        if (type != GGML_BACKEND_DEVICE_TYPE_GPU && type != GGML_BACKEND_DEVICE_TYPE_IGPU) {
+            continue;
+        }
+        size_t free = 0, total = 0;
+        ggml_backend_dev_memory(dev, &free, &total);
+        *device_name = ggml_backend_dev_name(dev);
+        const uint64_t headroom = std::max<uint64_t>(kGiB, total / 20);
+        return free > headroom ? free - headroom : 0;
+    }
+    return 0;
+}
+
+// "<arch>.<key>" from the model's metadata, 0 when absent
+int32_t MetaInt(const llama_model * model, const char * key) {
+    char arch[64], buf[32];
+    if (llama_model_meta_val_str(model, "general.architecture", arch, sizeof(arch)) <= 0) {
+        return 0;
+    }
+    if (llama_model_meta_val_str(model, (std::string(arch) + "." + key).c_str(), buf, sizeof(buf)) <= 0) {
+        return 0;
+    }
+    return (int32_t) std::strtol(buf, nullptr, 10);
+}
+
+}  // namespace
+
+ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * model, const ExpertCacheRequest & request) {
+    ExpertCacheSetup setup;
+    setup.slot_bytes = llama_model_expert_slot_bytes(model);
+    if (setup.slot_bytes == 0) {
+        throw std::runtime_error(
+            "expertCache: the model has no MoE layer whose expert weights are in plain host memory to cache");
+    }
+    int32_t slots = request.slots;
+    setup.sized_by = "slots";
+    if (slots < 0 && request.mem_bytes > 0) {
+        slots = (int32_t) std::min<uint64_t>(request.mem_bytes / setup.slot_bytes, INT32_MAX);
+        setup.sized_by = "memory budget";
+    } else if (slots < 0) {
+        std::string device;
+        const uint64_t budget = DeviceBudget(&device);
+        if (device.empty()) {
+            throw std::runtime_error("expertCache.slots: automatic sizing needs a GPU; give slots or a memory budget");
+        }
+        slots = (int32_t) std::min<uint64_t>(budget / setup.slot_bytes, INT32_MAX);
+        setup.sized_by = "free device memory (" + device + ")";
+    }
+    const int32_t n_used = MetaInt(model, "expert_used_count");
+    if (slots < n_used) {
+        throw std::runtime_error("expertCache: " + std::to_string(slots) + " slots per layer by " + setup.sized_by +
+                                 " is fewer than the " + std::to_string(n_used) +
+                                 " experts a token uses; the cache needs at least that many (one slot is " +
+                                 std::to_string(setup.slot_bytes >> 20) + " MiB over all layers)");
+    }
+    const int32_t enabled = llama_expert_cache_enable(ctx, slots, request.policy);
+    if (enabled <= 0) {
+        throw std::runtime_error("expertCache: llama.cpp could not allocate the expert slots (" +
+                                 std::to_string(slots) + " per layer)");
+    }
+    setup.slots = enabled;
+    fprintf(stderr, "moeflash: expert cache %d slots per layer x %.1f MiB = %.2f GiB, sized by %s\n", enabled,
+            setup.slot_bytes / 1048576.0, (double) enabled * setup.slot_bytes / kGiB, setup.sized_by.c_str());
+    if (request.synthetic_routing) {
+        setup.routing = std::make_unique<SyntheticRouting>(llama_model_n_layer(model), MetaInt(model, "expert_count"),
+                                                           request.synthetic);
+        llama_expert_cache_set_route_override(ctx, SyntheticRouting::Callback, setup.routing.get());
+    }
+    return setup;
+}
+
+}  // namespace moeflash

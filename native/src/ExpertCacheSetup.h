@@ -1,0 +1,32 @@
+// ExpertCacheSetup: sizes and enables llama.cpp's expert cache (patches/llama.cpp/0003) for one context.
+#pragma once
+
+#include "SyntheticRouting.h"
+#include "llama.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace moeflash {
+
+struct ExpertCacheRequest {
+    bool enabled = false;
+    int32_t slots = -1;          // slots per layer; -1: from mem_bytes, or auto from free device memory
+    uint64_t mem_bytes = 0;      // budget for all banks together
+    llama_expert_cache_policy policy = LLAMA_EXPERT_CACHE_POLICY_LRU2;
+    bool synthetic_routing = false;  // benchmarks only: replay a generated trace with realistic locality
+    SyntheticRoutingOptions synthetic;
+};
+
+struct ExpertCacheSetup {
+    int32_t slots = 0;           // per layer, 0: off
+    uint64_t slot_bytes = 0;     // one slot across every cached layer
+    std::string sized_by;        // "slots", "memory budget" or "free device memory"
+    std::unique_ptr<SyntheticRouting> routing;  // must outlive the context's use of it
+};
+
+// Enables the cache on ctx as requested. Throws std::runtime_error naming the option at fault.
+ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * model, const ExpertCacheRequest & request);
+
+}  // namespace moeflash

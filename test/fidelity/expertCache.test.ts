@@ -1,0 +1,132 @@
+/**
+ * The expert slot cache (patches/llama.cpp/0003) must not change a single token: greedy output with the cache on
+ * equals stock llama-completion's (same pinned source, no patches) for every slot count from the experts one
+ * token uses (K) to all of them (N), single stream and 4 concurrent streams, short prompts (whose prefill runs on
+ * the cache) and a long one (whose prefill takes the stock path). On the CPU backend the "device" banks are host
+ * buffers, so this runs in CI on every change; the GPU machine runs the same comparison for CUDA and Vulkan.
+ */
+import assert from 'node:assert/strict';
+
+import { Engine } from '../../services/engine/Engine';
+import type { ExpertCacheStats } from '../../services/engine/types';
+import { collect } from '../helpers/collect';
+import { stockGreedyCompletion } from '../helpers/stockLlama';
+import { testModel, type TestPreset } from '../helpers/testModels';
+
+const LONG_PROMPT = Array.from({ length: 12 }, (_, i) => `Paragraph ${i}: the expert cache keeps hot experts resident.`).join(' ');
+const PROMPTS = ['The quick brown fox', 'def fibonacci(n):', 'Once upon a time, in a land far away,', LONG_PROMPT];
+// Concurrent streams use short prompts: a long prompt chunk batched together with other streams' decode tokens
+// changes which CPU matmul kernels run (llama.cpp is not batch-invariant), with or without the cache (measured:
+// the long prompt's concurrent output differs from its solo output with the cache off too).
+const CONCURRENT = ['The quick brown fox', 'def fibonacci(n):', 'Once upon a time, in a land far away,', 'Hello world'];
+const N_PREDICT = 32;
+const CONTEXT = 1024;
+const THREADS = 2;
+
+function sum(values: number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
+for (const preset of ['tiny', 'small'] as TestPreset[]) {
+  describe(`expert cache fidelity: ${preset} model`, function () {
+    let model: string;
+    const stock = new Map<string, string>();
+    let nExpert = 0;
+    let nUsed = 0;
+
+    before(async function () {
+      model = await testModel(preset);
+      for (const prompt of new Set([...PROMPTS, ...CONCURRENT])) {
+        const bytes = await stockGreedyCompletion({ model, prompt, nPredict: N_PREDICT, contextSize: CONTEXT, threads: THREADS });
+        stock.set(prompt, bytes.toString('hex'));
+      }
+      const probe = await Engine.load({ path: model, contextSize: 256, threads: THREADS, parallel: 1, warmup: false });
+      nExpert = probe.info.nExpert;
+      nUsed = probe.info.nExpertUsed;
+      await probe.close();
+    });
+
+    for (const fraction of ['K', 'N/4', 'N/2', 'N'] as const) {
+      describe(`${fraction} slots per layer`, function () {
+        let engine: Engine;
+        let slots: number;
+
+        before(async function () {
+          const bySize = { K: nUsed, 'N/4': nExpert / 4, 'N/2': nExpert / 2, N: nExpert };
+          slots = Math.max(nUsed, bySize[fraction]);
+          engine = await Engine.load({ path: model, contextSize: CONTEXT, threads: THREADS, parallel: 4, expertCache: { slots } });
+        });
+        after(async () => engine?.close());
+
+        it('reports its size: slots and bytes per slot', function () {
+          assert.equal(engine.info.expertCache?.slots, slots);
+          assert.equal(engine.info.expertCache?.slotBytes, engine.info.bytesPerExpert * engine.info.nLayer);
+        });
+
+        it('single stream: greedy bytes equal llama-completion for every prompt', async function () {
+          for (const prompt of PROMPTS) {
+            const ours = await collect(engine.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }));
+            assert.equal(engine.tokenBytes(ours.tokens).toString('hex'), stock.get(prompt), `prompt "${prompt.slice(0, 30)}"`);
+            const cache = ours.final.expertCache;
+            assert.ok(cache, 'the final record carries the request expert cache activity');
+            assert.equal(cache.hits.length, engine.info.nLayer);
+            assert.ok(sum(cache.hits) + sum(cache.misses) > 0, 'the request ran on the cache');
+          }
+        });
+
+        it('4 concurrent streams: each equals its single-stream stock output', async function () {
+          const outs = await Promise.all(
+            CONCURRENT.map((prompt) => collect(engine.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }))),
+          );
+          outs.forEach((o, i) => assert.equal(engine.tokenBytes(o.tokens).toString('hex'), stock.get(CONCURRENT[i]), `stream ${i}`));
+        });
+
+        it('counts what happened: lookups on the cache, the long prefill on the stock path, evictions when short of slots', function () {
+          const stats = engine.expertCacheStats() as ExpertCacheStats;
+          assert.ok(stats, 'stats available while the cache is on');
+          assert.equal(stats.layers.length, engine.info.nLayer);
+          const t = stats.total;
+          assert.ok(t.steps > 0 && t.hits > 0 && t.misses > 0);
+          assert.ok(t.bypassed > 0, 'a ubatch with more possible experts than slots took the stock path');
+          assert.equal(t.bytesCopied, t.misses * engine.info.bytesPerExpert);
+          if (slots === nExpert) {
+            // every expert is copied at most once and never evicted
+            assert.equal(t.evictions, 0);
+            assert.ok(t.misses <= nExpert * engine.info.nLayer);
+          } else {
+            assert.ok(t.evictions > 0);
+          }
+        });
+      });
+    }
+
+    it('LRU policy and a second cached context in the same process are exact too (no shared state)', async function () {
+      const [a, b] = await Promise.all([
+        Engine.load({ path: model, contextSize: CONTEXT, threads: 1, parallel: 1, expertCache: { slots: nUsed, policy: 'lru' } }),
+        Engine.load({ path: model, contextSize: CONTEXT, threads: 1, parallel: 1, expertCache: { slots: nExpert / 2 } }),
+      ]);
+      try {
+        const prompt = PROMPTS[2];
+        const [oa, ob] = await Promise.all(
+          [a, b].map((e) => collect(e.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }))),
+        );
+        assert.equal(a.tokenBytes(oa.tokens).toString('hex'), stock.get(prompt));
+        assert.equal(b.tokenBytes(ob.tokens).toString('hex'), stock.get(prompt));
+        assert.notDeepEqual(a.expertCacheStats()?.total, b.expertCacheStats()?.total, 'each context counts its own');
+      } finally {
+        await Promise.all([a.close(), b.close()]);
+      }
+    });
+
+    it('rejects fewer slots than the experts a token uses, naming the option', async function () {
+      await assert.rejects(
+        Engine.load({ path: model, contextSize: 256, threads: 1, parallel: 1, expertCache: { memBytes: 1 } }),
+        /expertCache.*fewer than the \d+ experts a token uses/,
+      );
+      await assert.rejects(
+        Engine.load({ path: model, contextSize: 256, threads: 1, parallel: 1, expertCache: { slots: 0 } }),
+        /expertCache\.slots/,
+      );
+    });
+  });
+}
