@@ -3,7 +3,8 @@
 # benchmark models, runs the GPU fidelity check and bench:engine, and copies the JSON results to $OUT.
 #   scripts/device/gpu-checks.sh cuda     builds patched + stock llama.cpp and the addon with CUDA there
 #   scripts/device/gpu-checks.sh vulkan   uses a Vulkan build made on the dev machine (.devtools/vulkan.tar.xz)
-#   a second argument build-only stops after the builds (a device command may run 10 minutes at most)
+#   a second argument picks the steps (a device command may run 10 minutes at most; a warm machine keeps the builds):
+#     build-only | fidelity (GPU fidelity incl. the expert cache) | bench (bench:engine) | cache (bench:cache) | all
 # It expects: .devtools/node.xz (node binary), dist/ (compiled TS), node_modules/node-addon-api and
 # node_modules/node-api-headers, and for cuda the llama.cpp bundle under build/dl (carried by the caller).
 set -euo pipefail
@@ -19,7 +20,15 @@ mkdir -p /tmp/nodebin
 export PATH=/tmp/nodebin:$PATH
 nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 
-if [ "$backend" = cuda ]; then
+steps=${2:-all}
+built() { [ -f "native/build/$backend/Release/moeflash.node" ] && [ -f "build/llama/patched/build-$backend/bin/llama-bench" ]; }
+if [ "$backend" = cuda ] && built && [ -f "$root/build/llama/stock/build-cpu/bin/llama-completion" ]; then
+  echo "updating the CUDA build of this warm machine"
+  export CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90} MOEFLASH_JOBS=${MOEFLASH_JOBS:-16}
+  bash scripts/build-llama-cpp.sh patched > "$out/build-patched.log" 2>&1 || { tail -40 "$out/build-patched.log"; exit 1; }
+  cmake --build "native/build/$backend" > "$out/addon.log" 2>&1 || { tail -30 "$out/addon.log"; exit 1; }
+  export MOEFLASH_STOCK_BIN_DIR=$root/build/llama/stock/build-cpu/bin MOEFLASH_STOCK_GGML_DIR=$root/build/llama/ggml-cuda-only
+elif [ "$backend" = cuda ]; then
   export CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90} MOEFLASH_JOBS=${MOEFLASH_JOBS:-16}
   t0=$(date +%s)
   bash scripts/build-llama-cpp.sh patched > "$out/build-patched.log" 2>&1 || { tail -40 "$out/build-patched.log"; exit 1; }
@@ -42,25 +51,35 @@ else
     export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
   fi
 fi
-if [ "$backend" = cuda ]; then
+if [ "$backend" = cuda ] && ! built; then
   cmake -S native -B "native/build/$backend" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_SRC_DIR="$root/build/llama/patched/src" -DLLAMA_BIN_DIR="$root/build/llama/patched/build-$backend/bin" \
     -DCMAKE_JS_INC="$root/node_modules/node-api-headers/include" > "$out/addon.log" 2>&1
   cmake --build "native/build/$backend" >> "$out/addon.log" 2>&1 || { tail -30 "$out/addon.log"; exit 1; }
 fi
 
-[ "${2:-}" = build-only ] && { echo "built"; exit 0; }
+[ "$steps" = build-only ] && { echo "built"; exit 0; }
+echo "$backend" > native/build/BACKEND
 
 for preset in tiny small; do
   [ -f "build/device-models/$preset.gguf" ] || node bin/moeflash.js make-model --out "build/device-models/$preset.gguf" --preset "$preset" --seed 1 --quiet
 done
+if [ "$steps" = fidelity ] || [ "$steps" = all ]; then
+  node dist/bench/gpuFidelity.js build/device-models/tiny.gguf build/device-models/small.gguf 2>&1 | grep -v "^moeflash: expert cache" | tail -60 || echo "FIDELITY FAILED"
+  cp bench/results/fidelity-*.json "$out/" 2>/dev/null || true
+  [ "$steps" = fidelity ] && exit 0
+fi
 if [ ! -f build/device-models/30b-a3b.gguf ]; then
   t0=$(date +%s)
   node bin/moeflash.js make-model --out build/device-models/30b-a3b.gguf --preset 30b-a3b --seed 1 --quiet
   echo "30b-a3b model written in $(( $(date +%s) - t0 )) s"
 fi
 
-node dist/bench/gpuFidelity.js build/device-models/tiny.gguf build/device-models/small.gguf 2>&1 | tail -20 || echo "FIDELITY FAILED"
+if [ "$steps" = cache ] || [ "$steps" = all ]; then
+  BENCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LABEL="$backend" BENCH_THREADS=$(( $(nproc) - 1 )) node dist/bench/benchCache.js 2>&1 | grep -v "^moeflash: expert cache" | tail -30
+  cp bench/results/cache-*.json bench/results/cache-*.svg "$out/" 2>/dev/null || true
+  [ "$steps" = cache ] && exit 0
+fi
 export BENCH_REPS=${BENCH_REPS:-2}
 BENCH_MODELS=build/device-models/30b-a3b.gguf BENCH_NGL=99 BENCH_LABEL="$backend-ngl99" node dist/bench/benchEngine.js 2>&1 | tail -8
 if [ "$backend" = cuda ]; then
