@@ -2,11 +2,12 @@
  * npm run bench:cache — the GPU expert slot cache against stock llama.cpp, measured in the same run on the same build:
  * stock full GPU, stock --n-cpu-moe at the same device memory as each cache budget, stock with every expert on the
  * CPU, and our engine with all experts host-resident and slot budgets of 25/50/75% of the experts, under two routing
- * regimes: the model's own (random weights route almost uniformly: the worst case) and a synthetic trace with
+ * regimes: the model's own (random weights; greedy decoding of such a model repeats itself, so its routing repeats
+ * too) and a synthetic trace with
  * realistic temporal locality (native/src/SyntheticRouting.h). Decode tg128 and prefill pp512 t/s, hit rate, MiB
  * copied and copy/stall ms per generated token. Prints a table, writes bench/results/cache-<label>.json and an SVG
  * plot of decode t/s against the budget.
- * Options (env): BENCH_MODEL=30b-a3b (preset or path)  BENCH_BUDGETS=0.25,0.5,0.75  BENCH_REGIMES=uniform,realistic
+ * Options (env): BENCH_MODEL=30b-a3b (preset or path)  BENCH_BUDGETS=0.25,0.5,0.75  BENCH_REGIMES=own,realistic BENCH_HOST_MEMORY=pinned|mmap
  * BENCH_THREADS=<cores>  BENCH_TG=128  BENCH_PP=512  BENCH_LABEL=<backend>  BENCH_NGL=99
  */
 import { execFile } from 'node:child_process';
@@ -30,9 +31,10 @@ const ngl = Number(process.env.BENCH_NGL ?? 99);
 const TG = Number(process.env.BENCH_TG ?? 128);
 const PP = Number(process.env.BENCH_PP ?? 512);
 const budgets = (process.env.BENCH_BUDGETS ?? '0.25,0.5,0.75').split(',').map(Number);
-const regimes = (process.env.BENCH_REGIMES ?? 'uniform,realistic').split(',') as Regime[];
+const regimes = (process.env.BENCH_REGIMES ?? 'own,realistic').split(',') as Regime[];
+const hostMemory = (process.env.BENCH_HOST_MEMORY ?? 'pinned') as 'pinned' | 'mmap';
 
-type Regime = 'uniform' | 'realistic';
+type Regime = 'own' | 'realistic';
 
 interface Row {
   system: string;
@@ -69,7 +71,7 @@ async function ours(path: string, budget: number, regime: Regime): Promise<{ row
     contextSize: PP + TG + 16,
     batchSize: PP,
     nGpuLayers: ngl,
-    expertCache: { slots, syntheticRouting: regime === 'realistic' ? { seed: 7 } : undefined },
+    expertCache: { slots, hostMemory, syntheticRouting: regime === 'realistic' ? { seed: 7 } : undefined },
   });
   try {
     const prompt = Array.from({ length: PP }, (_, i) => 3 + ((i * 7919) % (nVocab - 3)));
@@ -140,7 +142,7 @@ async function main(): Promise<void> {
     { name: 'stock full GPU', points: [[0, full.tg], [1, full.tg]] as [number, number][] },
   ];
   const svg = plotLinesSvg({ title: `decode t/s vs expert budget (${label})`, xLabel: 'experts in device memory', yLabel: 'decode t/s', series });
-  writeResult(`cache-${label}`, { label, backend, threads, ngl, tg: TG, pp: PP, model: path, rows, date: new Date().toISOString() });
+  writeResult(`cache-${label}`, { label, backend, hostMemory, threads, ngl, tg: TG, pp: PP, model: path, rows, date: new Date().toISOString() });
   writeFileSync(join(repoRoot(), 'bench', 'results', `cache-${label}.svg`), svg);
 }
 

@@ -4,7 +4,7 @@
 #   tests: python3-grpcio python3-grpc-tools (the Python client test), prometheus (the scrape test)
 #   MOEFLASH_BACKEND=vulkan adds libvulkan-dev glslc spirv-headers; mesa-vulkan-drivers gives a CPU Vulkan device (lavapipe)
 set -euo pipefail
-packages=(cmake ninja-build g++ git ccache pkg-config liburing-dev python3-grpcio python3-grpc-tools prometheus)
+packages=(cmake ninja-build g++ git ccache pkg-config liburing-dev python3-grpcio python3-grpc-tools prometheus openssl)
 case "${MOEFLASH_BACKEND:-cpu}" in
   vulkan) packages+=(libvulkan-dev glslc spirv-headers mesa-vulkan-drivers) ;;
 esac

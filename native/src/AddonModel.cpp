@@ -103,11 +103,18 @@ Napi::Value AddonModel::Load(const Napi::CallbackInfo & info) {
     for (uint32_t i = 0; i < list.Length(); i++) {
         Napi::Object o = list.Get(i).As<Napi::Object>();
         std::string buft_name = o.Get("bufferType").As<Napi::String>().Utf8Value();
-        if (buft_name != "cpu") {
+        if (buft_name != "cpu" && buft_name != "pinned") {
             throw Napi::TypeError::New(env, "tensorOverrides: unsupported buffer type '" + buft_name + "'");
         }
         ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-        overrides.push_back({o.Get("pattern").As<Napi::String>().Utf8Value(), ggml_backend_dev_buffer_type(cpu)});
+        ggml_backend_buffer_type_t buft = ggml_backend_dev_buffer_type(cpu);
+        if (buft_name == "pinned") {
+            // host memory the GPU can DMA from (copies at link speed, asynchronously); plain host memory without a GPU
+            ggml_backend_dev_t gpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
+            ggml_backend_buffer_type_t host = gpu != nullptr ? ggml_backend_dev_host_buffer_type(gpu) : nullptr;
+            buft = host != nullptr ? host : buft;
+        }
+        overrides.push_back({o.Get("pattern").As<Napi::String>().Utf8Value(), buft});
     }
 
     auto * worker = new LoadWorker(env, this, Value(), file, params, std::move(overrides));

@@ -34,7 +34,9 @@ elif [ "$backend" = cuda ]; then
   bash scripts/build-llama-cpp.sh patched > "$out/build-patched.log" 2>&1 || { tail -40 "$out/build-patched.log"; exit 1; }
   # The stock peer differs from ours only in libllama (our patches leave ggml alone): build it CPU-only (quick) and
   # run it on the CUDA ggml libraries of the patched build.
-  MOEFLASH_BACKEND=cpu MOEFLASH_PORTABLE=1 bash scripts/build-llama-cpp.sh stock llama-completion > "$out/build-stock.log" 2>&1 || { tail -40 "$out/build-stock.log"; exit 1; }
+  if [ "$steps" != cache ]; then
+    MOEFLASH_BACKEND=cpu MOEFLASH_PORTABLE=1 bash scripts/build-llama-cpp.sh stock llama-completion > "$out/build-stock.log" 2>&1 || { tail -40 "$out/build-stock.log"; exit 1; }
+  fi
   mkdir -p build/llama/ggml-cuda-only
   for l in libggml.so.0 libggml-base.so.0 libggml-cpu.so.0 libggml-cuda.so.0; do
     ln -sf "$root/build/llama/patched/build-cuda/bin/$l" build/llama/ggml-cuda-only/$l

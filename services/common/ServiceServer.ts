@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl } from 'nice-grpc-server-health';
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
-import type { ChannelOptions } from '@grpc/grpc-js';
+import type { ChannelOptions, ServerCredentials } from '@grpc/grpc-js';
 import type { ServerMiddleware } from 'nice-grpc-common';
 import type { Logger } from 'pino';
 import { deadlineInterceptor } from './deadlineInterceptor';
@@ -33,8 +33,13 @@ export interface ServiceServer {
   readonly server: Server<TerminatorContext>;
   readonly health: ServiceHealth;
   readonly terminator: ServerTerminator;
-  /** Binds `host:port` (port 0: any free port) and returns the port. */
-  listen(address: string): Promise<number>;
+  /** Binds `host:port` (port 0: any free port) and returns the port; plaintext unless `credentials` say TLS. */
+  listen(address: string, credentials?: ServerCredentials): Promise<number>;
+  /**
+   * Binds a second, plaintext port serving grpc.health.v1 only (the same health state, no authentication), for
+   * probes while the main port requires TLS; closed by shutdown(). Returns the port.
+   */
+  listenHealth(address: string): Promise<number>;
   /**
    * Graceful shutdown: health NOT_SERVING, no new calls or connections, health watches ended, calls in flight
    * given `graceMs` to finish; the rest are aborted and end with UNAVAILABLE.
@@ -79,6 +84,7 @@ export function ServiceServer(options: ServiceServerOptions): ServiceServer {
   const server = (options.authenticate ? mapped.use(options.authenticate) : mapped).use(terminator.middleware);
   server.add(HealthDefinition, HealthServiceImpl(health.state));
   if (options.descriptorSet) server.add(ServerReflectionService, ServerReflection(options.descriptorSet, options.serviceNames));
+  let healthOnly: Server | undefined;
   let shuttingDown: Promise<void> | undefined;
 
   async function shutdown(graceMs: number): Promise<void> {
@@ -93,15 +99,26 @@ export function ServiceServer(options: ServiceServerOptions): ServiceServer {
       if (!(await within(drained, options.forceAfterMs ?? 2_000))) server.forceShutdown();
     }
     await drained.catch(() => undefined);
+    // Probes saw NOT_SERVING during the drain; their Watch streams end now.
+    healthOnly?.forceShutdown();
   }
 
   return {
     server,
     health,
     terminator,
-    async listen(address) {
-      const port = await server.listen(address);
-      log.info({ address: address.replace(/:\d+$/, `:${port}`) }, 'listening');
+    async listen(address, credentials) {
+      const port = await server.listen(address, credentials);
+      log.info({ address: address.replace(/:\d+$/, `:${port}`), tls: credentials?._isSecure() ?? false }, 'listening');
+      return port;
+    },
+    async listenHealth(address) {
+      if (!healthOnly) {
+        healthOnly = createServer(KEEPALIVE_OPTIONS).use(errorMiddleware(log));
+        healthOnly.add(HealthDefinition, HealthServiceImpl(health.state));
+      }
+      const port = await healthOnly.listen(address);
+      log.info({ healthAddress: address.replace(/:\d+$/, `:${port}`) }, 'health listening');
       return port;
     },
     shutdown(graceMs) {

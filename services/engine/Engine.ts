@@ -72,7 +72,10 @@ export class Engine implements EngineLike {
     const overrides = [...(options.tensorOverrides ?? [])];
     for (let il = 0; il < (options.nCpuMoe ?? 0); il++) overrides.push({ pattern: expertOverridePattern(il), bufferType: 'cpu' });
     // the cache copies experts from plain host memory (mmap): every layer's experts stay there
-    if (options.expertCache) overrides.push({ pattern: expertOverridePattern('\\d+'), bufferType: 'cpu' });
+    if (options.expertCache) {
+      const pinned = (options.expertCache.hostMemory ?? ((options.nGpuLayers ?? 0) !== 0 ? 'pinned' : 'mmap')) === 'pinned';
+      overrides.push({ pattern: expertOverridePattern('\\d+'), bufferType: pinned ? 'pinned' : 'cpu' });
+    }
 
     const model = new addon.AddonModel();
     try {

@@ -12,7 +12,7 @@ export interface LoadOptions {
   /** Keep the expert tensors of the first N layers in host memory (llama.cpp --n-cpu-moe). */
   nCpuMoe?: number;
   /** Extra tensor placement rules, like llama.cpp -ot: tensors whose name matches `pattern` go to `bufferType`. */
-  tensorOverrides?: { pattern: string; bufferType: 'cpu' }[];
+  tensorOverrides?: { pattern: string; bufferType: 'cpu' | 'pinned' }[];
   /** Tokens of context per sequence. Default 4096 (capped by the model's training context). */
   contextSize?: number;
   /** Sequences decoded together (continuous batching). Default 4. */
@@ -44,6 +44,12 @@ export interface ExpertCacheOptions {
   slots?: number;
   /** Memory budget for all layers' slots together, in bytes. */
   memBytes?: number;
+  /**
+   * Where the host copy of the experts lives: pinned (page-locked, copies run at link speed; needs the experts to fit
+   * in RAM) or mmap (the page cache: for models larger than RAM, copies run at memcpy speed). Default: pinned when
+   * layers are offloaded to a GPU, mmap otherwise.
+   */
+  hostMemory?: 'pinned' | 'mmap';
   /** Eviction policy: lru2 (default: evicts the expert whose second-to-last use is oldest) or lru. */
   policy?: 'lru' | 'lru2';
   /**

@@ -97,6 +97,9 @@ export function validateLoad(o: LoadOptions): void {
       const mem = o.expertCache?.memBytes;
       if (mem !== undefined && !(Number.isSafeInteger(mem) && mem > 0))
         v.push({ field: 'expertCache.memBytes', description: `must be a positive number of bytes, got ${mem}` });
+      const host = o.expertCache?.hostMemory;
+      if (host !== undefined && host !== 'pinned' && host !== 'mmap')
+        v.push({ field: 'expertCache.hostMemory', description: `must be pinned or mmap, got '${host}'` });
       const policy = o.expertCache?.policy;
       if (policy !== undefined && policy !== 'lru' && policy !== 'lru2')
         v.push({ field: 'expertCache.policy', description: `must be lru or lru2, got '${policy}'` });

@@ -3,6 +3,7 @@ import { InvalidArgumentError, UnavailableError } from '../common/errors';
 import type { Logger } from 'pino';
 import { ServiceServer } from '../common/ServiceServer';
 import type { ExpertStore } from './ExpertStore';
+import { traceWarm } from './traceWarm';
 
 export interface ExpertStoreServerOptions {
   log: Logger;
@@ -35,7 +36,7 @@ export function createExpertStoreServer(options: ExpertStoreServerOptions): Serv
       }
       const started = Date.now();
       let last;
-      for await (const p of store.warm(
+      const progress = store.warm(
         {
           experts: request.experts,
           hottestPerLayer: request.hottestPerLayer,
@@ -43,7 +44,8 @@ export function createExpertStoreServer(options: ExpertStoreServerOptions): Serv
           skipNonExpert: request.skipNonExpert,
         },
         context.signal,
-      )) {
+      );
+      for await (const p of traceWarm(progress, { trigger: 'rpc', requestTraceId: request.traceId || undefined })) {
         last = p;
         yield {
           bytesDone: p.bytesDone,

@@ -21,6 +21,8 @@ export interface ExpertStoreSettings {
   headroomBytes: number;
   /** MOEFLASH_HEAT_HALF_LIFE_S: heat half-life. Default 1800 */
   halfLifeMs: number;
+  /** MOEFLASH_PREFETCH_SPAN_INTERVAL_MS: how much prefetch work one span aggregates. Default 1000 */
+  prefetchSpanIntervalMs: number;
 }
 
 /** Reads and validates the settings; throws InvalidArgumentError naming each bad variable. */
@@ -62,6 +64,7 @@ export function expertStoreSettings(env: NodeJS.ProcessEnv = process.env): Exper
     budgetBytes: int('MOEFLASH_WARM_BUDGET_BYTES', 0),
     headroomBytes: int('MOEFLASH_WARM_HEADROOM_BYTES', 0, 1 << 30) as number,
     halfLifeMs: (int('MOEFLASH_HEAT_HALF_LIFE_S', 1, 1800) as number) * 1000,
+    prefetchSpanIntervalMs: int('MOEFLASH_PREFETCH_SPAN_INTERVAL_MS', 10, 1000) as number,
   };
   if (violations.length > 0) throw new InvalidArgumentError(violations);
   return settings;

@@ -1,9 +1,12 @@
 import { telemetry } from '../common/telemetry/register';
 import { loadDescriptorSet } from '../common/loadDescriptorSet';
 import { runService } from '../common/runService';
+import { serverCredentials, transportSettings } from '../common/tls';
 import { createExpertStoreServer } from './createExpertStoreServer';
 import { ExpertStore } from './ExpertStore';
 import { ExpertStoreMetrics } from './metrics';
+import { PrefetchSpans } from './PrefetchSpans';
+import { traceWarm } from './traceWarm';
 import { expertStoreSettings } from './expertStoreSettings';
 import { startExpertStoreHttp, type ExpertStoreHttp } from './startExpertStoreHttp';
 
@@ -14,6 +17,7 @@ import { startExpertStoreHttp, type ExpertStoreHttp } from './startExpertStoreHt
  */
 runService('expert-store', async (config, log) => {
   const settings = expertStoreSettings();
+  const transport = transportSettings();
   const modelPath = config.inference.model;
   let store: ExpertStore | undefined;
   if (modelPath) {
@@ -39,10 +43,13 @@ runService('expert-store', async (config, log) => {
   const server = createExpertStoreServer({ log, store, descriptorSet: loadDescriptorSet() });
   let http: ExpertStoreHttp | undefined;
   if (store && telemetry.prometheus) ExpertStoreMetrics(store);
+  const hinted = store?.hintChannel ? store : undefined;
+  const prefetchSpans = hinted && PrefetchSpans(() => hinted.hintStats(), { intervalMs: settings.prefetchSpanIntervalMs });
   // The OpenTelemetry Prometheus exporter has no server of its own here: this HTTP server serves its /metrics.
   const prometheus = telemetry.prometheus;
   if (settings.httpAddr) http = await startExpertStoreHttp(store, settings.httpAddr, log, prometheus && ((req, res) => prometheus.getMetricsRequestHandler(req, res)));
-  await server.listen(config.expertStoreAddr);
+  await server.listen(config.expertStoreAddr, serverCredentials(transport.server));
+  if (transport.healthAddr) await server.listenHealth(transport.healthAddr);
 
   const warmAbort = new AbortController();
   if (store && settings.warmOnStart !== 'none') {
@@ -50,7 +57,7 @@ runService('expert-store', async (config, log) => {
     const warming = store;
     void (async () => {
       let last;
-      for await (const p of warming.warm({ onlyUsed: settings.warmOnStart === 'heat' }, warmAbort.signal)) last = p;
+      for await (const p of traceWarm(warming.warm({ onlyUsed: settings.warmOnStart === 'heat' }, warmAbort.signal), { trigger: 'startup' })) last = p;
       log.info({ bytes: last?.bytesDone, experts: last?.expertsWarmed, ms: Date.now() - started, ioMode: last?.ioMode, budget: last?.budgetBytes }, 'startup warm done');
     })().catch((err: unknown) => {
       if (!warmAbort.signal.aborted) log.error({ err }, 'startup warm failed');
@@ -61,6 +68,7 @@ runService('expert-store', async (config, log) => {
     warmAbort.abort();
     await server.shutdown(config.shutdownGraceMs);
     await http?.close();
+    prefetchSpans?.stop(); // the last batch, while the consumer and the exporters still run
     await store?.close();
     await telemetry.shutdown();
   };

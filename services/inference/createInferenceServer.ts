@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   FinishReason,
@@ -5,15 +6,24 @@ import {
   type GenerateResponse,
   type Model,
 } from '../../gen/moeflash/v1/generation';
-import { InferenceServiceDefinition, ModelState, type InferenceServiceImplementation, type ModelLoad } from '../../gen/moeflash/v1/inference';
-import { InvalidArgumentError, UnavailableError } from '../common/errors';
+import {
+  InferenceServiceDefinition,
+  ModelState,
+  RecentRequestsServiceDefinition,
+  type InferenceServiceImplementation,
+  type ModelLoad,
+  type RecentRequestsServiceImplementation,
+} from '../../gen/moeflash/v1/inference';
+import { InvalidArgumentError, NotFoundError, UnavailableError } from '../common/errors';
 import { ServiceServer } from '../common/ServiceServer';
 import type { TerminatorContext } from '../common/ServerTerminator';
 import type { EngineLike, FinishReason as EngineFinishReason } from '../engine/types';
 import type { EngineHost } from './EngineHost';
 import { InferenceMetrics } from './metrics';
+import { RecentRequests } from './RecentRequests';
 import { toGenerateOptions } from './toGenerateOptions';
 import { toModelMessage } from './toModelMessage';
+import { toRequestSummary } from './toRequestSummary';
 
 export interface InferenceServerOptions {
   host: EngineHost;
@@ -22,6 +32,8 @@ export interface InferenceServerOptions {
   descriptorSet?: Uint8Array;
   /** Generation spans and GenAI metrics (default: on the global OpenTelemetry providers). */
   metrics?: InferenceMetrics;
+  /** Where finished generations are summarised for ListRecentRequests (default: the last 64). */
+  recentRequests?: RecentRequests;
 }
 
 const SERVICE_NAME = 'moeflash.v1.InferenceService';
@@ -46,6 +58,7 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
   host.on('change', followHost);
   followHost();
   const telemetry = options.metrics ?? InferenceMetrics(host);
+  const recent = options.recentRequests ?? new RecentRequests();
 
   function engineFor(model: string): EngineLike {
     if (model.length === 0) throw InvalidArgumentError.field('model', 'a model name is required');
@@ -71,6 +84,8 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
             continue;
           }
           generation.end(event);
+          // without an id (a direct call, not through the router) the ring still needs a key to list it under
+          recent.add(toRequestSummary(event, { requestId: request.requestId || randomUUID(), model: request.model, traceId: generation.traceId }));
           log.debug(
             { model: request.model, requestId: request.requestId, finishReason: event.finishReason, completionTokens: event.completionTokens, timings: event.timings },
             'generation ended',
@@ -141,6 +156,18 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
     },
   };
 
+  const recentRequests: RecentRequestsServiceImplementation = {
+    async listRecentRequests(request) {
+      if (request.requestId) {
+        const found = recent.get(request.requestId);
+        if (!found) throw new NotFoundError('request', request.requestId, `this inference process keeps the last ${recent.capacity} requests`);
+        return { requests: [found], capacity: recent.capacity };
+      }
+      return { requests: recent.newest(request.limit || recent.capacity), capacity: recent.capacity };
+    },
+  };
+
   service.server.add(InferenceServiceDefinition, implementation);
+  service.server.add(RecentRequestsServiceDefinition, recentRequests);
   return service;
 }

@@ -1,6 +1,7 @@
 import { telemetry } from '../common/telemetry/register';
 import { loadDescriptorSet } from '../common/loadDescriptorSet';
 import { runService } from '../common/runService';
+import { serverCredentials, transportSettings } from '../common/tls';
 import { createInferenceServer } from './createInferenceServer';
 import { EngineHost } from './EngineHost';
 import { loadEngine } from './loadEngine';
@@ -13,10 +14,12 @@ import { resolveModelSpecs } from './resolveModelSpecs';
  */
 runService('inference', async (config, log) => {
   const specs = resolveModelSpecs(config.inference);
+  const transport = transportSettings();
   const host = new EngineHost();
   for (const spec of specs) host.setLoading(spec.name);
   const server = createInferenceServer({ host, log, descriptorSet: loadDescriptorSet() });
-  await server.listen(config.inferenceAddr);
+  await server.listen(config.inferenceAddr, serverCredentials(transport.server));
+  if (transport.healthAddr) await server.listenHealth(transport.healthAddr);
   const stop = async () => {
     await server.shutdown(config.shutdownGraceMs);
     await host.close();

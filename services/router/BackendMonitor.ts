@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { Channel, credentials, type ChannelOptions } from '@grpc/grpc-js';
+import { Channel, credentials, type ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
 import { HealthDefinition } from 'nice-grpc-server-health';
 import { HealthCheckResponse_ServingStatus } from 'nice-grpc-server-health/lib/proto/grpc/health/v1/health';
 import type { Logger } from 'pino';
@@ -13,6 +13,8 @@ export interface BackendMonitorOptions {
   loadPollMs: number;
   /** Extra channel options for the backend channels. */
   channelOptions?: ChannelOptions;
+  /** TLS to the backends (services/common/tls backendCredentials); plaintext by default. */
+  credentials?: ChannelCredentials;
 }
 
 /** The readiness the router watches on each backend. */
@@ -64,7 +66,7 @@ export class BackendMonitor {
     private readonly options: BackendMonitorOptions,
   ) {
     for (const address of pool.addresses) {
-      const channel = new Channel(address, credentials.createInsecure(), { ...CHANNEL_OPTIONS, ...options.channelOptions });
+      const channel = new Channel(address, options.credentials ?? credentials.createInsecure(), { ...CHANNEL_OPTIONS, ...options.channelOptions });
       this.connections.set(address, {
         channel,
         health: new DefinitionClient(HealthDefinition, channel, address),

@@ -19,6 +19,7 @@ import { ServiceServer } from '../common/ServiceServer';
 import { UpstreamError } from '../common/UpstreamError';
 import { undecodableAsInvalidArgument } from '../common/undecodableAsInvalidArgument';
 import { ApiKeys, bearerAuthMiddleware } from '../common/auth';
+import type { BackendCredentials } from '../common/tls';
 import { Admission } from './Admission';
 import { BackendMonitor } from './BackendMonitor';
 import { BackendPool } from './BackendPool';
@@ -29,6 +30,8 @@ export interface RouterServerOptions {
   config: RouterConfig;
   /** Serve reflection from this FileDescriptorSet (gen/descriptor.binpb). */
   descriptorSet?: Uint8Array;
+  /** TLS (or mutual TLS) to the backends; plaintext by default. */
+  backendCredentials?: BackendCredentials;
 }
 
 export interface RouterServer extends ServiceServer {
@@ -60,7 +63,12 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
   });
   const pool = new BackendPool(config.backends);
   const admission = new Admission(config);
-  const monitor = new BackendMonitor(pool, { log, loadPollMs: config.loadPollMs });
+  const monitor = new BackendMonitor(pool, {
+    log,
+    loadPollMs: config.loadPollMs,
+    credentials: options.backendCredentials?.credentials,
+    channelOptions: options.backendCredentials?.channelOptions,
+  });
   const metrics = RouterMetrics(admission, pool);
   pool.on('change', () => {
     service.health.setReady(pool.anyHealthy());

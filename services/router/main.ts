@@ -1,12 +1,15 @@
 import { telemetry } from '../common/telemetry/register';
 import { loadDescriptorSet } from '../common/loadDescriptorSet';
 import { runService } from '../common/runService';
+import { backendCredentials, serverCredentials, transportSettings } from '../common/tls';
 import { createRouterServer } from './createRouterServer';
 
 /** The router process: GenerationService on MOEFLASH_ROUTER_ADDR (127.0.0.1:50051) over MOEFLASH_BACKENDS. */
 runService('router', async (config, log) => {
-  const router = createRouterServer({ log, config: config.router, descriptorSet: loadDescriptorSet() });
-  await router.listen(config.routerAddr);
+  const transport = transportSettings();
+  const router = createRouterServer({ log, config: config.router, descriptorSet: loadDescriptorSet(), backendCredentials: backendCredentials(transport.backend) });
+  await router.listen(config.routerAddr, serverCredentials(transport.server));
+  if (transport.healthAddr) await router.listenHealth(transport.healthAddr);
   log.info({ backends: config.router.backends }, 'routing');
   return async () => {
     await router.shutdown(config.shutdownGraceMs);

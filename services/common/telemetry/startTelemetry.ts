@@ -13,13 +13,17 @@ import {
   type SpanExporter,
   type SpanProcessor,
 } from '@opentelemetry/sdk-trace-node';
+import { traceJoiningIdGenerator } from './traceJoiningIdGenerator';
 
 /** The services that run telemetry, and their default Prometheus endpoints (shared/INTERFACES.md). */
 export const METRICS_PORTS = { router: 9464, inference: 9465, 'expert-store': 9466 } as const;
 export type TelemetryService = keyof typeof METRICS_PORTS;
 
-/** Health checks and load polls run every few hundred ms: tracing them would bury the requests. */
-const UNTRACED_GRPC_METHODS = ['Check', 'Watch', 'GetLoad', 'ServerReflectionInfo'];
+/**
+ * Health checks and load polls run every few hundred ms: tracing them would bury the requests. ListRecentRequests
+ * is how one looks at requests (trace-summary): tracing it would add a trace per look.
+ */
+const UNTRACED_GRPC_METHODS = ['Check', 'Watch', 'GetLoad', 'ServerReflectionInfo', 'ListRecentRequests'];
 
 export interface TelemetryOptions {
   service: TelemetryService;
@@ -105,7 +109,8 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
     } else throw new Error(`OTEL_TRACES_EXPORTER: unsupported exporter '${kind}' (otlp, console or none)`);
   }
   // Always registered, exporter or not: trace ids still reach the logs and the expert-store hint records.
-  const tracerProvider = new NodeTracerProvider({ resource, spanProcessors: processors });
+  // The joining id generator lets the expert-store put its spans into a request's trace (startSpanInTrace).
+  const tracerProvider = new NodeTracerProvider({ resource, spanProcessors: processors, idGenerator: traceJoiningIdGenerator });
   tracerProvider.register({ propagator: new W3CTraceContextPropagator() });
 
   let stopped: Promise<void> | undefined;

@@ -1,0 +1,174 @@
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+
+import * as grpc from '@grpc/grpc-js';
+// proto-loader is grpc-js's own dependency: the receiver reads OTLP from a .proto at run time, no generated code.
+import { loadSync } from '@grpc/proto-loader';
+
+import { repoRoot } from '../../services/engine/loadAddon';
+
+/** OTLP span kinds (the wire numbering, not the JS API's). */
+export const OTLP_KIND = { internal: 1, server: 2, client: 3 } as const;
+
+export type AttributeValue = string | number | boolean | AttributeValue[] | null;
+
+/** One span as the receiver got it, ids in lowercase hex, with its resource's service.name. */
+export interface ReceivedSpan {
+  service: string;
+  scope: string;
+  traceId: string;
+  spanId: string;
+  /** '' for a root span. */
+  parentSpanId: string;
+  name: string;
+  kind: number;
+  startMs: number;
+  endMs: number;
+  attributes: Record<string, AttributeValue>;
+  events: { name: string; attributes: Record<string, AttributeValue> }[];
+  links: { traceId: string; spanId: string }[];
+  status: { code: number; message: string };
+}
+
+// Decoded message shapes (proto-loader: camelCase fields, bytes as Buffer, 64-bit integers as strings, oneofs named).
+interface WireAnyValue {
+  value?: 'stringValue' | 'boolValue' | 'intValue' | 'doubleValue' | 'arrayValue' | 'kvlistValue' | 'bytesValue';
+  stringValue?: string;
+  boolValue?: boolean;
+  intValue?: string;
+  doubleValue?: number;
+  arrayValue?: { values: WireAnyValue[] };
+  bytesValue?: Buffer;
+}
+interface WireKeyValue {
+  key: string;
+  value?: WireAnyValue;
+}
+interface WireSpan {
+  traceId: Buffer;
+  spanId: Buffer;
+  parentSpanId: Buffer;
+  name: string;
+  kind: number;
+  startTimeUnixNano: string;
+  endTimeUnixNano: string;
+  attributes: WireKeyValue[];
+  events: { name: string; attributes: WireKeyValue[] }[];
+  links: { traceId: Buffer; spanId: Buffer }[];
+  status?: { code: number; message: string };
+}
+interface WireExport {
+  resourceSpans: { resource?: { attributes: WireKeyValue[] }; scopeSpans: { scope?: { name: string }; spans: WireSpan[] }[] }[];
+}
+
+function valueOf(v: WireAnyValue | undefined): AttributeValue {
+  switch (v?.value) {
+    case 'stringValue':
+      return v.stringValue ?? '';
+    case 'boolValue':
+      return v.boolValue ?? false;
+    case 'intValue':
+      return Number(v.intValue);
+    case 'doubleValue':
+      return v.doubleValue ?? 0;
+    case 'arrayValue':
+      return (v.arrayValue?.values ?? []).map(valueOf);
+    case 'bytesValue':
+      return (v.bytesValue ?? Buffer.alloc(0)).toString('hex');
+    default:
+      return null;
+  }
+}
+
+const attributesOf = (list: WireKeyValue[]) => Object.fromEntries(list.map((kv) => [kv.key, valueOf(kv.value)]));
+const nanosToMs = (n: string) => Number(BigInt(n) / 1000n) / 1000;
+
+/**
+ * A minimal OTLP/gRPC trace receiver (opentelemetry.proto.collector.trace.v1.TraceService/Export) on 127.0.0.1,
+ * keeping every span it is sent: what a collector would see from the services' OTLP exporters.
+ */
+export class OtlpTraceReceiver {
+  readonly spans: ReceivedSpan[] = [];
+  private readonly received = new EventEmitter<{ export: [] }>();
+
+  private constructor(
+    private readonly server: grpc.Server,
+    /** `http://127.0.0.1:<port>`: the value for OTEL_EXPORTER_OTLP_ENDPOINT. */
+    readonly endpoint: string,
+  ) {}
+
+  static async start(): Promise<OtlpTraceReceiver> {
+    const definition = loadSync(join(repoRoot(), 'test', 'observability', 'otlp', 'trace_service.proto'), { longs: String, oneofs: true, defaults: true });
+    const service = (definition['opentelemetry.proto.collector.trace.v1.TraceService'] as grpc.ServiceDefinition);
+    const server = new grpc.Server();
+    let receiver: OtlpTraceReceiver | undefined;
+    server.addService(service, {
+      Export(call: grpc.ServerUnaryCall<WireExport, object>, callback: grpc.sendUnaryData<object>) {
+        receiver?.accept(call.request);
+        callback(null, {});
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    receiver = new OtlpTraceReceiver(server, `http://127.0.0.1:${port}`);
+    return receiver;
+  }
+
+  private accept(request: WireExport): void {
+    for (const rs of request.resourceSpans) {
+      const service = String(attributesOf(rs.resource?.attributes ?? [])['service.name'] ?? '');
+      for (const ss of rs.scopeSpans) {
+        for (const s of ss.spans) {
+          this.spans.push({
+            service,
+            scope: ss.scope?.name ?? '',
+            traceId: s.traceId.toString('hex'),
+            spanId: s.spanId.toString('hex'),
+            parentSpanId: s.parentSpanId.toString('hex'),
+            name: s.name,
+            kind: s.kind,
+            startMs: nanosToMs(s.startTimeUnixNano),
+            endMs: nanosToMs(s.endTimeUnixNano),
+            attributes: attributesOf(s.attributes),
+            events: s.events.map((e) => ({ name: e.name, attributes: attributesOf(e.attributes) })),
+            links: s.links.map((l) => ({ traceId: l.traceId.toString('hex'), spanId: l.spanId.toString('hex') })),
+            status: { code: s.status?.code ?? 0, message: s.status?.message ?? '' },
+          });
+        }
+      }
+    }
+    this.received.emit('export');
+  }
+
+  /**
+   * Resolves with `check`'s first non-undefined result, re-checked whenever an export arrives; rejects after `ms`
+   * naming `what` and the spans received so far.
+   */
+  async waitFor<T>(what: string, check: (spans: ReceivedSpan[]) => T | undefined, ms = 30_000): Promise<T> {
+    const found = check(this.spans);
+    if (found !== undefined) return found;
+    return new Promise<T>((resolve, reject) => {
+      const onExport = () => {
+        const value = check(this.spans);
+        if (value === undefined) return;
+        done();
+        resolve(value);
+      };
+      const timer = setTimeout(() => {
+        done();
+        const seen = this.spans.map((s) => `${s.service}:${s.name}@${s.traceId.slice(0, 8)}`).join(', ');
+        reject(new Error(`timed out after ${ms} ms waiting for ${what}; received: ${seen || 'nothing'}`));
+      }, ms);
+      const done = () => {
+        clearTimeout(timer);
+        this.received.off('export', onExport);
+      };
+      this.received.on('export', onExport);
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.tryShutdown(() => resolve()));
+  }
+}
