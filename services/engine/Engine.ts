@@ -77,9 +77,13 @@ export class Engine implements EngineLike {
       overrides.push({ pattern: expertOverridePattern('\\d+'), bufferType: pinned ? 'pinned' : 'cpu' });
     }
 
+    // llama.cpp maps host-resident tensors straight from the file when mmap is on, whatever their buffer type: pinned
+    // experts need the weights read into their buffers instead
+    const pinnedExperts = overrides.some((o) => o.bufferType === 'pinned');
+    const loadMode = options.loadMode ?? (pinnedExperts ? 'none' : 'mmap');
     const model = new addon.AddonModel();
     try {
-      await model.load(options.path, { nGpuLayers: options.nGpuLayers ?? 0, loadMode: options.loadMode ?? 'mmap', overrides });
+      await model.load(options.path, { nGpuLayers: options.nGpuLayers ?? 0, loadMode, overrides });
     } catch (e) {
       throw new ModelLoadError(options.path, (e as Error).message);
     }
