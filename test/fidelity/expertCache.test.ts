@@ -6,8 +6,12 @@
  * buffers, so this runs in CI on every change; the GPU machine runs the same comparison for CUDA and Vulkan.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 import { Engine } from '../../services/engine/Engine';
+import { repoRoot } from '../../services/engine/loadAddon';
 import type { ExpertCacheStats } from '../../services/engine/types';
 import { collect } from '../helpers/collect';
 import { stockGreedyCompletion } from '../helpers/stockLlama';
@@ -116,6 +120,17 @@ for (const preset of ['tiny', 'small'] as TestPreset[]) {
       } finally {
         await Promise.all([a.close(), b.close()]);
       }
+    });
+
+    it('moeflash generate --expert-cache-slots prints the same text and the cache line', async function () {
+      const run = promisify(execFile);
+      const cli = join(repoRoot(), 'bin', 'moeflash.js');
+      const args = [cli, 'generate', '--model', model, '--prompt', PROMPTS[0], '--max-tokens', String(N_PREDICT), '--temperature', '0', '--threads', '2'];
+      const plain = await run(process.execPath, args);
+      const cached = await run(process.execPath, [...args, '--expert-cache-slots', String(nExpert / 2)]);
+      assert.equal(cached.stdout, plain.stdout);
+      assert.match(cached.stderr, /expert_cache hit_rate=\d+\.\d% hits=\d+ misses=\d+ mib_copied_per_token=[\d.]+ copy_ms=[\d.]+ stall_ms=[\d.]+/);
+      await assert.rejects(run(process.execPath, [...args, '--expert-cache-mem', '12 parsecs']), /--expert-cache-mem/);
     });
 
     it('rejects fewer slots than the experts a token uses, naming the option', async function () {
