@@ -56,8 +56,8 @@ build() {
     done
     for p in "${pids[@]}"; do wait "$p"; done  # set -e: a failed compile stops here
     clang++ -std=c++17 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $sanitize \
-        -I"$src/ggml/include" -I"$root/native/fuzz" \
-        "$root/native/fuzz/ggufLayoutFuzzer.cpp" "${objs[@]}" -lpthread -lm -o "$out/gguf-layout-fuzzer"
+        -I"$src/ggml/include" -I"$root/native/src" -I"$root/native/fuzz" \
+        "$root/native/fuzz/ggufLayoutFuzzer.cpp" "$root/native/src/GgufReader.cpp" "${objs[@]}" -lpthread -lm -o "$out/gguf-layout-fuzzer"
     echo "fuzz-gguf: built $out/gguf-layout-fuzzer" >&2
 }
 

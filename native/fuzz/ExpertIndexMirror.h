@@ -4,7 +4,7 @@
 // asserts what the expert I/O relies on: every slab lies inside the file, in the tensor data, and no two overlap.
 #pragma once
 
-#include "GgufLayoutMirror.h"
+#include "GgufReader.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -13,6 +13,11 @@
 #include <vector>
 
 namespace moeflash::fuzz {
+
+using Layout = moeflash::GgufLayout;
+using Tensor = moeflash::GgufTensor;
+using Kv = moeflash::GgufKv;
+
 
 struct Slab {
     uint64_t offset;

@@ -1,12 +1,12 @@
 // libFuzzer target for moeflash's GGUF load path: the input bytes become a file that is read exactly the way
-// native/src/GgufLayout.cpp reads a model (gguf_init_from_file with no_alloc and a metadata context, then every
-// key, value, tensor info and tensor shape it exports), and the layout is then turned into the expert index the
-// way services/expert-store/ExpertIndex.ts does (ExpertIndexMirror.h). Memory errors are found by ASan/UBSan;
+// the addon's readGgufLayout reads a model (native/src/GgufReader.cpp, the same code: gguf_init_from_file with
+// no_alloc and a metadata context, then every key, value, tensor info and tensor shape), and the layout is then
+// turned into the expert index the way services/expert-store/ExpertIndex.ts does (ExpertIndexMirror.h). Memory errors are found by ASan/UBSan;
 // broken invariants of the index (a slab outside the file, overlapping slabs) abort with a message.
 //
 // Built by scripts/fuzz-gguf.sh against ggml's own sources compiled with the sanitizers.
 #include "ExpertIndexMirror.h"
-#include "GgufLayoutMirror.h"
+#include "GgufReader.h"
 
 #include "ggml.h"
 
@@ -47,9 +47,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
         if (n <= 0) abort();
         done += (size_t) n;
     }
-    moeflash::fuzz::Layout layout;
+    moeflash::GgufLayout layout;
     std::string error;
-    if (!moeflash::fuzz::ReadLayout(g_path, layout, error)) return 0;
+    if (moeflash::ReadGgufLayout(g_path, layout, error) != moeflash::GgufReadError::none) return 0;
+    // what the addon then exports by name: ggml_type_name of every type gguf accepted
+    for (const auto & t : layout.tensors) {
+        if (ggml_type_name(t.type) == nullptr) abort();
+    }
     moeflash::fuzz::ExpertIndex index;
     if (!moeflash::fuzz::BuildExpertIndex(layout, index, error)) return 0;
     moeflash::fuzz::CheckExpertIndex(layout, index);
