@@ -7,11 +7,13 @@
  * bench/results/load.json.
  *
  * Admission settings compared (capacity: the throughput with as many callers as the router admits, at most parallel):
- *   bounded  — MOEFLASH_ROUTER_MAX_IN_FLIGHT = the engine's parallel sequences, MOEFLASH_ROUTER_MAX_QUEUED = 0
+ *   defaults — the router's defaults: in flight = the capacity the backend reports (the engine's parallel
+ *              sequences), no queue
+ *   bounded  — the same set explicitly: MOEFLASH_ROUTER_MAX_IN_FLIGHT = parallel, MOEFLASH_ROUTER_MAX_QUEUED = 0
  *   serial   — one call in flight, none queued: no batching, so admitted calls run exactly as unloaded ones
- *   defaults — the router's defaults (256 in flight per backend, 1024 queued)
+ *   previous — the router's former defaults (256 in flight per backend, 1024 queued), for comparison
  * Env: LOAD_MODEL=<path|tiny> LOAD_SECONDS=20 (overload phase) LOAD_FACTOR=2 LOAD_MAX_TOKENS=32 LOAD_PARALLEL=4
- *      LOAD_THREADS=1 LOAD_SETTINGS=bounded,serial,defaults
+ *      LOAD_THREADS=1 LOAD_SETTINGS=defaults,serial,previous
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
@@ -34,6 +36,7 @@ const SETTINGS: Record<string, AdmissionSetting> = {
   bounded: { env: (parallel) => ({ MOEFLASH_ROUTER_MAX_IN_FLIGHT: String(parallel), MOEFLASH_ROUTER_MAX_QUEUED: '0' }), callers: (parallel) => parallel },
   serial: { env: () => ({ MOEFLASH_ROUTER_MAX_IN_FLIGHT: '1', MOEFLASH_ROUTER_MAX_QUEUED: '0' }), callers: () => 1 },
   defaults: { env: () => ({}), callers: (parallel) => parallel },
+  previous: { env: () => ({ MOEFLASH_ROUTER_MAX_IN_FLIGHT: '256', MOEFLASH_ROUTER_MAX_QUEUED: '1024' }), callers: (parallel) => parallel },
 };
 
 const env = (name: string, fallback: string) => process.env[name] || fallback;
@@ -92,7 +95,7 @@ async function main(): Promise<void> {
     maxTokens: Number(env('LOAD_MAX_TOKENS', '32')),
   };
   const threads = Number(env('LOAD_THREADS', '1'));
-  const settings = env('LOAD_SETTINGS', 'bounded,serial,defaults').split(',');
+  const settings = env('LOAD_SETTINGS', 'defaults,serial,previous').split(',');
   for (const s of settings) if (!SETTINGS[s]) throw new Error(`LOAD_SETTINGS: unknown setting '${s}' (${Object.keys(SETTINGS).join(', ')})`);
   const model = await benchModel(env('LOAD_MODEL', 'tiny'));
   const dir = mkdtempSync(join(tmpdir(), 'moeflash-load-'));

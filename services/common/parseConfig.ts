@@ -1,3 +1,5 @@
+import { parseByteSize } from '../../cli/expertCacheFlags';
+import type { ExpertCacheOptions } from '../engine/types';
 import { InvalidArgumentError, type FieldViolation } from './errors';
 
 /** Settings of the moeflash services, from flags over environment over defaults (ports from INTERFACES.md). */
@@ -15,9 +17,12 @@ export interface ServiceConfig {
 export interface RouterConfig {
   /** Inference services to route to, host:port each. */
   backends: string[];
-  /** Generate calls in flight per backend (decoding or queued in its engine). */
-  maxInFlightPerBackend: number;
-  /** Generate calls waiting in the router for a backend slot; beyond it RESOURCE_EXHAUSTED. */
+  /**
+   * Generate calls in flight per backend; unset (the default), the sequences the backend reports it decodes at once
+   * (its ready models' capacity in GetLoad), so no call waits in an engine's queue.
+   */
+  maxInFlightPerBackend?: number;
+  /** Generate calls waiting in the router for a backend slot (default 0); beyond it RESOURCE_EXHAUSTED. */
   maxQueued: number;
   /** RetryInfo delay sent with RESOURCE_EXHAUSTED. */
   retryAfterMs: number;
@@ -36,6 +41,11 @@ export interface InferenceConfig {
   model?: string;
   /** JSON file { "<name>": { "path": "...", "options": { LoadOptions } } } (MOEFLASH_MODELS). */
   modelsFile?: string;
+  /**
+   * The default model's expert slot cache (MOEFLASH_EXPERT_CACHE_SLOTS / _MEM / _POLICY); undefined when neither
+   * slots nor memory is set. Models of the MOEFLASH_MODELS file set `options.expertCache` there instead.
+   */
+  expertCache?: ExpertCacheOptions;
 }
 
 type Parse<T> = (raw: string, violations: FieldViolation[], field: string) => T | undefined;
@@ -79,6 +89,27 @@ const hostPortList: Parse<string[]> = (raw, v, field) => {
 
 const commaList: Parse<string[]> = (raw) => raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
 
+/** A positive integer, or `auto` (undefined slots: the engine sizes the cache from the budget or free device memory). */
+const cacheSlots: Parse<number | 'auto'> = (raw, v, field) => (raw.trim() === 'auto' ? 'auto' : integer(1, 1 << 20)(raw, v, field));
+
+const byteSize: Parse<number> = (raw, v, field) => {
+  try {
+    const bytes = parseByteSize(field, raw);
+    if (bytes > 0) return bytes;
+    v.push({ field, description: `must be a positive size, got '${raw}'` });
+  } catch (err) {
+    v.push({ field, description: err instanceof InvalidArgumentError ? err.violations[0].description : String(err) });
+  }
+  return undefined;
+};
+
+const CACHE_POLICIES = ['lru', 'lru2'] as const;
+const cachePolicy: Parse<ExpertCacheOptions['policy']> = (raw, v, field) => {
+  const policy = CACHE_POLICIES.find((p) => p === raw.trim());
+  if (!policy) v.push({ field, description: `must be one of ${CACHE_POLICIES.join(', ')}, got '${raw}'` });
+  return policy;
+};
+
 const logLevel: Parse<string> = (raw, v, field) => {
   if (LOG_LEVELS.includes(raw)) return raw;
   v.push({ field, description: `must be one of ${LOG_LEVELS.join(', ')}, got '${raw}'` });
@@ -102,6 +133,9 @@ const SETTINGS = {
   apiKeys: { flag: 'api-keys', env: 'MOEFLASH_API_KEYS', parse: commaList },
   model: { flag: 'model', env: 'MOEFLASH_MODEL', parse: text },
   modelsFile: { flag: 'models', env: 'MOEFLASH_MODELS', parse: text },
+  expertCacheSlots: { flag: 'expert-cache-slots', env: 'MOEFLASH_EXPERT_CACHE_SLOTS', parse: cacheSlots },
+  expertCacheMem: { flag: 'expert-cache-mem', env: 'MOEFLASH_EXPERT_CACHE_MEM', parse: byteSize },
+  expertCachePolicy: { flag: 'expert-cache-policy', env: 'MOEFLASH_EXPERT_CACHE_POLICY', parse: cachePolicy },
 } satisfies Record<string, Setting<unknown>>;
 
 /**
@@ -129,19 +163,44 @@ export function parseConfig(argv: readonly string[] = process.argv.slice(2), env
     expertStoreAddr: get(SETTINGS.expertStoreAddr, '127.0.0.1:50071'),
     router: {
       backends: get(SETTINGS.backends, [inferenceAddr]),
-      maxInFlightPerBackend: get(SETTINGS.maxInFlightPerBackend, 256),
-      maxQueued: get(SETTINGS.maxQueued, 1024),
+      maxInFlightPerBackend: get(SETTINGS.maxInFlightPerBackend),
+      maxQueued: get(SETTINGS.maxQueued, 0),
       retryAfterMs: get(SETTINGS.retryAfterMs, 1_000),
       maxAttempts: get(SETTINGS.maxAttempts, 3),
       loadPollMs: get(SETTINGS.loadPollMs, 1_000),
       apiKeysFile: get(SETTINGS.apiKeysFile),
       apiKeys: get(SETTINGS.apiKeys),
     },
-    inference: { model: get(SETTINGS.model), modelsFile: get(SETTINGS.modelsFile) },
+    inference: { model: get(SETTINGS.model), modelsFile: get(SETTINGS.modelsFile), expertCache: expertCacheConfig(get, violations) },
   };
   for (const flag of flags.keys()) violations.push({ field: `--${flag}`, description: 'unknown option' });
   if (violations.length > 0) throw new InvalidArgumentError(violations);
   return config;
+}
+
+/**
+ * The default model's expert cache: on when slots (a number or `auto`) or a memory budget is set; a policy alone
+ * is an error rather than silently nothing.
+ */
+function expertCacheConfig(get: <T>(setting: Setting<T>) => T | undefined, violations: FieldViolation[]): ExpertCacheOptions | undefined {
+  const before = violations.length;
+  const slots = get(SETTINGS.expertCacheSlots);
+  const memBytes = get(SETTINGS.expertCacheMem);
+  const policy = get(SETTINGS.expertCachePolicy);
+  if (violations.length > before) return undefined;
+  if (slots === undefined && memBytes === undefined) {
+    if (policy !== undefined)
+      violations.push({
+        field: '--expert-cache-policy (MOEFLASH_EXPERT_CACHE_POLICY)',
+        description: 'needs MOEFLASH_EXPERT_CACHE_SLOTS or MOEFLASH_EXPERT_CACHE_MEM (the cache is off without them)',
+      });
+    return undefined;
+  }
+  return definedOnly({ slots: slots === 'auto' ? undefined : slots, memBytes, policy });
+}
+
+function definedOnly<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 }
 
 function parseFlags(argv: readonly string[], violations: FieldViolation[]): Map<string, string> {

@@ -1,6 +1,6 @@
 import { context, metrics, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
 import { GEN_AI_BUCKETS } from '../common/telemetry/genAiBuckets';
-import type { GenerationFinal } from '../engine/types';
+import type { EngineLike, ExpertCacheStats, GenerationFinal, RequestExpertCache } from '../engine/types';
 import type { EngineHost } from './EngineHost';
 
 /** One generation's span, open from the request until its final record. */
@@ -23,9 +23,34 @@ export interface InferenceMetrics {
 const MAX_EXPERT_LAYERS = 256;
 
 /**
+ * At most this many `moeflash.expert_cache.layer` events per span (one per layer with lookups): under the SDK's
+ * default limit of 128 events, so the aggregate `moeflash.experts` event, added last, is never the one dropped.
+ */
+const MAX_CACHE_LAYER_EVENTS = 120;
+
+/** Per-request hit ratio buckets: fine near 1, where a working cache lives. */
+const HIT_RATIO_BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 1];
+
+/** The engine-wide cache counters, when the engine has an expert cache (EngineLike leaves the method optional). */
+function cacheStatsOf(engine: EngineLike): ExpertCacheStats | undefined {
+  const withStats = engine as EngineLike & { expertCacheStats?: () => ExpertCacheStats | undefined };
+  return typeof withStats.expertCacheStats === 'function' ? withStats.expertCacheStats() : undefined;
+}
+
+/** A request's cache hits and misses summed over layers. */
+function cacheTotals(cache: RequestExpertCache): { hits: number; misses: number } {
+  let hits = 0;
+  let misses = 0;
+  for (const h of cache.hits) hits += h;
+  for (const m of cache.misses) misses += m;
+  return { hits, misses };
+}
+
+/**
  * Inference's telemetry: a `text_completion <model>` span per generation (child of the gRPC server span) with
  * GenAI attributes and queue / prefill / decode child spans placed by the engine's timings, the request's expert
- * activity as one aggregated event, and the GenAI server histograms plus engine gauges on the global meter.
+ * activity as one aggregated event, its expert cache use (attributes, one event per layer with lookups), and the
+ * GenAI server histograms, expert cache counters and engine gauges on the global meter.
  */
 export function InferenceMetrics(host: EngineHost): InferenceMetrics {
   const tracer = trace.getTracer('moeflash.inference');
@@ -47,17 +72,90 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
   });
   const active = meter.createObservableGauge('moeflash.engine.active_sequences', { description: 'Sequences decoding now, per model.' });
   const queued = meter.createObservableGauge('moeflash.engine.queued_requests', { description: 'Requests waiting for a sequence slot, per model.' });
+  // Expert slot cache, per request from the final record (a step shared by several requests counts for each).
+  const cacheHits = meter.createCounter('moeflash.expert_cache.hits', {
+    unit: '{lookup}',
+    description: 'Expert cache lookups that found the expert in a slot, summed over layers and requests.',
+  });
+  const cacheMisses = meter.createCounter('moeflash.expert_cache.misses', {
+    unit: '{lookup}',
+    description: 'Expert cache lookups that had to copy the expert in, summed over layers and requests.',
+  });
+  const cacheBytes = meter.createCounter('moeflash.expert_cache.bytes_copied', {
+    unit: 'By',
+    description: 'Expert bytes copied into cache slots on misses, summed over requests.',
+  });
+  const cacheStall = meter.createCounter('moeflash.expert_cache.stall_time', {
+    unit: 's',
+    description: 'Time the cached layers waited (routing read-back, slot assignment, expert copies), summed over requests.',
+  });
+  const cacheCopy = meter.createCounter('moeflash.expert_cache.copy_time', {
+    unit: 's',
+    description: 'Time spent copying experts into slots, summed over requests.',
+  });
+  const cacheHitRatio = meter.createHistogram('moeflash.expert_cache.hit_ratio', {
+    unit: '1',
+    description: 'Per request: hits / (hits + misses) over all layers (requests without lookups are not recorded).',
+    advice: { explicitBucketBoundaries: HIT_RATIO_BUCKETS },
+  });
+  // Engine-wide, read at scrape time: evictions are not in the per-request record.
+  const cacheEvictions = meter.createObservableCounter('moeflash.expert_cache.evictions', {
+    unit: '{expert}',
+    description: 'Experts evicted from a cache slot since the model loaded.',
+  });
+  const cacheSlots = meter.createObservableGauge('moeflash.expert_cache.slots', {
+    unit: '{slot}',
+    description: 'Expert cache slots per MoE layer (absent when the cache is off).',
+  });
   meter.addBatchObservableCallback(
     (result) => {
       for (const m of host.list()) {
         if (m.status !== 'ready' || !m.engine) continue;
+        const model = { 'gen_ai.request.model': m.name };
         const s = m.engine.stats();
-        result.observe(active, s.activeSequences, { 'gen_ai.request.model': m.name });
-        result.observe(queued, s.queuedRequests, { 'gen_ai.request.model': m.name });
+        result.observe(active, s.activeSequences, model);
+        result.observe(queued, s.queuedRequests, model);
+        if (!m.engine.info.expertCache) continue;
+        result.observe(cacheSlots, m.engine.info.expertCache.slots, model);
+        const cache = cacheStatsOf(m.engine);
+        if (cache) result.observe(cacheEvictions, cache.total.evictions, model);
       }
     },
-    [active, queued],
+    [active, queued, cacheSlots, cacheEvictions],
   );
+
+  /** The request's cache use: span attributes, one event per layer that had lookups, and the counters. */
+  function recordExpertCache(span: Span, cache: RequestExpertCache, model: Attributes): void {
+    const { hits, misses } = cacheTotals(cache);
+    const lookups = hits + misses;
+    span.setAttributes({
+      'moeflash.expert_cache.hits': hits,
+      'moeflash.expert_cache.misses': misses,
+      ...(lookups > 0 ? { 'moeflash.expert_cache.hit_ratio': hits / lookups } : {}),
+      'moeflash.expert_cache.bytes_copied': cache.bytesCopied,
+      'moeflash.expert_cache.stall_ms': cache.stallMs,
+      'moeflash.expert_cache.copy_ms': cache.copyMs,
+    });
+    let events = 0;
+    const layers = Math.max(cache.hits.length, cache.misses.length);
+    for (let layer = 0; layer < layers && events < MAX_CACHE_LAYER_EVENTS; layer++) {
+      const h = cache.hits[layer] ?? 0;
+      const m = cache.misses[layer] ?? 0;
+      if (h + m === 0) continue;
+      span.addEvent('moeflash.expert_cache.layer', {
+        'moeflash.expert_cache.layer': layer,
+        'moeflash.expert_cache.hits': h,
+        'moeflash.expert_cache.misses': m,
+      });
+      events++;
+    }
+    cacheHits.add(hits, model);
+    cacheMisses.add(misses, model);
+    cacheBytes.add(cache.bytesCopied, model);
+    cacheStall.add(cache.stallMs / 1000, model);
+    cacheCopy.add(cache.copyMs / 1000, model);
+    if (lookups > 0) cacheHitRatio.record(hits / lookups, model);
+  }
 
   return {
     start(model, requestId) {
@@ -94,6 +192,7 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
           phase('moeflash.queue', 0, t.queueMs);
           phase('moeflash.prefill', t.queueMs, t.prefillMs, { 'gen_ai.usage.input_tokens': final.promptTokens });
           if (final.completionTokens > 0) phase('moeflash.decode', t.ttftMs, t.decodeMs, { 'gen_ai.usage.output_tokens': final.completionTokens });
+          if (final.expertCache) recordExpertCache(span, final.expertCache, { 'gen_ai.request.model': model });
           const perLayer = final.expertsPerLayer ?? [];
           if (perLayer.length > 0) {
             const shown = perLayer.slice(0, MAX_EXPERT_LAYERS);

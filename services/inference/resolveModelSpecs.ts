@@ -16,12 +16,23 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
  * The models an inference process hosts: MOEFLASH_MODEL's file (named after it: `dir/qwen3-30b-a3b.gguf` ->
  * `qwen3-30b-a3b`, split suffix `-00001-of-00003` dropped) and every entry of the MOEFLASH_MODELS file,
  * `{ "<name>": { "path": "<gguf>", "options": { <LoadOptions but path> } } }`, relative paths resolved against the
- * file's directory. The engine validates the options when it loads.
+ * file's directory. The engine validates the options when it loads. The expert cache settings of the environment
+ * (MOEFLASH_EXPERT_CACHE_*) apply to MOEFLASH_MODEL's model; a models file sets `options.expertCache` per model.
  */
 export function resolveModelSpecs(config: InferenceConfig, readFile: (file: string) => string = (f) => readFileSync(f, 'utf8')): ModelSpec[] {
   const specs: ModelSpec[] = [];
   const violations: FieldViolation[] = [];
-  if (config.model) specs.push({ name: modelName(config.model), options: { path: config.model } });
+  if (config.model) {
+    const expertCache = config.expertCache ? { expertCache: config.expertCache } : {};
+    specs.push({ name: modelName(config.model), options: { path: config.model, ...expertCache } });
+  } else if (config.expertCache) {
+    violations.push({
+      field: config.expertCache.slots === undefined && config.expertCache.memBytes !== undefined ? 'MOEFLASH_EXPERT_CACHE_MEM' : 'MOEFLASH_EXPERT_CACHE_SLOTS',
+      description:
+        'the MOEFLASH_EXPERT_CACHE_* settings configure the MOEFLASH_MODEL model, and none is set: ' +
+        'give models of MOEFLASH_MODELS options.expertCache instead',
+    });
+  }
   if (config.modelsFile) specs.push(...readModelsFile(config.modelsFile, readFile, violations));
   if (specs.length === 0) violations.push({ field: 'MOEFLASH_MODEL', description: 'no model configured: set MOEFLASH_MODEL or MOEFLASH_MODELS' });
   const seen = new Set<string>();

@@ -2,8 +2,11 @@ import { EventEmitter } from 'node:events';
 import { ResourceExhaustedError, UnavailableError } from '../common/errors';
 
 export interface AdmissionOptions {
-  /** Calls in flight per backend. */
-  maxInFlightPerBackend: number;
+  /**
+   * Calls in flight allowed on a backend, asked at every decision so it can follow what the backend reports (the
+   * router passes its engines' parallel sequences, or a fixed override).
+   */
+  limit(backend: string): number;
   /** Calls waiting for a slot, over all backends; a call beyond it is refused at once. */
   maxQueued: number;
   /** The retry delay told to refused callers. */
@@ -32,8 +35,9 @@ interface Waiter {
 }
 
 /**
- * Bounded admission of generations: at most maxInFlightPerBackend calls per backend, then a FIFO queue of at most
+ * Bounded admission of generations: at most limit(backend) calls per backend, then a FIFO queue of at most
  * maxQueued calls, then RESOURCE_EXHAUSTED with a retry delay, so overload is refused fast instead of piling up.
+ * A limit that rises (a backend reporting more capacity) takes effect at the next poke or release.
  * Invariant: after every change no queued call has a free candidate, so a newcomer that finds a free slot may
  * take it without overtaking anyone who could have used it. Emits 'change' whenever counts change.
  */
@@ -59,13 +63,13 @@ export class Admission extends EventEmitter<{ change: [] }> {
     if (candidates.length === 0) return Promise.reject(noBackend());
     const free = candidates.filter((b) => this.hasRoom(b));
     if (free.length > 0) return Promise.resolve(this.grant(request.pick(free)));
-    if (this.queue.length >= this.options.maxQueued)
+    if (this.queue.length >= this.options.maxQueued) {
+      // Backend addresses stay out of the message: it goes to the client.
+      const slots = candidates.reduce((n, b) => n + this.options.limit(b), 0);
       return Promise.reject(
-        new ResourceExhaustedError(
-          `all backends are at their limit of ${this.options.maxInFlightPerBackend} calls and ${this.queue.length} calls are queued`,
-          this.options.retryAfterMs,
-        ),
+        new ResourceExhaustedError(`all ${slots} call slots of the backends are taken and ${this.queue.length} calls are queued`, this.options.retryAfterMs),
       );
+    }
     return new Promise<AdmissionTicket>((resolve, reject) => {
       const waiter: Waiter = { request, resolve, reject };
       const signal = request.signal;
@@ -97,7 +101,7 @@ export class Admission extends EventEmitter<{ change: [] }> {
   }
 
   private hasRoom(backend: string): boolean {
-    return this.inFlight(backend) < this.options.maxInFlightPerBackend;
+    return this.inFlight(backend) < this.options.limit(backend);
   }
 
   private grant(backend: string): AdmissionTicket {

@@ -86,6 +86,17 @@ export class BackendPool extends EventEmitter<{ change: []; suspect: [address: s
   }
 
   /**
+   * The sequences `address` decodes at once: the sum of its ready models' capacity (each model has its own engine),
+   * as its last GetLoad reported it; 0 while none is ready. A ready model reporting no capacity (a backend older
+   * than the field) counts as 1, so it is sent one call at a time rather than flooded.
+   */
+  capacity(address: string): number {
+    let total = 0;
+    for (const load of this.backend(address).models.values()) if (load.state === 'ready') total += Math.max(1, load.capacity);
+    return total;
+  }
+
+  /**
    * The least loaded of `free` for `model`: the larger of the backend's reported work on the model (active +
    * queued, possibly stale) and the router's own calls in flight to it (current, but blind to other routers),
    * over the model's capacity there. Ties go round-robin so equal backends share the work.

@@ -47,9 +47,10 @@ type InferenceClient = DefinitionClient<typeof InferenceServiceDefinition>;
 
 /**
  * The router: GenerationService in front of the inference backends. A request goes to the least loaded healthy
- * backend serving its model, through bounded admission (RESOURCE_EXHAUSTED when full); the client's deadline and
- * cancellation travel to the backend; a call that fails UNAVAILABLE before its first token is retried on another
- * backend, and never after (the client already has tokens it would get twice).
+ * backend serving its model, through bounded admission (by default as many calls per backend as it reports it
+ * decodes at once and no queue, so the rest get RESOURCE_EXHAUSTED at once); the client's deadline and cancellation
+ * travel to the backend; a call that fails UNAVAILABLE before its first token is retried on another backend, and
+ * never after (the client already has tokens it would get twice).
  */
 export function createRouterServer(options: RouterServerOptions): RouterServer {
   const { log, config } = options;
@@ -62,7 +63,14 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
     authenticate: apiKeys && bearerAuthMiddleware(apiKeys),
   });
   const pool = new BackendPool(config.backends);
-  const admission = new Admission(config);
+  const fixedLimit = config.maxInFlightPerBackend;
+  const admission = new Admission({
+    // Unless overridden, a backend takes as many calls as its engines decode at once: a call beyond that would only
+    // wait in the engine's queue, slowing every admitted call, where the router can refuse it at once.
+    limit: fixedLimit !== undefined ? () => fixedLimit : (backend) => pool.capacity(backend),
+    maxQueued: config.maxQueued,
+    retryAfterMs: config.retryAfterMs,
+  });
   const monitor = new BackendMonitor(pool, {
     log,
     loadPollMs: config.loadPollMs,

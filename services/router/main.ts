@@ -10,7 +10,8 @@ runService('router', async (config, log) => {
   const router = createRouterServer({ log, config: config.router, descriptorSet: loadDescriptorSet(), backendCredentials: backendCredentials(transport.backend) });
   await router.listen(config.routerAddr, serverCredentials(transport.server));
   if (transport.healthAddr) await router.listenHealth(transport.healthAddr);
-  log.info({ backends: config.router.backends }, 'routing');
+  const { backends, maxInFlightPerBackend, maxQueued } = config.router;
+  log.info({ backends, maxInFlightPerBackend: maxInFlightPerBackend ?? 'reported capacity', maxQueued }, 'routing');
   return async () => {
     await router.shutdown(config.shutdownGraceMs);
     router.close();

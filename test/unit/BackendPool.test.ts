@@ -30,6 +30,24 @@ describe('BackendPool', () => {
     assert.deepEqual(pool.readyModels(), ['m']);
   });
 
+  it("reports a backend's capacity: its ready models' parallel sequences, at least 1 for a ready model", () => {
+    const pool = new BackendPool(['a', 'b']);
+    assert.equal(pool.capacity('a'), 0);
+    pool.setLoad(
+      'a',
+      new Map([
+        ['m', { state: 'ready', activeSequences: 0, queuedRequests: 0, capacity: 4 }],
+        ['n', { state: 'ready', activeSequences: 0, queuedRequests: 0, capacity: 2 }],
+        ['loading', { state: 'loading', activeSequences: 0, queuedRequests: 0, capacity: 0 }],
+        ['failed', { state: 'failed', activeSequences: 0, queuedRequests: 0, capacity: 8 }],
+      ]),
+    );
+    assert.equal(pool.capacity('a'), 6);
+    // A ready model that reports no capacity is sent one call at a time rather than flooded.
+    pool.setLoad('b', load('m', { capacity: 0 }));
+    assert.equal(pool.capacity('b'), 1);
+  });
+
   it('picks the least loaded backend relative to its capacity', () => {
     const pool = new BackendPool(['a', 'b']);
     pool.setLoad('a', load('m', { activeSequences: 4, queuedRequests: 2, capacity: 4 }));

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { InvalidArgumentError } from '../../services/common/errors';
 import { parseConfig } from '../../services/common/parseConfig';
+import { resolveModelSpecs } from '../../services/inference/resolveModelSpecs';
 
 describe('parseConfig', () => {
   it('defaults to the ports of INTERFACES.md and routes to the local inference service', () => {
@@ -46,5 +47,57 @@ describe('parseConfig', () => {
 
   it('rejects a flag without a value', () => {
     assert.throws(() => parseConfig(['--model'], {}), /--model: needs a value/);
+  });
+
+  describe('the default model\'s expert cache (MOEFLASH_EXPERT_CACHE_*)', () => {
+    it('is off unless slots or a memory budget is set', () => {
+      assert.equal(parseConfig([], {}).inference.expertCache, undefined);
+    });
+
+    it('reads slots, a memory budget with a unit and the policy', () => {
+      const env = { MOEFLASH_EXPERT_CACHE_SLOTS: '16', MOEFLASH_EXPERT_CACHE_MEM: '40GiB', MOEFLASH_EXPERT_CACHE_POLICY: 'lru' };
+      assert.deepEqual(parseConfig([], env).inference.expertCache, { slots: 16, memBytes: 40 * 1024 ** 3, policy: 'lru' });
+      assert.deepEqual(parseConfig(['--expert-cache-mem', '512MiB'], {}).inference.expertCache, { memBytes: 512 * 1024 ** 2 });
+    });
+
+    it('`auto` slots turn the cache on, sized by the engine', () => {
+      assert.deepEqual(parseConfig([], { MOEFLASH_EXPERT_CACHE_SLOTS: 'auto' }).inference.expertCache, {});
+    });
+
+    it('names the variable of each bad value', () => {
+      const fieldsOf = (env: Record<string, string>) => {
+        try {
+          parseConfig([], env);
+        } catch (err) {
+          assert.ok(err instanceof InvalidArgumentError);
+          return err.violations.map((v) => `${v.field}: ${v.description}`);
+        }
+        assert.fail('expected InvalidArgumentError');
+      };
+      assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_SLOTS: 'many' }), [
+        "--expert-cache-slots (MOEFLASH_EXPERT_CACHE_SLOTS): must be an integer in [1, 1048576], got 'many'",
+      ]);
+      assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_SLOTS: '0' }), ["--expert-cache-slots (MOEFLASH_EXPERT_CACHE_SLOTS): must be an integer in [1, 1048576], got '0'"]);
+      assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_MEM: '40 parsecs' }), [
+        "--expert-cache-mem (MOEFLASH_EXPERT_CACHE_MEM): expected a size such as 40GiB or 512MiB, got '40 parsecs'",
+      ]);
+      assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_MEM: '0' }), ["--expert-cache-mem (MOEFLASH_EXPERT_CACHE_MEM): must be a positive size, got '0'"]);
+      assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_SLOTS: '8', MOEFLASH_EXPERT_CACHE_POLICY: 'fifo' }), [
+        "--expert-cache-policy (MOEFLASH_EXPERT_CACHE_POLICY): must be one of lru, lru2, got 'fifo'",
+      ]);
+      assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_POLICY: 'lru' }), [
+        '--expert-cache-policy (MOEFLASH_EXPERT_CACHE_POLICY): needs MOEFLASH_EXPERT_CACHE_SLOTS or MOEFLASH_EXPERT_CACHE_MEM (the cache is off without them)',
+      ]);
+    });
+
+    it('goes to the MOEFLASH_MODEL model only; with a models file alone it is an error naming the variable', () => {
+      const { inference } = parseConfig([], { MOEFLASH_MODEL: '/m/tiny.gguf', MOEFLASH_EXPERT_CACHE_SLOTS: '4' });
+      assert.deepEqual(resolveModelSpecs(inference), [{ name: 'tiny', options: { path: '/m/tiny.gguf', expertCache: { slots: 4 } } }]);
+      const fileOnly = parseConfig([], { MOEFLASH_MODELS: '/etc/models.json', MOEFLASH_EXPERT_CACHE_MEM: '1GiB' }).inference;
+      assert.throws(
+        () => resolveModelSpecs(fileOnly, () => '{"a": {"path": "a.gguf"}}'),
+        (err: unknown) => err instanceof InvalidArgumentError && err.violations.length === 1 && err.violations[0].field === 'MOEFLASH_EXPERT_CACHE_MEM',
+      );
+    });
   });
 });
