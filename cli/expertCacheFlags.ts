@@ -1,6 +1,7 @@
 /** The expert cache flags shared by `generate` and `serve`-side model options: slots, memory budget, policy. */
 import { InvalidArgumentError } from '../services/common/errors';
 import type { ExpertCacheOptions, RequestExpertCache } from '../services/engine/types';
+import { parseByteSize } from '../services/common/parseByteSize';
 import { parseNumber } from './parseNumber';
 
 export const EXPERT_CACHE_FLAGS = {
@@ -8,16 +9,6 @@ export const EXPERT_CACHE_FLAGS = {
   'expert-cache-mem': { type: 'string' },
   'expert-cache-policy': { type: 'string' },
 } as const;
-
-const UNITS: Record<string, number> = { '': 1, b: 1, k: 1e3, kb: 1e3, kib: 1024, m: 1e6, mb: 1e6, mib: 1024 ** 2, g: 1e9, gb: 1e9, gib: 1024 ** 3 };
-
-/** "40GiB", "512MiB", "1.5g", "1000000" -> bytes; anything else names the flag. */
-export function parseByteSize(flag: string, value: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
-  const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
-  if (!m || unit === undefined) throw InvalidArgumentError.field(`--${flag}`, `expected a size such as 40GiB or 512MiB, got '${value}'`);
-  return Math.floor(Number(m[1]) * unit);
-}
 
 /** undefined when no expert cache flag is given; `--expert-cache-slots auto` sizes from free device memory. */
 export function parseExpertCacheFlags(values: { [K in keyof typeof EXPERT_CACHE_FLAGS]?: string }): ExpertCacheOptions | undefined {
@@ -32,7 +23,7 @@ export function parseExpertCacheFlags(values: { [K in keyof typeof EXPERT_CACHE_
     throw InvalidArgumentError.field('--expert-cache-policy', `expected lru or lru2, got '${policy}'`);
   return {
     slots: slots === undefined || slots === 'auto' ? undefined : parseNumber('expert-cache-slots', slots, true),
-    memBytes: mem === undefined ? undefined : parseByteSize('expert-cache-mem', mem),
+    memBytes: mem === undefined ? undefined : parseByteSize('--expert-cache-mem', mem),
     policy,
   };
 }

@@ -1,4 +1,4 @@
-import { parseByteSize } from '../../cli/expertCacheFlags';
+import { parseByteSize } from './parseByteSize';
 import type { ExpertCacheOptions } from '../engine/types';
 import { InvalidArgumentError, type FieldViolation } from './errors';
 

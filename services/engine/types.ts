@@ -216,5 +216,7 @@ export interface EngineLike {
    */
   generate(options: GenerateOptions): AsyncIterable<GenerationEvent>;
   stats(): EngineStats;
+  /** Expert cache counters since start (engines with the cache on); undefined otherwise. */
+  expertCacheStats?(): ExpertCacheStats | undefined;
   close(): Promise<void>;
 }

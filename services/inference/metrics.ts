@@ -33,8 +33,7 @@ const HIT_RATIO_BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.
 
 /** The engine-wide cache counters, when the engine has an expert cache (EngineLike leaves the method optional). */
 function cacheStatsOf(engine: EngineLike): ExpertCacheStats | undefined {
-  const withStats = engine as EngineLike & { expertCacheStats?: () => ExpertCacheStats | undefined };
-  return typeof withStats.expertCacheStats === 'function' ? withStats.expertCacheStats() : undefined;
+  return engine.expertCacheStats?.();
 }
 
 /** A request's cache hits and misses summed over layers. */

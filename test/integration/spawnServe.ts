@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter, once } from 'node:events';
-import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { freePort } from '../helpers/freePort';
 
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'moeflash.js');
 
@@ -25,14 +25,6 @@ export interface ServeProcess {
 }
 
 /** A port free right now on 127.0.0.1. */
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 /**
  * Starts `moeflash serve --model <model>` with its three services on free loopback ports, no metrics or HTTP
  * endpoints, heat maps under `stateDir`; `env` overrides. Resolves once the process is spawned: wait for the

@@ -18,7 +18,7 @@ import { until } from '../expert-store/writeTestGguf';
 import { drain, generateRequest } from '../helpers/grpcClients';
 import { spawnService, type SpawnedService } from '../helpers/spawnService';
 import { testModel } from '../helpers/testModels';
-import { freePort } from './freePort';
+import { freePort } from '../helpers/freePort';
 import { OtlpTraceReceiver, type ReceivedSpan } from './OtlpTraceReceiver';
 
 const run = promisify(execFile);

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -11,18 +10,11 @@ import { spawnExpertStore, type SpawnedExpertStore } from '../expert-store/spawn
 import { drain, generateRequest, generationClient } from '../helpers/grpcClients';
 import { spawnService, type SpawnedService } from '../helpers/spawnService';
 import { testModel } from '../helpers/testModels';
+import { freePort } from '../helpers/freePort';
 
 const PROMETHEUS = '/usr/bin/prometheus';
 
 /** A port free right now on 127.0.0.1 (for endpoints that cannot report the port they bound). */
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 /** Re-checks `check` until it returns a value, within `ms` (Prometheus scrapes on its own clock). */
 async function poll<T>(what: string, check: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
   const deadline = Date.now() + ms;
