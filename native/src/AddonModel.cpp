@@ -2,10 +2,13 @@
 #include "AddonModel.h"
 
 #include "TokenPiece.h"
+#include "VocabCheck.h"
 #include "addon.h"
 
 #include "ggml-backend.h"
 
+#include <cstdlib>
+#include <exception>
 #include <memory>
 #include <vector>
 
@@ -35,11 +38,24 @@ class LoadWorker : public Napi::AsyncWorker {
         }
         list.push_back({nullptr, nullptr});
         params.tensor_buft_overrides = overrides.empty() ? nullptr : list.data();
+        // llama.cpp asserts on a vocabulary with duplicate tokens: reject it before calling in
+        std::string bad = moeflash::CheckVocabularyFile(path);
+        if (!bad.empty()) {
+            SetError(bad);
+            return;
+        }
         TakeLlamaErrors();
         model = llama_model_load_from_file(path.c_str(), params);
         if (model == nullptr) {
             std::string why = TakeLlamaErrors();
             SetError(why.empty() ? "llama.cpp could not load the model" : why);
+            return;
+        }
+        bad = moeflash::CheckByteFallback(llama_model_get_vocab(model));
+        if (!bad.empty()) {
+            llama_model_free(model);
+            model = nullptr;
+            SetError(bad);
         }
     }
 
@@ -69,6 +85,12 @@ std::string MetaString(const llama_model * model, const std::string & key) {
 }
 
 }  // namespace
+
+// llama.cpp's tokenizer reports some bad vocabularies by throwing (std::out_of_range from an unordered_map::at):
+// node-addon-api passes only Napi::Error through, anything else would terminate the process.
+Napi::Error AddonModel::TokenizerError(Napi::Env env, const char * what, const std::exception & e) const {
+    return Napi::Error::New(env, "model '" + path + "': " + what + " failed: " + e.what());
+}
 
 AddonModel::AddonModel(const Napi::CallbackInfo & info) : Napi::ObjectWrap<AddonModel>(info) {}
 
@@ -131,7 +153,7 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
     const std::string arch = MetaString(model, "general.architecture");
     auto meta_int = [&](const std::string & key) -> int64_t {
         std::string v = MetaString(model, arch + "." + key);
-        return v.empty() ? 0 : std::stoll(v);
+        return v.empty() ? 0 : std::strtoll(v.c_str(), nullptr, 10);
     };
     char desc[256];
     llama_model_desc(model, desc, sizeof(desc));
@@ -154,13 +176,23 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
 // tokenize(text, addSpecial, parseSpecial) -> Int32Array
 Napi::Value AddonModel::Tokenize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    if (vocab == nullptr) {
+        throw Napi::Error::New(env, "model not loaded");
+    }
     std::string text = info[0].As<Napi::String>().Utf8Value();
     bool add_special = info[1].ToBoolean().Value();
     bool parse_special = info[2].ToBoolean().Value();
-    int32_t n = -llama_tokenize(vocab, text.data(), (int32_t) text.size(), nullptr, 0, add_special, parse_special);
-    std::vector<llama_token> tokens(std::max(n, 0));
-    if (n > 0 && llama_tokenize(vocab, text.data(), (int32_t) text.size(), tokens.data(), n, add_special, parse_special) < 0) {
-        throw Napi::Error::New(env, "tokenization failed");
+    std::vector<llama_token> tokens;
+    try {
+        int32_t n = -llama_tokenize(vocab, text.data(), (int32_t) text.size(), nullptr, 0, add_special, parse_special);
+        tokens.resize(std::max(n, 0));
+        if (n > 0 && llama_tokenize(vocab, text.data(), (int32_t) text.size(), tokens.data(), n, add_special, parse_special) < 0) {
+            throw Napi::Error::New(env, "model '" + path + "': tokenization failed");
+        }
+    } catch (const Napi::Error &) {
+        throw;
+    } catch (const std::exception & e) {
+        throw TokenizerError(env, "tokenization", e);
     }
     Napi::Int32Array out = Napi::Int32Array::New(env, tokens.size());
     std::copy(tokens.begin(), tokens.end(), out.Data());
@@ -170,6 +202,9 @@ Napi::Value AddonModel::Tokenize(const Napi::CallbackInfo & info) {
 // detokenize(Int32Array) -> string (special tokens rendered, like llama.cpp's examples print them)
 Napi::Value AddonModel::Detokenize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    if (vocab == nullptr) {
+        throw Napi::Error::New(env, "model not loaded");
+    }
     Napi::Int32Array tokens = info[0].As<Napi::Int32Array>();
     const int32_t n_vocab = llama_vocab_n_tokens(vocab);
     for (size_t i = 0; i < tokens.ElementLength(); i++) {
@@ -178,13 +213,17 @@ Napi::Value AddonModel::Detokenize(const Napi::CallbackInfo & info) {
         }
     }
     std::string text;
-    text.resize(tokens.ElementLength() * 8 + 16);
-    int32_t n = llama_detokenize(vocab, tokens.Data(), (int32_t) tokens.ElementLength(), text.data(), (int32_t) text.size(), false, false);
-    if (n < 0) {
-        text.resize(-n);
-        n = llama_detokenize(vocab, tokens.Data(), (int32_t) tokens.ElementLength(), text.data(), (int32_t) text.size(), false, false);
+    try {
+        text.resize(tokens.ElementLength() * 8 + 16);
+        int32_t n = llama_detokenize(vocab, tokens.Data(), (int32_t) tokens.ElementLength(), text.data(), (int32_t) text.size(), false, false);
+        if (n < 0) {
+            text.resize(-n);
+            n = llama_detokenize(vocab, tokens.Data(), (int32_t) tokens.ElementLength(), text.data(), (int32_t) text.size(), false, false);
+        }
+        text.resize(std::max(n, 0));
+    } catch (const std::exception & e) {
+        throw TokenizerError(env, "detokenization", e);
     }
-    text.resize(std::max(n, 0));
     return Napi::String::New(env, text);
 }
 
@@ -192,6 +231,9 @@ Napi::Value AddonModel::Detokenize(const Napi::CallbackInfo & info) {
 // them (no UTF-8 repair), so output can be compared byte for byte with llama.cpp's own tools.
 Napi::Value AddonModel::TokenBytes(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
+    if (vocab == nullptr) {
+        throw Napi::Error::New(env, "model not loaded");
+    }
     Napi::Int32Array tokens = info[0].As<Napi::Int32Array>();
     const int32_t n_vocab = llama_vocab_n_tokens(vocab);
     std::string bytes;
@@ -199,7 +241,11 @@ Napi::Value AddonModel::TokenBytes(const Napi::CallbackInfo & info) {
         if (tokens[i] < 0 || tokens[i] >= n_vocab) {
             throw Napi::RangeError::New(env, "token id " + std::to_string(tokens[i]) + " out of range");
         }
-        bytes += TokenPiece(vocab, tokens[i]);
+        try {
+            bytes += TokenPiece(vocab, tokens[i]);
+        } catch (const std::exception & e) {
+            throw TokenizerError(env, "detokenization", e);
+        }
     }
     return Napi::Buffer<char>::Copy(env, bytes.data(), bytes.size());
 }

@@ -5,6 +5,7 @@
 
 #include "llama.h"
 
+#include <exception>
 #include <string>
 
 class AddonModel : public Napi::ObjectWrap<AddonModel> {
@@ -26,5 +27,6 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
     Napi::Value Dispose(const Napi::CallbackInfo & info);
 
     void Free();
+    Napi::Error TokenizerError(Napi::Env env, const char * what, const std::exception & e) const;
     int64_t reported_bytes = 0;
 };

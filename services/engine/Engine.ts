@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 
 import { InvalidArgumentError, ModelLoadError, UnavailableError } from '../common/errors';
 import { AsyncQueue } from './AsyncQueue';
+import { checkModelMetadata } from './checkModelMetadata';
 import { expertBytesPerLayer } from './expertLayout';
 import { addonBackend, loadAddon, type GgufLayout, type NativeEngine, type NativeEvent, type NativeModel } from './loadAddon';
 import type {
@@ -22,18 +23,30 @@ function expertOverridePattern(layer: number | string): string {
   return `blk\\.${layer}\\.ffn_(up|down|gate|gate_up)_(ch|)exps`;
 }
 
+/** The reason of a file-system error, in words. */
+function fileErrorReason(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EACCES') return 'permission denied';
+  if (code === 'EISDIR') return 'is a directory, not a model file';
+  return (e as Error).message ?? String(e);
+}
+
 /** Reads the first bytes so a wrong file is named as such before llama.cpp sees it. */
 async function checkModelFile(path: string): Promise<void> {
   let handle;
   try {
     handle = await open(path, 'r');
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new ModelLoadError(path, code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(e));
+    throw new ModelLoadError(path, fileErrorReason(e));
   }
   try {
+    // open() succeeds on a directory; reading it fails with EISDIR
+    if ((await handle.stat()).isDirectory()) throw new ModelLoadError(path, 'is a directory, not a model file');
     const magic = Buffer.alloc(4);
-    const { bytesRead } = await handle.read(magic, 0, 4, 0);
+    const { bytesRead } = await handle.read(magic, 0, 4, 0).catch((e: unknown) => {
+      throw new ModelLoadError(path, fileErrorReason(e));
+    });
     if (bytesRead < 4 || magic.toString('latin1') !== 'GGUF') throw new ModelLoadError(path, 'not a GGUF file (bad magic)');
   } finally {
     await handle.close();
@@ -68,6 +81,8 @@ export class Engine implements EngineLike {
     } catch (e) {
       throw new ModelLoadError(options.path, (e as Error).message);
     }
+    // what llama.cpp and ggml would abort the process on instead of failing the load
+    checkModelMetadata(layout);
 
     const overrides = [...(options.tensorOverrides ?? [])];
     for (let il = 0; il < (options.nCpuMoe ?? 0); il++) overrides.push({ pattern: expertOverridePattern(il), bufferType: 'cpu' });
@@ -90,13 +105,16 @@ export class Engine implements EngineLike {
 
     const facts = model.info() as Omit<ModelInfo, 'path' | 'expertBytesPerLayer' | 'bytesPerExpert' | 'contextSize' | 'parallel'>;
     const contextSize = Math.min(options.contextSize ?? 4096, facts.nCtxTrain > 0 ? facts.nCtxTrain : Infinity);
+    const nSeq = options.parallel ?? 4;
     const engine = new addon.AddonEngine(model, (events) => instance.dispatch(events));
     let started;
     try {
       started = await engine.start({
         nCtxPerSeq: contextSize,
-        nSeq: options.parallel ?? 4,
-        nBatch: options.batchSize ?? 512,
+        nSeq,
+        // llama.cpp caps its batch at the (unpadded) context; the scheduler fills batches of the size given here,
+        // so a larger one would overrun llama.cpp's (GGML_ASSERT in llama_decode)
+        nBatch: Math.min(options.batchSize ?? 512, contextSize * nSeq),
         nThreads: options.threads ?? availableParallelism(),
         warmup: options.warmup ?? true,
         recordRouting: options.recordRouting ?? defaultRecordRouting(),
@@ -122,7 +140,12 @@ export class Engine implements EngineLike {
   }
 
   tokenize(text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): number[] {
-    return Array.from(this.model.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? true));
+    try {
+      return Array.from(this.model.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? true));
+    } catch (e) {
+      // the addon's message names the model and llama.cpp's reason (a vocabulary the text cannot be tokenized with)
+      throw InvalidArgumentError.field('prompt', (e as Error).message);
+    }
   }
 
   detokenize(tokenIds: number[]): string {

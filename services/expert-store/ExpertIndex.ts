@@ -65,6 +65,13 @@ export interface ExpertIndex {
   expertBytesPerLayer: number[];
 }
 
+/**
+ * Bounds on what an index is sized by (layers, experts per layer): far above any model (llama.cpp itself stops at
+ * 512 layers and 1024 experts), low enough that a crafted file cannot make the index allocate gigabytes.
+ */
+export const MAX_INDEX_LAYERS = 4096;
+export const MAX_INDEX_EXPERTS = 65536;
+
 const SHARD_PATTERN = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/;
 
 /** The files of a model: the shards of a split GGUF (`name-00001-of-00003.gguf`, any one of them given), or the file. */
@@ -110,8 +117,16 @@ export async function loadExpertIndex(modelPath: string): Promise<ExpertIndex> {
 
   const architecture = String(first.metadata['general.architecture'] ?? '');
   const name = typeof first.metadata['general.name'] === 'string' ? (first.metadata['general.name'] as string) : '';
-  let nExpert = metaNumber(first, `${architecture}.expert_count`) ?? 0;
-  let nLayer = metaNumber(first, `${architecture}.block_count`) ?? 0;
+  const blockCount = metaNumber(first, `${architecture}.block_count`);
+  if (blockCount !== undefined && !(Number.isInteger(blockCount) && blockCount >= 0 && blockCount <= MAX_INDEX_LAYERS)) {
+    throw new ModelLoadError(path, `${architecture}.block_count is ${blockCount}; it must be an integer in [0, ${MAX_INDEX_LAYERS}]`);
+  }
+  const expertCount = metaNumber(first, `${architecture}.expert_count`);
+  if (expertCount !== undefined && !(Number.isInteger(expertCount) && expertCount >= 0 && expertCount <= MAX_INDEX_EXPERTS)) {
+    throw new ModelLoadError(path, `${architecture}.expert_count is ${expertCount}; it must be an integer in [0, ${MAX_INDEX_EXPERTS}]`);
+  }
+  let nExpert = expertCount ?? 0;
+  let nLayer = blockCount ?? 0;
 
   interface Found { file: number; name: string; layer: number; projection: string; ne: number[]; offset: number; nbytes: number }
   const expertTensors: Found[] = [];
@@ -125,9 +140,22 @@ export async function loadExpertIndex(modelPath: string): Promise<ExpertIndex> {
   }
   if (expertTensors.length === 0) throw new ModelLoadError(path, 'the model has no routed-expert tensors (*_exps): not a MoE model');
   if (nExpert === 0) nExpert = expertTensors[0].ne[2] ?? 0;
+  if (!(nExpert >= 1 && nExpert <= MAX_INDEX_EXPERTS)) {
+    throw new ModelLoadError(
+      paths[expertTensors[0].file],
+      `tensor '${expertTensors[0].name}' has shape [${expertTensors[0].ne.join(', ')}]: ${nExpert} experts, expected 1 to ${MAX_INDEX_EXPERTS}`,
+    );
+  }
   for (const t of expertTensors) {
+    if (t.layer >= MAX_INDEX_LAYERS || (blockCount !== undefined && t.layer >= blockCount)) {
+      const bound = blockCount !== undefined ? `${architecture}.block_count is ${blockCount}` : `at most ${MAX_INDEX_LAYERS} layers are indexed`;
+      throw new ModelLoadError(paths[t.file], `tensor '${t.name}' is in layer ${t.layer}, but ${bound}`);
+    }
     if (t.ne.length !== 3 || t.ne[2] !== nExpert) {
       throw new ModelLoadError(paths[t.file], `tensor '${t.name}' has shape [${t.ne.join(', ')}]; expected ${nExpert} experts in its third dimension`);
+    }
+    if (t.nbytes === 0) {
+      throw new ModelLoadError(paths[t.file], `tensor '${t.name}' has 0 bytes: its experts' slabs would be empty`);
     }
     if (t.nbytes % nExpert !== 0) {
       throw new ModelLoadError(paths[t.file], `tensor '${t.name}' has ${t.nbytes} bytes, not a multiple of its ${nExpert} experts`);

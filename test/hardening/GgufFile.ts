@@ -173,3 +173,62 @@ export function serializeGguf(file: Pick<GgufFile, 'version' | 'kvs' | 'tensors'
   const padded = Math.ceil(header.length / alignment) * alignment;
   return Buffer.concat([header, Buffer.alloc(padded - header.length), file.data]);
 }
+
+/** Block size (elements) and bytes per block of the ggml types tests craft files with (ggml.c type_traits). */
+const TYPE_LAYOUT: Record<number, [number, number]> = { 0: [1, 4], 1: [1, 2], 2: [32, 18], 8: [32, 34], 9: [32, 36], 30: [1, 2] };
+
+/** Bytes of a tensor of ggml type `type` and shape `ne` (rows of ne[0] elements). */
+export function tensorBytes(type: number, ne: readonly bigint[]): number {
+  const layout = TYPE_LAYOUT[type];
+  if (!layout) throw new Error(`tensorBytes: ggml type ${type} not in the table`);
+  const [block, bytes] = layout;
+  const n0 = Number(ne[0] ?? 1n);
+  const rows = ne.slice(1).reduce((a, b) => a * Number(b), 1);
+  return (Math.ceil(n0 / block) * bytes) * rows;
+}
+
+/**
+ * The file with its tensors' types or shapes changed (`edit` may change any tensor's type and ne): the data
+ * section is rebuilt in tensor order, each tensor keeping as many of its old bytes as fit (zeros after), with the
+ * offsets ggml expects.
+ */
+export function relayoutGguf(file: GgufFile, edit: (tensors: GgufTensorInfo[]) => void): GgufFile {
+  const oldSizes = file.tensors.map((t) => tensorBytes(t.type, t.ne));
+  const tensors = file.tensors.map((t) => ({ ...t, ne: [...t.ne] }));
+  edit(tensors);
+  const parts: Buffer[] = [];
+  let offset = 0;
+  tensors.forEach((t, i) => {
+    const size = tensorBytes(t.type, t.ne);
+    const old = file.data.subarray(Number(file.tensors[i].offset), Number(file.tensors[i].offset) + oldSizes[i]);
+    const bytes = Buffer.alloc(size);
+    old.copy(bytes, 0, 0, Math.min(size, old.length));
+    const padded = Math.ceil(size / file.alignment) * file.alignment;
+    parts.push(bytes, Buffer.alloc(padded - size));
+    t.offset = BigInt(offset);
+    offset += padded;
+  });
+  return { ...file, tensors, data: Buffer.concat(parts) };
+}
+
+/** The strings of a string-array key's raw value. */
+export function readStringArray(kv: GgufKv): string[] {
+  if (kv.type !== GGUF_TYPE.ARRAY || kv.raw.readUInt32LE(0) !== GGUF_TYPE.STRING) throw new Error(`${kv.key} is not a string array`);
+  const r = new Reader(kv.raw);
+  r.u32();
+  const n = Number(r.u64());
+  return Array.from({ length: n }, () => r.string());
+}
+
+/** A string-array value's raw bytes. */
+export function stringArrayRaw(items: readonly string[]): Buffer {
+  const head = Buffer.alloc(12);
+  head.writeUInt32LE(GGUF_TYPE.STRING, 0);
+  head.writeBigUInt64LE(BigInt(items.length), 4);
+  return Buffer.concat([head, ...items.flatMap((s) => {
+    const b = Buffer.from(s, 'latin1');
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(b.length));
+    return [len, b];
+  })]);
+}
