@@ -24,6 +24,7 @@ import { RecentRequests } from './RecentRequests';
 import { toGenerateOptions } from './toGenerateOptions';
 import { toModelMessage } from './toModelMessage';
 import { toRequestSummary } from './toRequestSummary';
+import { toTimingsMessage } from './toTimingsMessage';
 
 export interface InferenceServerOptions {
   host: EngineHost;
@@ -94,7 +95,6 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
             if (host.isClosing) throw new UnavailableError('the inference service is shutting down');
             throw new Error(`engine failed during generation: ${event.error ?? 'no reason given'}`);
           }
-          const t = event.timings;
           yield {
             event: {
               $case: 'complete',
@@ -102,14 +102,7 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
                 finishReason: FINISH_REASONS[event.finishReason],
                 matchedStop: event.matchedStop ?? '',
                 usage: { promptTokens: event.promptTokens, completionTokens: event.completionTokens },
-                timings: {
-                  queueMs: t.queueMs,
-                  ttftMs: t.ttftMs,
-                  prefillMs: t.prefillMs,
-                  decodeMs: t.decodeMs,
-                  decodeTokensPerSecond: t.decodeTokensPerSecond,
-                  prefillTokensPerSecond: t.prefillTokensPerSecond,
-                },
+                timings: toTimingsMessage(event.timings),
               },
             },
           };
