@@ -1,6 +1,8 @@
 // AddonModel: loading (off the event loop), model facts, tokenizer.
 #include "AddonModel.h"
 
+#include "ModelMeta.h"
+
 #include "TokenPiece.h"
 #include "VocabCheck.h"
 #include "addon.h"
@@ -151,10 +153,7 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
         throw Napi::Error::New(env, "model not loaded");
     }
     const std::string arch = MetaString(model, "general.architecture");
-    auto meta_int = [&](const std::string & key) -> int64_t {
-        std::string v = MetaString(model, arch + "." + key);
-        return v.empty() ? 0 : std::strtoll(v.c_str(), nullptr, 10);
-    };
+    auto meta_int = [&](const char * key) { return moeflash::ArchMetaInt(model, key); };
     char desc[256];
     llama_model_desc(model, desc, sizeof(desc));
 

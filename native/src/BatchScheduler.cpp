@@ -1,5 +1,7 @@
 #include "BatchScheduler.h"
 
+#include "ModelMeta.h"
+
 #include "HintChannel.h"
 #include "TokenPiece.h"
 
@@ -62,12 +64,7 @@ BatchScheduler::BatchScheduler(llama_context * ctx, const llama_model * model, i
                                std::unique_ptr<moeflash::HintWriter> hints)
     : ctx(ctx), model(model), vocab(llama_model_get_vocab(model)), n_batch(n_batch),
       n_ctx_seq((int32_t) llama_n_ctx_seq(ctx)), sink(std::move(sink)), hints(std::move(hints)) {
-    char arch[64] = {0};
-    char buf[32] = {0};
-    llama_model_meta_val_str(model, "general.architecture", arch, sizeof(arch));
-    if (llama_model_meta_val_str(model, (std::string(arch) + ".expert_count").c_str(), buf, sizeof(buf)) > 0) {
-        n_expert_ = std::atoi(buf);
-    }
+    n_expert_ = (int32_t) moeflash::ArchMetaInt(model, "expert_count");
     n_layer_ = llama_model_n_layer(model);
     mask_words_ = (n_expert_ + 63) / 64;
     if (n_expert_ > 0) {

@@ -1,10 +1,11 @@
 #include "ExpertCacheSetup.h"
 
+#include "ModelMeta.h"
+
 #include "ggml-backend.h"
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <stdexcept>
 
 namespace moeflash {
@@ -31,18 +32,6 @@ uint64_t DeviceBudget(std::string * device_name) {
     return 0;
 }
 
-// "<arch>.<key>" from the model's metadata, 0 when absent
-int32_t MetaInt(const llama_model * model, const char * key) {
-    char arch[64], buf[32];
-    if (llama_model_meta_val_str(model, "general.architecture", arch, sizeof(arch)) <= 0) {
-        return 0;
-    }
-    if (llama_model_meta_val_str(model, (std::string(arch) + "." + key).c_str(), buf, sizeof(buf)) <= 0) {
-        return 0;
-    }
-    return (int32_t) std::strtol(buf, nullptr, 10);
-}
-
 }  // namespace
 
 ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * model, const ExpertCacheRequest & request) {
@@ -66,7 +55,7 @@ ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * mode
         slots = (int32_t) std::min<uint64_t>(budget / setup.slot_bytes, INT32_MAX);
         setup.sized_by = "free device memory (" + device + ")";
     }
-    const int32_t n_used = MetaInt(model, "expert_used_count");
+    const int32_t n_used = (int32_t) ArchMetaInt(model, "expert_used_count");
     if (slots < n_used) {
         throw std::runtime_error("expertCache: " + std::to_string(slots) + " slots per layer by " + setup.sized_by +
                                  " is fewer than the " + std::to_string(n_used) +
@@ -82,7 +71,7 @@ ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * mode
     fprintf(stderr, "moeflash: expert cache %d slots per layer x %.1f MiB = %.2f GiB, sized by %s\n", enabled,
             setup.slot_bytes / 1048576.0, (double) enabled * setup.slot_bytes / kGiB, setup.sized_by.c_str());
     if (request.synthetic_routing) {
-        setup.routing = std::make_unique<SyntheticRouting>(llama_model_n_layer(model), MetaInt(model, "expert_count"),
+        setup.routing = std::make_unique<SyntheticRouting>(llama_model_n_layer(model), (int32_t) ArchMetaInt(model, "expert_count"),
                                                            request.synthetic);
         llama_expert_cache_set_route_override(ctx, SyntheticRouting::Callback, setup.routing.get());
     }
