@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { InvalidArgumentError } from '../../services/common/errors';
 import { Engine } from '../../services/engine/Engine';
 import type { GenerationFinal } from '../../services/engine/types';
-import { EXPERT_CACHE_FLAGS, formatExpertCacheLine, parseExpertCacheFlags } from '../expertCacheFlags';
+import { EXPERT_CACHE_FLAGS, formatExpertCacheLine, formatPrefetchLine, parseExpertCacheFlags } from '../expertCacheFlags';
 import { parseNumber } from '../parseNumber';
 import { parseSamplingFlags, SAMPLING_FLAGS } from '../samplingFlags';
 
@@ -70,6 +70,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
         '\n',
     );
     if (final.expertCache) process.stderr.write(formatExpertCacheLine(final.expertCache, final.completionTokens) + '\n');
+    const cacheStats = engine.expertCacheStats();
+    if (cacheStats?.prefetch) process.stderr.write(formatPrefetchLine(cacheStats.total) + '\n');
     return final.finishReason === 'error' ? 1 : 0;
   } finally {
     process.removeListener('SIGINT', onSignal);

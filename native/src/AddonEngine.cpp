@@ -237,12 +237,18 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
             o.Set("bypassed", (double) s.bypassed);
             o.Set("copyMs", s.copy_ms);
             o.Set("stallMs", s.stall_ms);
+            o.Set("predicted", (double) s.predicted);
+            o.Set("predictedUsed", (double) s.predicted_used);
+            o.Set("prefetched", (double) s.prefetched);
+            o.Set("prefetchedUsed", (double) s.prefetched_used);
+            o.Set("bytesPrefetched", (double) s.bytes_prefetched);
             return o;
         };
         Napi::Object o = Napi::Object::New(env);
         o.Set("slots", cache.slots);
         o.Set("slotBytes", (double) cache.slot_bytes);
         o.Set("sizedBy", cache.sized_by);
+        o.Set("prefetch", cache.prefetch);
         o.Set("total", to_js(total));
         Napi::Array layers = Napi::Array::New(env);
         const int32_t n_layer = llama_model_n_layer(model->model);
@@ -365,6 +371,7 @@ class StartWorker : public Napi::AsyncWorker {
             c.Set("slots", engine->cache.slots);
             c.Set("slotBytes", (double) engine->cache.slot_bytes);
             c.Set("sizedBy", engine->cache.sized_by);
+            c.Set("prefetch", engine->cache.prefetch);
             out.Set("expertCache", c);
         }
         out.Set("contextSize", (double) llama_n_ctx_seq(ctx));
@@ -407,7 +414,7 @@ class CloseWorker : public Napi::AsyncWorker {
     Napi::ObjectReference engine_ref;
 };
 
-// expertCache: undefined | { slots?, memBytes?, policy?: 'lru' | 'lru2', syntheticRouting?: { seed, reusePrevious,
+// expertCache: undefined | { slots?, memBytes?, policy?: 'lru' | 'lru2', prefetch?: boolean, syntheticRouting?: { seed, reusePrevious,
 // reuseWindow } } (validated in TypeScript)
 moeflash::ExpertCacheRequest ExpertCacheRequestFrom(Napi::Value v) {
     moeflash::ExpertCacheRequest r;
@@ -425,6 +432,7 @@ moeflash::ExpertCacheRequest ExpertCacheRequestFrom(Napi::Value v) {
     if (o.Get("policy").IsString() && o.Get("policy").As<Napi::String>().Utf8Value() == "lru") {
         r.policy = LLAMA_EXPERT_CACHE_POLICY_LRU;
     }
+    r.prefetch = o.Get("prefetch").ToBoolean().Value();
     Napi::Value synthetic = o.Get("syntheticRouting");
     if (synthetic.IsObject()) {
         Napi::Object so = synthetic.As<Napi::Object>();

@@ -77,6 +77,9 @@ BatchScheduler::BatchScheduler(llama_context * ctx, const llama_model * model, i
         for (int32_t il = 0; il < n_layer_; il++) {
             llama_expert_cache_get_stats(ctx, il, &cache_prev_[il]);  // warm-up activity belongs to no request
         }
+        if (this->hints) {
+            llama_expert_cache_set_predict_callback(ctx, publish_prediction, this);
+        }
     }
     const int32_t n_seq = (int32_t) llama_n_seq_max(ctx);
     batch = llama_batch_init(n_batch, 0, 1);
@@ -89,6 +92,9 @@ BatchScheduler::BatchScheduler(llama_context * ctx, const llama_model * model, i
 
 BatchScheduler::~BatchScheduler() {
     stop();
+    if (cache_on_ && hints) {
+        llama_expert_cache_set_predict_callback(ctx, nullptr, nullptr);
+    }
     llama_batch_free(batch);
 }
 
@@ -212,6 +218,16 @@ void BatchScheduler::observe_routing() {
                                slot != nullptr ? slot->request->trace_id : nullptr);
             }
         }
+    }
+}
+
+// With the expert cache's prefetch on: its prediction of layer il's experts, made while the layer before it runs,
+// goes to the expert-store as that layer's "predicted for the next layer" hint (called on the decode thread, the
+// only thread that publishes).
+void BatchScheduler::publish_prediction(int32_t il, const int32_t * experts, int32_t n_experts, void * user_data) {
+    auto * self = static_cast<BatchScheduler *>(user_data);
+    if (il > 0) {
+        self->hints->publish((uint32_t) (il - 1), nullptr, 0, experts, (size_t) n_experts, nullptr);
     }
 }
 

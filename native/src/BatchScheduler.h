@@ -106,6 +106,7 @@ class BatchScheduler {
     };
 
     void run();
+    static void publish_prediction(int32_t il, const int32_t * experts, int32_t n_experts, void * user_data);
     void observe_routing();
     void observe_expert_cache();
     void admit_locked();

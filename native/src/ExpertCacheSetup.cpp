@@ -70,6 +70,12 @@ ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * mode
     setup.slots = enabled;
     fprintf(stderr, "moeflash: expert cache %d slots per layer x %.1f MiB = %.2f GiB, sized by %s\n", enabled,
             setup.slot_bytes / 1048576.0, (double) enabled * setup.slot_bytes / kGiB, setup.sized_by.c_str());
+    if (request.prefetch) {
+        if (!llama_expert_cache_set_prefetch(ctx, true)) {
+            throw std::runtime_error("expertCache.prefetch: llama.cpp could not create the copy streams for prefetching");
+        }
+        setup.prefetch = true;
+    }
     if (request.synthetic_routing) {
         setup.routing = std::make_unique<SyntheticRouting>(llama_model_n_layer(model), (int32_t) ArchMetaInt(model, "expert_count"),
                                                            request.synthetic);

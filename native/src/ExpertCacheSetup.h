@@ -15,6 +15,7 @@ struct ExpertCacheRequest {
     int32_t slots = -1;          // slots per layer; -1: from mem_bytes, or auto from free device memory
     uint64_t mem_bytes = 0;      // budget for all banks together
     llama_expert_cache_policy policy = LLAMA_EXPERT_CACHE_POLICY_LRU2;
+    bool prefetch = false;           // predict the next layer's experts and copy them on a second stream
     bool synthetic_routing = false;  // benchmarks only: replay a generated trace with realistic locality
     SyntheticRoutingOptions synthetic;
 };
@@ -23,6 +24,7 @@ struct ExpertCacheSetup {
     int32_t slots = 0;           // per layer, 0: off
     uint64_t slot_bytes = 0;     // one slot across every cached layer
     std::string sized_by;        // "slots", "memory budget" or "free device memory"
+    bool prefetch = false;
     std::unique_ptr<SyntheticRouting> routing;  // must outlive the context's use of it
 };
 

@@ -103,6 +103,14 @@ const byteSize: Parse<number> = (raw, v, field) => {
   return undefined;
 };
 
+const boolean: Parse<boolean> = (raw, v, field) => {
+  const value = raw.trim().toLowerCase();
+  if (['1', 'true', 'on', 'yes'].includes(value)) return true;
+  if (['0', 'false', 'off', 'no'].includes(value)) return false;
+  v.push({ field, description: `must be true or false (1/0, on/off), got '${raw}'` });
+  return undefined;
+};
+
 const CACHE_POLICIES = ['lru', 'lru2'] as const;
 const cachePolicy: Parse<ExpertCacheOptions['policy']> = (raw, v, field) => {
   const policy = CACHE_POLICIES.find((p) => p === raw.trim());
@@ -136,6 +144,7 @@ const SETTINGS = {
   expertCacheSlots: { flag: 'expert-cache-slots', env: 'MOEFLASH_EXPERT_CACHE_SLOTS', parse: cacheSlots },
   expertCacheMem: { flag: 'expert-cache-mem', env: 'MOEFLASH_EXPERT_CACHE_MEM', parse: byteSize },
   expertCachePolicy: { flag: 'expert-cache-policy', env: 'MOEFLASH_EXPERT_CACHE_POLICY', parse: cachePolicy },
+  expertCachePrefetch: { flag: 'expert-cache-prefetch', env: 'MOEFLASH_EXPERT_CACHE_PREFETCH', parse: boolean },
 } satisfies Record<string, Setting<unknown>>;
 
 /**
@@ -187,16 +196,19 @@ function expertCacheConfig(get: <T>(setting: Setting<T>) => T | undefined, viola
   const slots = get(SETTINGS.expertCacheSlots);
   const memBytes = get(SETTINGS.expertCacheMem);
   const policy = get(SETTINGS.expertCachePolicy);
+  const prefetch = get(SETTINGS.expertCachePrefetch);
   if (violations.length > before) return undefined;
   if (slots === undefined && memBytes === undefined) {
-    if (policy !== undefined)
+    const needsCache = (setting: Setting<unknown>) =>
       violations.push({
-        field: '--expert-cache-policy (MOEFLASH_EXPERT_CACHE_POLICY)',
+        field: `--${setting.flag} (${setting.env})`,
         description: 'needs MOEFLASH_EXPERT_CACHE_SLOTS or MOEFLASH_EXPERT_CACHE_MEM (the cache is off without them)',
       });
+    if (policy !== undefined) needsCache(SETTINGS.expertCachePolicy);
+    if (prefetch) needsCache(SETTINGS.expertCachePrefetch);
     return undefined;
   }
-  return definedOnly({ slots: slots === 'auto' ? undefined : slots, memBytes, policy });
+  return definedOnly({ slots: slots === 'auto' ? undefined : slots, memBytes, policy, prefetch });
 }
 
 function definedOnly<T extends object>(o: T): T {

@@ -53,6 +53,12 @@ export interface ExpertCacheOptions {
   /** Eviction policy: lru2 (default: evicts the expert whose second-to-last use is oldest) or lru. */
   policy?: 'lru' | 'lru2';
   /**
+   * Predictive prefetch: the next cached layer's router applied to this layer's input predicts its experts, which
+   * are copied on a second stream of the device while this layer computes. Output stays exact; a wrong prediction
+   * only costs a copy. Default off.
+   */
+  prefetch?: boolean;
+  /**
    * Benchmarks only: replace the model's routing with a generated trace with realistic temporal locality
    * (random-weight models route almost uniformly). Output text is meaningless with it.
    */
@@ -70,6 +76,14 @@ export interface ExpertCacheCounters {
   bypassed: number;
   copyMs: number;
   stallMs: number;
+  /** Predictive prefetch: distinct experts predicted for a layer step, and of those the ones the step needed. */
+  predicted: number;
+  predictedUsed: number;
+  /** Experts copied speculatively (predicted and not resident), and of those the ones the step needed. */
+  prefetched: number;
+  prefetchedUsed: number;
+  /** Bytes of the speculative copies (included in bytesCopied). */
+  bytesPrefetched: number;
 }
 
 export interface ExpertCacheStats {
@@ -78,6 +92,8 @@ export interface ExpertCacheStats {
   slotBytes: number;
   /** How the slot count was chosen: "slots", "memory budget" or "free device memory (<device>)". */
   sizedBy: string;
+  /** Predictive prefetch on. */
+  prefetch: boolean;
   total: ExpertCacheCounters;
   layers: (ExpertCacheCounters & { layer: number })[];
 }
@@ -104,7 +120,7 @@ export interface ModelInfo {
   /** Experts each token is routed to. */
   nExpertUsed: number;
   /** Expert cache slots per layer and bytes per slot (all cached layers), when the cache is on. */
-  expertCache?: { slots: number; slotBytes: number; sizedBy: string };
+  expertCache?: { slots: number; slotBytes: number; sizedBy: string; prefetch: boolean };
   /** Bytes of routed-expert weights (gate+up+down) per layer, index = layer. */
   expertBytesPerLayer: number[];
   /** Bytes of one expert (gate+up+down) of one layer: the size of one cache slot. */

@@ -100,6 +100,9 @@ export function validateLoad(o: LoadOptions): void {
       const host = o.expertCache?.hostMemory;
       if (host !== undefined && host !== 'pinned' && host !== 'mmap')
         v.push({ field: 'expertCache.hostMemory', description: `must be pinned or mmap, got '${host}'` });
+      const prefetch = o.expertCache?.prefetch;
+      if (prefetch !== undefined && typeof prefetch !== 'boolean')
+        v.push({ field: 'expertCache.prefetch', description: `must be true or false, got ${JSON.stringify(prefetch)}` });
       const policy = o.expertCache?.policy;
       if (policy !== undefined && policy !== 'lru' && policy !== 'lru2')
         v.push({ field: 'expertCache.policy', description: `must be lru or lru2, got '${policy}'` });

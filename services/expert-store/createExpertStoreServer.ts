@@ -98,6 +98,7 @@ export function createExpertStoreServer(options: ExpertStoreServerOptions): Serv
         ioMode: s.ioMode,
         ioFallbackReason: s.ioFallbackReason,
         hintChannelAttaches: h?.attaches ?? 0,
+        predictedHintIds: h?.predictedIds ?? 0,
       };
     },
 

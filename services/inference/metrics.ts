@@ -106,6 +106,29 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
     unit: '{slot}',
     description: 'Expert cache slots per MoE layer (absent when the cache is off).',
   });
+  // Predictive prefetch, engine-wide: accuracy = predicted_used / predicted, useful copies = prefetched_used / prefetched.
+  const prefetchCounters = {
+    predicted: meter.createObservableCounter('moeflash.expert_cache.prefetch.predicted', {
+      unit: '{expert}',
+      description: 'Distinct experts the prefetch predicted for a layer step.',
+    }),
+    predictedUsed: meter.createObservableCounter('moeflash.expert_cache.prefetch.predicted_used', {
+      unit: '{expert}',
+      description: 'Predicted experts the layer step then needed.',
+    }),
+    prefetched: meter.createObservableCounter('moeflash.expert_cache.prefetch.copies', {
+      unit: '{expert}',
+      description: 'Experts copied speculatively into a slot.',
+    }),
+    prefetchedUsed: meter.createObservableCounter('moeflash.expert_cache.prefetch.useful_copies', {
+      unit: '{expert}',
+      description: 'Speculative copies the layer step then needed (the rest was wasted).',
+    }),
+    bytesPrefetched: meter.createObservableCounter('moeflash.expert_cache.prefetch.bytes', {
+      unit: 'By',
+      description: 'Bytes copied speculatively (included in moeflash.expert_cache.bytes_copied).',
+    }),
+  } as const;
   meter.addBatchObservableCallback(
     (result) => {
       for (const m of host.list()) {
@@ -118,9 +141,10 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
         result.observe(cacheSlots, m.engine.info.expertCache.slots, model);
         const cache = cacheStatsOf(m.engine);
         if (cache) result.observe(cacheEvictions, cache.total.evictions, model);
+        if (cache?.prefetch) for (const [key, counter] of Object.entries(prefetchCounters)) result.observe(counter, cache.total[key as keyof typeof prefetchCounters], model);
       }
     },
-    [active, queued, cacheSlots, cacheEvictions],
+    [active, queued, cacheSlots, cacheEvictions, ...Object.values(prefetchCounters)],
   );
 
   /** The request's cache use: span attributes, one event per layer that had lookups, and the counters. */

@@ -101,6 +101,24 @@ describe('expert-store: with the engine', function () {
     }
   });
 
+  it("the expert cache's predictions reach the store as predicted hints", async () => {
+    const client = await startStore();
+    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel,
+      expertCache: { slots: 8, prefetch: true } });
+    try {
+      await until('the store to attach', async () => (await client.stats({})).hintChannelAttached);
+      const { tokens } = await generate(engine);
+      assert.equal(tokens.length, 48);
+      const predicted = (engine.expertCacheStats()?.total.predicted ?? 0);
+      assert.ok(predicted > 0, 'the cache predicted');
+      // every prediction is one record (at most 64 ids each): the store receives them all
+      await until('the predictions to arrive', async () => (await client.stats({})).predictedHintIds >= predicted);
+      assert.equal((await client.stats({})).hintsMalformed, 0);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('kill -9 of the expert-store mid-generation: the generation completes with identical tokens', async () => {
     const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, hintChannel });
     try {

@@ -104,6 +104,42 @@ for (const preset of ['tiny', 'small'] as TestPreset[]) {
       });
     }
 
+    for (const fraction of ['N/4', 'N/2'] as const) {
+      describe(`predictive prefetch, ${fraction} slots per layer`, function () {
+        let engine: Engine;
+
+        before(async function () {
+          const slots = Math.max(nUsed, fraction === 'N/4' ? nExpert / 4 : nExpert / 2);
+          engine = await Engine.load({ path: model, contextSize: CONTEXT, threads: THREADS, parallel: 4, expertCache: { slots, prefetch: true } });
+        });
+        after(async () => engine?.close());
+
+        it('single stream and 4 concurrent streams: greedy bytes equal llama-completion', async function () {
+          assert.equal(engine.info.expertCache?.prefetch, true);
+          for (const prompt of PROMPTS) {
+            const ours = await collect(engine.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }));
+            assert.equal(engine.tokenBytes(ours.tokens).toString('hex'), stock.get(prompt), `prompt "${prompt.slice(0, 30)}"`);
+          }
+          const outs = await Promise.all(
+            CONCURRENT.map((prompt) => collect(engine.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }))),
+          );
+          outs.forEach((o, i) => assert.equal(engine.tokenBytes(o.tokens).toString('hex'), stock.get(CONCURRENT[i]), `stream ${i}`));
+        });
+
+        it('counts predictions and speculative copies, and predicts better than chance', function () {
+          const t = (engine.expertCacheStats() as ExpertCacheStats).total;
+          assert.ok(t.predicted > 0 && t.predictedUsed > 0 && t.predictedUsed <= t.predicted);
+          assert.ok(t.prefetched > 0 && t.prefetchedUsed <= t.prefetched);
+          assert.ok(t.prefetched <= t.predicted, 'only predicted experts are copied speculatively');
+          assert.equal(t.bytesPrefetched, t.prefetched * engine.info.bytesPerExpert);
+          assert.equal(t.bytesCopied, (t.misses + t.prefetched) * engine.info.bytesPerExpert, 'demand + speculative copies');
+          // a random guess of the experts a step uses is right nUsed/nExpert of the time
+          const accuracy = t.predictedUsed / t.predicted;
+          assert.ok(accuracy > (2 * nUsed) / nExpert, `accuracy ${accuracy.toFixed(3)} vs chance ${(nUsed / nExpert).toFixed(3)}`);
+        });
+      });
+    }
+
     it('LRU policy and a second cached context in the same process are exact too (no shared state)', async function () {
       const [a, b] = await Promise.all([
         Engine.load({ path: model, contextSize: CONTEXT, threads: 1, parallel: 1, expertCache: { slots: nUsed, policy: 'lru' } }),
@@ -131,6 +167,10 @@ for (const preset of ['tiny', 'small'] as TestPreset[]) {
       assert.equal(cached.stdout, plain.stdout);
       assert.match(cached.stderr, /expert_cache hit_rate=\d+\.\d% hits=\d+ misses=\d+ mib_copied_per_token=[\d.]+ copy_ms=[\d.]+ stall_ms=[\d.]+/);
       await assert.rejects(run(process.execPath, [...args, '--expert-cache-mem', '12 parsecs']), /--expert-cache-mem/);
+      const prefetching = await run(process.execPath, [...args, '--expert-cache-slots', String(nExpert / 4), '--expert-cache-prefetch']);
+      assert.equal(prefetching.stdout, plain.stdout);
+      assert.match(prefetching.stderr, /expert_prefetch accuracy=\d+\.\d% predicted=[1-9]\d* prefetched=\d+ useful=\d+\.\d% mib_prefetched=[\d.]+ mib_wasted=[\d.]+/);
+      await assert.rejects(run(process.execPath, [...args, '--expert-cache-prefetch']), /--expert-cache-prefetch: needs --expert-cache-slots/);
     });
 
     it('rejects fewer slots than the experts a token uses, naming the option', async function () {

@@ -60,6 +60,11 @@ describe('parseConfig', () => {
       assert.deepEqual(parseConfig(['--expert-cache-mem', '512MiB'], {}).inference.expertCache, { memBytes: 512 * 1024 ** 2 });
     });
 
+    it('reads predictive prefetch as a boolean', () => {
+      assert.deepEqual(parseConfig([], { MOEFLASH_EXPERT_CACHE_SLOTS: '8', MOEFLASH_EXPERT_CACHE_PREFETCH: 'on' }).inference.expertCache, { slots: 8, prefetch: true });
+      assert.deepEqual(parseConfig(['--expert-cache-prefetch', '0'], { MOEFLASH_EXPERT_CACHE_SLOTS: '8' }).inference.expertCache, { slots: 8, prefetch: false });
+    });
+
     it('`auto` slots turn the cache on, sized by the engine', () => {
       assert.deepEqual(parseConfig([], { MOEFLASH_EXPERT_CACHE_SLOTS: 'auto' }).inference.expertCache, {});
     });
@@ -84,6 +89,12 @@ describe('parseConfig', () => {
       assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_MEM: '0' }), ["--expert-cache-mem (MOEFLASH_EXPERT_CACHE_MEM): must be a positive size, got '0'"]);
       assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_SLOTS: '8', MOEFLASH_EXPERT_CACHE_POLICY: 'fifo' }), [
         "--expert-cache-policy (MOEFLASH_EXPERT_CACHE_POLICY): must be one of lru, lru2, got 'fifo'",
+      ]);
+      assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_SLOTS: '8', MOEFLASH_EXPERT_CACHE_PREFETCH: 'maybe' }), [
+        "--expert-cache-prefetch (MOEFLASH_EXPERT_CACHE_PREFETCH): must be true or false (1/0, on/off), got 'maybe'",
+      ]);
+      assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_PREFETCH: '1' }), [
+        '--expert-cache-prefetch (MOEFLASH_EXPERT_CACHE_PREFETCH): needs MOEFLASH_EXPERT_CACHE_SLOTS or MOEFLASH_EXPERT_CACHE_MEM (the cache is off without them)',
       ]);
       assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_POLICY: 'lru' }), [
         '--expert-cache-policy (MOEFLASH_EXPERT_CACHE_POLICY): needs MOEFLASH_EXPERT_CACHE_SLOTS or MOEFLASH_EXPERT_CACHE_MEM (the cache is off without them)',

@@ -1,0 +1,53 @@
+/**
+ * Device diagnosis of the CUDA fidelity gap of the expert cache: which configuration makes a single stream
+ * differ from stock llama-completion -ngl 99 — the cache, or the engine's 4 sequences (KV streams) around it.
+ * Usage: node dist/bench/cacheFidelityDiag.js MODEL.gguf
+ */
+import { availableParallelism } from 'node:os';
+
+import { Engine } from '../services/engine/Engine';
+import { collect } from '../test/helpers/collect';
+import { stockGreedyCompletion } from '../test/helpers/stockLlama';
+import { printTable } from './benchTable';
+
+const PROMPTS = ['The quick brown fox', 'Once upon a time, in a land far away,', 'def fibonacci(n):',
+  Array.from({ length: 12 }, (_, i) => `Paragraph ${i}: the expert cache keeps hot experts resident.`).join(' ')];
+const N_PREDICT = 48;
+const CONTEXT = 1024;
+
+async function main(): Promise<void> {
+  const model = process.argv[2];
+  const threads = availableParallelism();
+  const stock = await Promise.all(PROMPTS.map((prompt) =>
+    stockGreedyCompletion({ model, prompt, nPredict: N_PREDICT, contextSize: CONTEXT, threads, nGpuLayers: 99 })));
+  const probe = await Engine.load({ path: model, contextSize: 256, threads, parallel: 1, warmup: false });
+  const { nExpert } = probe.info;
+  await probe.close();
+  const rows: (string | number)[][] = [];
+  for (const [parallel, slots] of [[1, 0], [4, 0], [1, nExpert], [4, nExpert], [1, nExpert / 2]] as const) {
+    const engine = await Engine.load({ path: model, nGpuLayers: 99, contextSize: CONTEXT, threads, parallel,
+      expertCache: slots ? { slots } : undefined });
+    try {
+      const same: string[] = [];
+      for (const [i, prompt] of PROMPTS.entries()) {
+        const ours = engine.tokenBytes((await collect(engine.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }))).tokens);
+        const at = firstDifference(ours, stock[i]);
+        same.push(at < 0 ? 'same' : `differs@${at}`);
+      }
+      rows.push([parallel, slots || 'off', ...same]);
+    } finally {
+      await engine.close();
+    }
+  }
+  printTable(['parallel', 'cache slots', ...PROMPTS.map((p) => p.slice(0, 14))], rows);
+}
+
+function firstDifference(a: Buffer, b: Buffer): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return i;
+  return a.length === b.length ? -1 : Math.min(a.length, b.length);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});
