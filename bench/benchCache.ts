@@ -7,8 +7,11 @@
  * realistic temporal locality (native/src/SyntheticRouting.h). Decode tg128 and prefill pp512 t/s, hit rate, MiB
  * copied and copy/stall ms per generated token. Prints a table, writes bench/results/cache-<label>.json and an SVG
  * plot of decode t/s against the budget.
+ * With BENCH_PREFETCH=off,on each budget also runs with predictive prefetch, reporting the prediction accuracy
+ * (predicted experts a step needed) and the share of speculative copies that were used.
  * Options (env): BENCH_MODEL=30b-a3b (preset or path)  BENCH_BUDGETS=0.25,0.5,0.75  BENCH_REGIMES=own,realistic BENCH_HOST_MEMORY=pinned|mmap
- * BENCH_THREADS=<cores>  BENCH_TG=128  BENCH_PP=512  BENCH_LABEL=<backend>  BENCH_NGL=99
+ * BENCH_PREFETCH=off|on|off,on  BENCH_STOCK=1 (0: skip the stock rows)  BENCH_THREADS=<cores>  BENCH_TG=128  BENCH_PP=512
+ * BENCH_LABEL=<backend>  BENCH_NGL=99
  */
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -33,6 +36,8 @@ const PP = Number(process.env.BENCH_PP ?? 512);
 const budgets = (process.env.BENCH_BUDGETS ?? '0.25,0.5,0.75').split(',').map(Number);
 const regimes = (process.env.BENCH_REGIMES ?? 'own,realistic').split(',') as Regime[];
 const hostMemory = (process.env.BENCH_HOST_MEMORY ?? 'pinned') as 'pinned' | 'mmap';
+const prefetchModes = (process.env.BENCH_PREFETCH ?? 'off').split(',').map((m) => m === 'on');
+const withStock = process.env.BENCH_STOCK !== '0';
 
 type Regime = 'own' | 'realistic';
 
@@ -46,6 +51,9 @@ interface Row {
   mibPerToken?: number;
   copyMsPerToken?: number;
   stallMsPerToken?: number;
+  /** Predictive prefetch: predicted experts the step needed, and speculative copies that were used. */
+  predictionAccuracy?: number;
+  usefulPrefetch?: number;
 }
 
 async function final(stream: AsyncIterable<{ type: string }>): Promise<GenerationFinal> {
@@ -59,7 +67,7 @@ function sum(values: number[]): number {
   return values.reduce((a, b) => a + b, 0);
 }
 
-async function ours(path: string, budget: number, regime: Regime): Promise<{ row: Row; nLayer: number; nExpert: number }> {
+async function ours(path: string, budget: number, regime: Regime, prefetch: boolean): Promise<{ row: Row; nLayer: number; nExpert: number }> {
   const probe = await Engine.load({ path, threads, parallel: 1, contextSize: 256, nGpuLayers: 0, warmup: false });
   const { nExpert, nLayer, nVocab } = probe.info;
   await probe.close();
@@ -71,13 +79,15 @@ async function ours(path: string, budget: number, regime: Regime): Promise<{ row
     contextSize: PP + TG + 16,
     batchSize: PP,
     nGpuLayers: ngl,
-    expertCache: { slots, hostMemory, syntheticRouting: regime === 'realistic' ? { seed: 7 } : undefined },
+    expertCache: { slots, hostMemory, prefetch, syntheticRouting: regime === 'realistic' ? { seed: 7 } : undefined },
   });
   try {
     const prompt = Array.from({ length: PP }, (_, i) => 3 + ((i * 7919) % (nVocab - 3)));
     await final(engine.generate({ promptTokens: [1, 2, 3], maxTokens: 16, sampling: { temperature: 0 } })); // warm the slots
     const p = await final(engine.generate({ promptTokens: prompt, maxTokens: 1, sampling: { temperature: 0 } }));
+    const before = engine.expertCacheStats()!.total;
     const t = await final(engine.generate({ promptTokens: [1], maxTokens: TG, sampling: { temperature: 0 } }));
+    const after = engine.expertCacheStats()!.total;
     const c = t.expertCache!;
     const hits = sum(c.hits);
     const misses = sum(c.misses);
@@ -86,7 +96,7 @@ async function ours(path: string, budget: number, regime: Regime): Promise<{ row
       nLayer,
       nExpert,
       row: {
-        system: `moeflash cache ${Math.round(budget * 100)}%`,
+        system: `moeflash cache ${Math.round(budget * 100)}%${prefetch ? ' + prefetch' : ''}`,
         regime,
         budget,
         tg: t.timings.decodeTokensPerSecond,
@@ -95,6 +105,13 @@ async function ours(path: string, budget: number, regime: Regime): Promise<{ row
         mibPerToken: c.bytesCopied / n / 1048576,
         copyMsPerToken: c.copyMs / n,
         stallMsPerToken: c.stallMs / n,
+        ...(prefetch
+          ? {
+              predictionAccuracy: (after.predictedUsed - before.predictedUsed) / Math.max(1, after.predicted - before.predicted),
+              // undefined: no speculative copies (the accuracy gate kept them off)
+              usefulPrefetch: after.prefetched > before.prefetched ? (after.prefetchedUsed - before.prefetchedUsed) / (after.prefetched - before.prefetched) : undefined,
+            }
+          : {}),
       },
     };
   } finally {
@@ -117,29 +134,43 @@ async function main(): Promise<void> {
   let nLayer = 0;
   for (const regime of regimes) {
     for (const budget of budgets) {
-      const r = await ours(path, budget, regime);
-      nLayer = r.nLayer;
-      rows.push(r.row);
-      console.error(`${r.row.system} ${regime}: tg ${r.row.tg.toFixed(1)} pp ${r.row.pp.toFixed(1)} hit ${(100 * r.row.hitRate!).toFixed(1)}%`);
+      for (const prefetch of prefetchModes) {
+        const r = await ours(path, budget, regime, prefetch);
+        nLayer = r.nLayer;
+        rows.push(r.row);
+        console.error(`${r.row.system} ${regime}: tg ${r.row.tg.toFixed(1)} pp ${r.row.pp.toFixed(1)} hit ${(100 * r.row.hitRate!).toFixed(1)}%`);
+      }
     }
   }
-  const full = await llamaBench(path, 0);
-  rows.push({ system: 'stock full GPU', regime: 'any', budget: 1, ...full });
-  for (const budget of budgets) {
-    const ncmoe = Math.round(nLayer * (1 - budget));
-    rows.push({ system: `stock -ncmoe ${ncmoe}`, regime: 'any', budget, ...(await llamaBench(path, ncmoe)) });
+  const full = withStock ? await llamaBench(path, 0) : undefined;
+  if (full) {
+    rows.push({ system: 'stock full GPU', regime: 'any', budget: 1, ...full });
+    for (const budget of budgets) {
+      const ncmoe = Math.round(nLayer * (1 - budget));
+      rows.push({ system: `stock -ncmoe ${ncmoe}`, regime: 'any', budget, ...(await llamaBench(path, ncmoe)) });
+    }
+    rows.push({ system: `stock -ncmoe ${nLayer} (experts on CPU)`, regime: 'any', budget: 0, ...(await llamaBench(path, nLayer)) });
   }
-  rows.push({ system: `stock -ncmoe ${nLayer} (experts on CPU)`, regime: 'any', budget: 0, ...(await llamaBench(path, nLayer)) });
 
   const f = (n: number | undefined, d = 1) => (n === undefined ? '' : n.toFixed(d));
+  const pct = (n: number | undefined) => (n === undefined ? '' : `${(100 * n).toFixed(1)}%`);
   printTable(
-    ['system', 'routing', 'expert budget', 'decode t/s', 'prefill t/s', 'hit rate', 'MiB copied/token', 'copy ms/token', 'stall ms/token'],
-    rows.map((r) => [r.system, r.regime, `${Math.round(r.budget * 100)}%`, f(r.tg), f(r.pp), r.hitRate === undefined ? '' : `${(100 * r.hitRate).toFixed(1)}%`, f(r.mibPerToken, 2), f(r.copyMsPerToken, 2), f(r.stallMsPerToken, 2)]),
+    ['system', 'routing', 'expert budget', 'decode t/s', 'prefill t/s', 'hit rate', 'MiB copied/token', 'copy ms/token', 'stall ms/token', 'prediction accuracy', 'useful prefetch'],
+    rows.map((r) => [r.system, r.regime, `${Math.round(r.budget * 100)}%`, f(r.tg), f(r.pp), pct(r.hitRate), f(r.mibPerToken, 2), f(r.copyMsPerToken, 2), f(r.stallMsPerToken, 2), pct(r.predictionAccuracy), r.predictionAccuracy !== undefined && r.usefulPrefetch === undefined ? 'no copies' : pct(r.usefulPrefetch)]),
   );
   const series = [
-    ...regimes.map((regime) => ({ name: `moeflash cache (${regime})`, points: rows.filter((r) => r.regime === regime).map((r) => [r.budget, r.tg] as [number, number]) })),
-    { name: 'stock -ncmoe (same VRAM)', points: rows.filter((r) => r.system.startsWith('stock -ncmoe')).map((r) => [r.budget, r.tg] as [number, number]) },
-    { name: 'stock full GPU', points: [[0, full.tg], [1, full.tg]] as [number, number][] },
+    ...regimes.flatMap((regime) =>
+      prefetchModes.map((prefetch) => ({
+        name: `moeflash cache (${regime}${prefetch ? ', prefetch' : ''})`,
+        points: rows.filter((r) => r.regime === regime && r.system.endsWith('+ prefetch') === prefetch).map((r) => [r.budget, r.tg] as [number, number]),
+      })),
+    ),
+    ...(full
+      ? [
+          { name: 'stock -ncmoe (same VRAM)', points: rows.filter((r) => r.system.startsWith('stock -ncmoe')).map((r) => [r.budget, r.tg] as [number, number]) },
+          { name: 'stock full GPU', points: [[0, full.tg], [1, full.tg]] as [number, number][] },
+        ]
+      : []),
   ];
   const svg = plotLinesSvg({ title: `decode t/s vs expert budget (${label})`, xLabel: 'experts in device memory', yLabel: 'decode t/s', series });
   writeResult(`cache-${label}`, { label, backend, hostMemory, threads, ngl, tg: TG, pp: PP, model: path, rows, date: new Date().toISOString() });

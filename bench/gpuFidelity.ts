@@ -1,8 +1,8 @@
 /**
  * Fidelity on a GPU backend (run by scripts/device/gpu-checks.sh): greedy bytes of our engine vs stock
  * llama-completion built from the same source, both with all layers offloaded (-ngl 99) and with experts kept on
- * the CPU (-ncmoe); and with the expert slot cache at K (experts per token), N/4, N/2 and N slots against stock with
- * every layer offloaded, single stream and 4 concurrent streams.
+ * the CPU (-ncmoe); and with the expert slot cache at K (experts per token), N/4, N/2 and N slots (and N/4, N/2 with
+ * predictive prefetch) against stock with every layer offloaded, single stream and 4 concurrent streams.
  * Prints a table, writes bench/results/fidelity-<backend>.json, exits 1 on any mismatch.
  * Usage: node dist/bench/gpuFidelity.js MODEL.gguf [MODEL.gguf ...]
  */
@@ -56,9 +56,11 @@ async function cacheRows(model: string, threads: number): Promise<Row[]> {
   const probe = await Engine.load({ path: model, contextSize: 256, threads, parallel: 1, warmup: false });
   const { nExpert, nExpertUsed } = probe.info;
   await probe.close();
-  for (const [name, slots] of [['K', nExpertUsed], ['N/4', nExpert / 4], ['N/2', nExpert / 2], ['N', nExpert]] as const) {
-    const placement = `ngl 99, cache ${name}=${Math.max(nExpertUsed, slots)}`;
-    const engine = await Engine.load({ path: model, nGpuLayers: 99, contextSize: CONTEXT, threads, parallel: 4, expertCache: { slots: Math.max(nExpertUsed, slots) } });
+  const configs = [['K', nExpertUsed, false], ['N/4', nExpert / 4, false], ['N/2', nExpert / 2, false], ['N', nExpert, false],
+    ['N/4', nExpert / 4, true], ['N/2', nExpert / 2, true]] as const;
+  for (const [name, slots, prefetch] of configs) {
+    const placement = `ngl 99, cache ${name}=${Math.max(nExpertUsed, slots)}${prefetch ? ' + prefetch' : ''}`;
+    const engine = await Engine.load({ path: model, nGpuLayers: 99, contextSize: CONTEXT, threads, parallel: 4, expertCache: { slots: Math.max(nExpertUsed, slots), prefetch } });
     try {
       for (const prompt of [...PROMPTS, LONG_PROMPT]) {
         const ours = await collect(engine.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }));

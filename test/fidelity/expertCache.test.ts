@@ -140,6 +140,27 @@ for (const preset of ['tiny', 'small'] as TestPreset[]) {
       });
     }
 
+    it('prefetch stops copying where predictions are mostly wrong, instead of evicting experts that are used', async function () {
+      // a synthetic routing trace replaces the model's routing: the predictor (the model's own next router) is no
+      // better than chance, and speculative copies would only evict experts the trace reuses
+      const run = async (prefetch: boolean) => {
+        const engine = await Engine.load({ path: model, contextSize: CONTEXT, threads: THREADS, parallel: 1,
+          expertCache: { slots: Math.max(nUsed, nExpert / 4), prefetch, syntheticRouting: { seed: 3 } } });
+        try {
+          await collect(engine.generate({ prompt: PROMPTS[0], maxTokens: 64, sampling: { temperature: 0 } }));
+          return (engine.expertCacheStats() as ExpertCacheStats).total;
+        } finally {
+          await engine.close();
+        }
+      };
+      const [off, on] = [await run(false), await run(true)];
+      assert.ok(on.predictedUsed / on.predicted < 0.5, 'predictions no better than the gate allows');
+      const hitRate = (t: ExpertCacheStats['total']) => t.hits / (t.hits + t.misses);
+      assert.ok(hitRate(on) >= hitRate(off) - 0.02, `hit rate ${hitRate(on).toFixed(3)} with prefetch vs ${hitRate(off).toFixed(3)} without`);
+      // copies happen only in the first step or two of a layer, before the moving accuracy falls below the gate
+      assert.ok(on.prefetched < on.predicted / 4, `${on.prefetched} speculative copies for ${on.predicted} predictions`);
+    });
+
     it('LRU policy and a second cached context in the same process are exact too (no shared state)', async function () {
       const [a, b] = await Promise.all([
         Engine.load({ path: model, contextSize: CONTEXT, threads: 1, parallel: 1, expertCache: { slots: nUsed, policy: 'lru' } }),
