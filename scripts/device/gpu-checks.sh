@@ -78,7 +78,7 @@ if [ ! -f build/device-models/30b-a3b.gguf ]; then
 fi
 
 if [ "$steps" = cache ] || [ "$steps" = all ]; then
-  BENCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LABEL="$backend" BENCH_THREADS=$(( $(nproc) - 1 )) node dist/bench/benchCache.js 2>&1 | grep -v "^moeflash: expert cache" | tail -30
+  BENCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LABEL="${BENCH_LABEL:-$backend}" BENCH_THREADS=$(( $(nproc) - 1 )) node dist/bench/benchCache.js 2>&1 | grep -v "^moeflash: expert cache" | tail -30
   cp bench/results/cache-*.json bench/results/cache-*.svg "$out/" 2>/dev/null || true
   [ "$steps" = cache ] && exit 0
 fi
