@@ -65,6 +65,7 @@ describe('observability: expert cache metrics, span attributes and trace-summary
     inference = await spawnService(MAIN, {
       MOEFLASH_MODEL: await testModel('tiny'),
       MOEFLASH_EXPERT_CACHE_SLOTS: String(SLOTS),
+      MOEFLASH_EXPERT_CACHE_PREFETCH: '1',
       MOEFLASH_INFERENCE_ADDR: '127.0.0.1:0',
       MOEFLASH_METRICS_ADDR: `127.0.0.1:${metricsPort}`,
       MOEFLASH_HINTS: '0', // no expert-store here
@@ -121,6 +122,12 @@ describe('observability: expert cache metrics, span attributes and trace-summary
     assert.ok(valueFor(text, 'moeflash_expert_cache_copy_time_total') >= 0);
     assert.ok(valueFor(text, 'moeflash_expert_cache_evictions_total') >= 0);
     assert.equal(valueFor(text, 'moeflash_expert_cache_slots'), SLOTS);
+    // MOEFLASH_EXPERT_CACHE_PREFETCH: every cached layer step after the first was predicted
+    const predicted = valueFor(text, 'moeflash_expert_cache_prefetch_predicted_total');
+    assert.ok(predicted > 0);
+    assert.ok(valueFor(text, 'moeflash_expert_cache_prefetch_predicted_used_total') <= predicted);
+    assert.ok(valueFor(text, 'moeflash_expert_cache_prefetch_useful_copies_total') <= valueFor(text, 'moeflash_expert_cache_prefetch_copies_total'));
+    assert.ok(valueFor(text, 'moeflash_expert_cache_prefetch_bytes_total') <= valueFor(text, 'moeflash_expert_cache_bytes_copied_total'));
     assert.equal(valueFor(text, 'moeflash_expert_cache_hit_ratio_count'), 1);
     assert.ok(Math.abs(valueFor(text, 'moeflash_expert_cache_hit_ratio_sum') - hits / (hits + misses)) < 1e-9);
     // no per-layer label: one series per model whatever the layer count
