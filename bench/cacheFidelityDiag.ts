@@ -24,9 +24,12 @@ async function main(): Promise<void> {
   const { nExpert } = probe.info;
   await probe.close();
   const rows: (string | number)[][] = [];
-  for (const [parallel, slots] of [[1, 0], [4, 0], [1, nExpert], [4, nExpert], [1, nExpert / 2]] as const) {
-    const engine = await Engine.load({ path: model, nGpuLayers: 99, contextSize: CONTEXT, threads, parallel,
-      expertCache: slots ? { slots } : undefined });
+  const configs: [number, number, 'pinned' | 'mmap' | undefined, 'none' | undefined][] = [
+    [1, 0, undefined, undefined], [1, 0, undefined, 'none'], [4, 0, undefined, undefined],
+    [1, nExpert, undefined, undefined], [1, nExpert, 'mmap', undefined], [1, nExpert / 2, 'mmap', undefined], [1, nExpert / 2, undefined, undefined]];
+  for (const [parallel, slots, hostMemory, loadMode] of configs) {
+    const engine = await Engine.load({ path: model, nGpuLayers: 99, contextSize: CONTEXT, threads, parallel, loadMode,
+      expertCache: slots ? { slots, hostMemory } : undefined });
     try {
       const same: string[] = [];
       for (const [i, prompt] of PROMPTS.entries()) {
@@ -34,12 +37,12 @@ async function main(): Promise<void> {
         const at = firstDifference(ours, stock[i]);
         same.push(at < 0 ? 'same' : `differs@${at}`);
       }
-      rows.push([parallel, slots || 'off', ...same]);
+      rows.push([parallel, slots || 'off', hostMemory ?? '', loadMode ?? '', ...same]);
     } finally {
       await engine.close();
     }
   }
-  printTable(['parallel', 'cache slots', ...PROMPTS.map((p) => p.slice(0, 14))], rows);
+  printTable(['parallel', 'cache slots', 'experts', 'load', ...PROMPTS.map((p) => p.slice(0, 14))], rows);
 }
 
 function firstDifference(a: Buffer, b: Buffer): number {

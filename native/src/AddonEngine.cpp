@@ -242,6 +242,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
             o.Set("prefetched", (double) s.prefetched);
             o.Set("prefetchedUsed", (double) s.prefetched_used);
             o.Set("bytesPrefetched", (double) s.bytes_prefetched);
+            o.Set("bytesStaged", (double) s.bytes_staged);
             return o;
         };
         Napi::Object o = Napi::Object::New(env);

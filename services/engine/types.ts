@@ -71,7 +71,8 @@ export interface ExpertCacheCounters {
   misses: number;
   evictions: number;
   bytesCopied: number;
-  /** Layer evaluations that ran on the cache / took the stock path (more possible experts than slots). */
+  /** Layer evaluations that ran on the slots / were too large for them (more possible experts than slots) and ran on
+   * the staging bank (or, for a layer shaped unlike it, the stock path). */
   steps: number;
   bypassed: number;
   copyMs: number;
@@ -84,6 +85,8 @@ export interface ExpertCacheCounters {
   prefetchedUsed: number;
   /** Bytes of the speculative copies (included in bytesCopied). */
   bytesPrefetched: number;
+  /** Bytes copied to the staging bank for ubatches too large for the slots (prefill); not in bytesCopied. */
+  bytesStaged: number;
 }
 
 export interface ExpertCacheStats {

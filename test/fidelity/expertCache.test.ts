@@ -87,13 +87,14 @@ for (const preset of ['tiny', 'small'] as TestPreset[]) {
           outs.forEach((o, i) => assert.equal(engine.tokenBytes(o.tokens).toString('hex'), stock.get(CONCURRENT[i]), `stream ${i}`));
         });
 
-        it('counts what happened: lookups on the cache, the long prefill on the stock path, evictions when short of slots', function () {
+        it('counts what happened: lookups on the cache, the long prefill on the staging bank, evictions when short of slots', function () {
           const stats = engine.expertCacheStats() as ExpertCacheStats;
           assert.ok(stats, 'stats available while the cache is on');
           assert.equal(stats.layers.length, engine.info.nLayer);
           const t = stats.total;
           assert.ok(t.steps > 0 && t.hits > 0 && t.misses > 0);
-          assert.ok(t.bypassed > 0, 'a ubatch with more possible experts than slots took the stock path');
+          assert.ok(t.bypassed > 0, 'a ubatch with more possible experts than slots ran on the staging bank');
+          assert.ok(t.bytesStaged > 0 && t.bytesStaged % engine.info.bytesPerExpert === 0, 'whole experts were staged');
           assert.equal(t.bytesCopied, t.misses * engine.info.bytesPerExpert);
           if (slots === nExpert) {
             // every expert is copied at most once and never evicted
