@@ -372,6 +372,7 @@ class StartWorker : public Napi::AsyncWorker {
             c.Set("slots", engine->cache.slots);
             c.Set("slotBytes", (double) engine->cache.slot_bytes);
             c.Set("sizedBy", engine->cache.sized_by);
+            c.Set("stagingBytes", (double) engine->cache.staging_bytes);
             c.Set("prefetch", engine->cache.prefetch);
             out.Set("expertCache", c);
         }

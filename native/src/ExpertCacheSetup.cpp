@@ -41,10 +41,15 @@ ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * mode
         throw std::runtime_error(
             "expertCache: the model has no MoE layer whose expert weights are in plain host memory to cache");
     }
+    // a budget covers the staging bank too (one layer's experts, for prefill-sized ubatches), then the slots
+    setup.staging_bytes = llama_model_expert_staging_bytes(model);
+    auto slots_within = [&](uint64_t budget) {
+        return budget > setup.staging_bytes ? (int32_t) std::min<uint64_t>((budget - setup.staging_bytes) / setup.slot_bytes, INT32_MAX) : 0;
+    };
     int32_t slots = request.slots;
     setup.sized_by = "slots";
     if (slots < 0 && request.mem_bytes > 0) {
-        slots = (int32_t) std::min<uint64_t>(request.mem_bytes / setup.slot_bytes, INT32_MAX);
+        slots = slots_within(request.mem_bytes);
         setup.sized_by = "memory budget";
     } else if (slots < 0) {
         std::string device;
@@ -52,7 +57,7 @@ ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * mode
         if (device.empty()) {
             throw std::runtime_error("expertCache.slots: automatic sizing needs a GPU; give slots or a memory budget");
         }
-        slots = (int32_t) std::min<uint64_t>(budget / setup.slot_bytes, INT32_MAX);
+        slots = slots_within(budget);
         setup.sized_by = "free device memory (" + device + ")";
     }
     const int32_t n_used = (int32_t) ArchMetaInt(model, "expert_used_count");
@@ -60,7 +65,8 @@ ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * mode
         throw std::runtime_error("expertCache: " + std::to_string(slots) + " slots per layer by " + setup.sized_by +
                                  " is fewer than the " + std::to_string(n_used) +
                                  " experts a token uses; the cache needs at least that many (one slot is " +
-                                 std::to_string(setup.slot_bytes >> 20) + " MiB over all layers)");
+                                 std::to_string(setup.slot_bytes >> 20) + " MiB over all layers, plus " +
+                                 std::to_string(setup.staging_bytes >> 20) + " MiB of staging bank)");
     }
     const int32_t enabled = llama_expert_cache_enable(ctx, slots, request.policy);
     if (enabled <= 0) {
@@ -68,8 +74,9 @@ ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * mode
                                  std::to_string(slots) + " per layer)");
     }
     setup.slots = enabled;
-    fprintf(stderr, "moeflash: expert cache %d slots per layer x %.1f MiB = %.2f GiB, sized by %s\n", enabled,
-            setup.slot_bytes / 1048576.0, (double) enabled * setup.slot_bytes / kGiB, setup.sized_by.c_str());
+    fprintf(stderr, "moeflash: expert cache %d slots per layer x %.1f MiB = %.2f GiB + %.1f MiB staging bank, sized by %s\n",
+            enabled, setup.slot_bytes / 1048576.0, (double) enabled * setup.slot_bytes / kGiB,
+            setup.staging_bytes / 1048576.0, setup.sized_by.c_str());
     if (request.prefetch) {
         if (!llama_expert_cache_set_prefetch(ctx, true)) {
             throw std::runtime_error("expertCache.prefetch: llama.cpp could not create the copy streams for prefetching");

@@ -23,6 +23,7 @@ struct ExpertCacheRequest {
 struct ExpertCacheSetup {
     int32_t slots = 0;           // per layer, 0: off
     uint64_t slot_bytes = 0;     // one slot across every cached layer
+    uint64_t staging_bytes = 0;  // the staging bank for prefill-sized ubatches (per device)
     std::string sized_by;        // "slots", "memory budget" or "free device memory"
     bool prefetch = false;
     std::unique_ptr<SyntheticRouting> routing;  // must outlive the context's use of it

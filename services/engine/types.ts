@@ -123,7 +123,14 @@ export interface ModelInfo {
   /** Experts each token is routed to. */
   nExpertUsed: number;
   /** Expert cache slots per layer and bytes per slot (all cached layers), when the cache is on. */
-  expertCache?: { slots: number; slotBytes: number; sizedBy: string; prefetch: boolean };
+  expertCache?: {
+    slots: number;
+    slotBytes: number;
+    /** Device memory of the staging bank for prefill-sized ubatches (one layer's experts, per device). */
+    stagingBytes: number;
+    sizedBy: string;
+    prefetch: boolean;
+  };
   /** Bytes of routed-expert weights (gate+up+down) per layer, index = layer. */
   expertBytesPerLayer: number[];
   /** Bytes of one expert (gate+up+down) of one layer: the size of one cache slot. */

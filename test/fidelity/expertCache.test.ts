@@ -198,6 +198,21 @@ for (const preset of ['tiny', 'small'] as TestPreset[]) {
       await assert.rejects(run(process.execPath, [...args, '--expert-cache-prefetch']), /--expert-cache-prefetch: needs --expert-cache-slots/);
     });
 
+    it('a memory budget pays for the staging bank (one layer of experts) first, then whole slots', async function () {
+      const probe = await Engine.load({ path: model, contextSize: 256, threads: 1, parallel: 1, warmup: false });
+      const { bytesPerExpert } = probe.info;
+      await probe.close();
+      const staging = nExpert * bytesPerExpert;
+      const slotBytes = bytesPerExpert * nLayer;
+      const engine = await Engine.load({ path: model, contextSize: 256, threads: 1, parallel: 1, warmup: false,
+        expertCache: { memBytes: staging + 5 * slotBytes + slotBytes / 2 } });
+      try {
+        assert.deepEqual([engine.info.expertCache?.stagingBytes, engine.info.expertCache?.slots], [staging, 5]);
+      } finally {
+        await engine.close();
+      }
+    });
+
     it('rejects fewer slots than the experts a token uses, naming the option', async function () {
       await assert.rejects(
         Engine.load({ path: model, contextSize: 256, threads: 1, parallel: 1, expertCache: { memBytes: 1 } }),
