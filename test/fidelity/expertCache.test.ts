@@ -1,9 +1,10 @@
 /**
- * The expert slot cache (patches/llama.cpp/0003) must not change a single token: greedy output with the cache on
- * equals stock llama-completion's (same pinned source, no patches) for every slot count from the experts one
- * token uses (K) to all of them (N), single stream and 4 concurrent streams, short prompts (whose prefill runs on
- * the cache) and a long one (whose prefill takes the stock path). On the CPU backend the "device" banks are host
- * buffers, so this runs in CI on every change; the GPU machine runs the same comparison for CUDA and Vulkan.
+ * The expert slot cache (patches/llama.cpp/0003-0005) must not change a single token: greedy output with the cache
+ * on equals stock llama-completion's (same pinned source, no patches) for every slot count from the experts one
+ * token uses (K) to all of them (N), with and without predictive prefetch, single stream and 4 concurrent streams,
+ * short prompts (whose prefill runs on the slots) and a long one (whose prefill runs on the staging bank). On the
+ * CPU backend the "device" banks are host buffers, so this runs in CI on every change; the GPU machine runs the same
+ * comparison for CUDA and Vulkan (bench/gpuFidelity.ts).
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
