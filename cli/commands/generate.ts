@@ -69,7 +69,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
         (final.error ? ` error=${JSON.stringify(final.error)}` : '') +
         '\n',
     );
-    if (final.expertCache) process.stderr.write(formatExpertCacheLine(final.expertCache, final.completionTokens) + '\n');
+    if (engine.info.expertCache?.allResident) process.stderr.write('expert_cache all experts resident: no lookups, nothing copied\n');
+    else if (final.expertCache) process.stderr.write(formatExpertCacheLine(final.expertCache, final.completionTokens) + '\n');
     const cacheStats = engine.expertCacheStats();
     if (cacheStats?.prefetch) process.stderr.write(formatPrefetchLine(cacheStats.total) + '\n');
     return final.finishReason === 'error' ? 1 : 0;

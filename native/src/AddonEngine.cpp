@@ -373,6 +373,7 @@ class StartWorker : public Napi::AsyncWorker {
             c.Set("slotBytes", (double) engine->cache.slot_bytes);
             c.Set("sizedBy", engine->cache.sized_by);
             c.Set("stagingBytes", (double) engine->cache.staging_bytes);
+            c.Set("allResident", engine->cache.all_resident);
             c.Set("prefetch", engine->cache.prefetch);
             out.Set("expertCache", c);
         }

@@ -74,9 +74,15 @@ ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * mode
                                  std::to_string(slots) + " per layer)");
     }
     setup.slots = enabled;
-    fprintf(stderr, "moeflash: expert cache %d slots per layer x %.1f MiB = %.2f GiB + %.1f MiB staging bank, sized by %s\n",
+    // with a slot for every expert the cache loads them all once and adds nothing per step (no staging bank either)
+    setup.all_resident = enabled >= (int32_t) ArchMetaInt(model, "expert_count");
+    if (setup.all_resident) {
+        setup.staging_bytes = 0;
+    }
+    fprintf(stderr, "moeflash: expert cache %d slots per layer x %.1f MiB = %.2f GiB + %.1f MiB staging bank, sized by %s%s\n",
             enabled, setup.slot_bytes / 1048576.0, (double) enabled * setup.slot_bytes / kGiB,
-            setup.staging_bytes / 1048576.0, setup.sized_by.c_str());
+            setup.staging_bytes / 1048576.0, setup.sized_by.c_str(),
+            setup.all_resident ? " (every expert resident: loaded once, no per-layer stops)" : "");
     if (request.prefetch) {
         if (!llama_expert_cache_set_prefetch(ctx, true)) {
             throw std::runtime_error("expertCache.prefetch: llama.cpp could not create the copy streams for prefetching");

@@ -24,6 +24,7 @@ struct ExpertCacheSetup {
     int32_t slots = 0;           // per layer, 0: off
     uint64_t slot_bytes = 0;     // one slot across every cached layer
     uint64_t staging_bytes = 0;  // the staging bank for prefill-sized ubatches (per device)
+    bool all_resident = false;   // a slot for every expert: all loaded once, no lookups
     std::string sized_by;        // "slots", "memory budget" or "free device memory"
     bool prefetch = false;
     std::unique_ptr<SyntheticRouting> routing;  // must outlive the context's use of it

@@ -164,7 +164,7 @@ export interface NativeEngine {
     recordRouting: boolean;
     hintChannel?: string;
     expertCache?: ExpertCacheOptions;
-  }): Promise<{ contextSize: number; parallel: number; expertCache?: { slots: number; slotBytes: number; stagingBytes: number; sizedBy: string; prefetch: boolean } }>;
+  }): Promise<{ contextSize: number; parallel: number; expertCache?: { slots: number; slotBytes: number; stagingBytes: number; allResident: boolean; sizedBy: string; prefetch: boolean } }>;
   submit(id: number, prompt: Int32Array, params: NativeSamplingParams): void;
   cancel(id: number): boolean;
   expertUse(): { nExpert: number; counts: Float64Array };

@@ -128,6 +128,8 @@ export interface ModelInfo {
     slotBytes: number;
     /** Device memory of the staging bank for prefill-sized ubatches (one layer's experts, per device). */
     stagingBytes: number;
+    /** A slot for every expert: all loaded once, the layers run as fully offloaded (no lookups, no copies). */
+    allResident: boolean;
     sizedBy: string;
     prefetch: boolean;
   };
