@@ -18,6 +18,8 @@ export interface FakeEngineOptions {
   contextSize?: number;
   /** Tokens per chunk. Default 1. */
   tokensPerChunk?: number;
+  /** Fields to add to a generation's final record, e.g. the per-layer expert counts the real engine reports. */
+  finalExtra?: (options: GenerateOptions) => Partial<GenerationFinal>;
 }
 
 const BOS = 1;
@@ -44,9 +46,11 @@ export class FakeEngine extends EventEmitter<{ change: [] }> implements EngineLi
   private totals = { requests: 0, prompt: 0, completion: 0 };
   private readonly tokenDelayMs: number;
   private readonly tokensPerChunk: number;
+  private readonly finalExtra: FakeEngineOptions['finalExtra'];
 
   constructor(options: FakeEngineOptions = {}) {
     super();
+    this.finalExtra = options.finalExtra;
     this.tokenDelayMs = options.tokenDelayMs ?? 0;
     this.tokensPerChunk = options.tokensPerChunk ?? 1;
     const parallel = options.parallel ?? 4;
@@ -170,6 +174,7 @@ export class FakeEngine extends EventEmitter<{ change: [] }> implements EngineLi
           decodeTokensPerSecond: completion > 1 && decodeMs > 0 ? ((completion - 1) * 1000) / decodeMs : 0,
           prefillTokensPerSecond: 0,
         },
+        ...this.finalExtra?.(options),
       };
       this.finals.push(record);
       return record;

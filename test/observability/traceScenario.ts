@@ -20,9 +20,6 @@ const spans = new InMemorySpanExporter();
 const reader = new CollectingReader();
 const telemetry = startTelemetry({ service: 'inference', env: { MOEFLASH_METRICS_ADDR: 'off' }, spanExporters: [spans], metricReaders: [reader] });
 
-// eslint-disable-next-line import/first -- after telemetry, on purpose
-import type { EngineLike, GenerateOptions, GenerationEvent } from '../../services/engine/types';
-
 /** What the metrics look like in the JSON: name -> list of {attributes, value | sum/count/buckets}. */
 function flatten(rm: ResourceMetrics): Record<string, unknown[]> {
   const out: Record<string, unknown[]> = {};
@@ -35,23 +32,14 @@ async function main(): Promise<void> {
   const { FakeEngine } = await import('../helpers/FakeEngine');
   const { startStack } = await import('../helpers/startStack');
   const { generationClient, drain, generateRequest } = await import('../helpers/grpcClients');
-  const fake = new FakeEngine();
   const engineTraceIds: (string | undefined)[] = [];
   // The FakeEngine reports no experts: add a per-layer count as the real engine does, and note the trace id.
-  const engine: EngineLike = {
-    info: fake.info,
-    tokenize: (t, o) => fake.tokenize(t, o),
-    detokenize: (ids) => fake.detokenize(ids),
-    stats: () => fake.stats(),
-    close: () => fake.close(),
-    generate(options: GenerateOptions): AsyncIterable<GenerationEvent> {
+  const engine = new FakeEngine({
+    finalExtra: (options) => {
       engineTraceIds.push(options.traceId);
-      const events = fake.generate(options);
-      return (async function* () {
-        for await (const e of events) yield e.type === 'final' ? { ...e, expertsPerLayer: [2, 3] } : e;
-      })();
+      return { expertsPerLayer: [2, 3] };
     },
-  };
+  });
   const stack = await startStack({ fake: engine });
   const { client, channel } = generationClient(stack.router.address);
   const n = Number(process.env.SCENARIO_REQUESTS ?? 1);

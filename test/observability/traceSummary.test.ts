@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { createChannel, createClient, type Channel } from 'nice-grpc';
 
 import { InferenceServiceDefinition, RecentRequestsServiceDefinition } from '../../gen/moeflash/v1/inference';
-import type { EngineLike, GenerateOptions, GenerationEvent } from '../../services/engine/types';
+import type { EngineLike } from '../../services/engine/types';
 import { RecentRequests } from '../../services/inference/RecentRequests';
 import { FakeEngine } from '../helpers/FakeEngine';
 import { drain, generateRequest } from '../helpers/grpcClients';
@@ -24,21 +24,7 @@ const CACHED = { expertsPerLayer: [0, 3, 5], expertCache: { hits: [0, 10, 4], mi
 
 /** A FakeEngine whose final records carry per-layer experts, plus the expert-cache counters for request 'cached'. */
 function engineReportingExperts(): EngineLike {
-  const fake = new FakeEngine();
-  return {
-    info: fake.info,
-    tokenize: (t, o) => fake.tokenize(t, o),
-    detokenize: (ids) => fake.detokenize(ids),
-    stats: () => fake.stats(),
-    close: () => fake.close(),
-    generate(options: GenerateOptions): AsyncIterable<GenerationEvent> {
-      const events = fake.generate(options);
-      const extra = options.requestId === 'cached' ? CACHED : { expertsPerLayer: [0, 2, 1] };
-      return (async function* () {
-        for await (const e of events) yield e.type === 'final' ? { ...e, ...extra } : e;
-      })();
-    },
-  };
+  return new FakeEngine({ finalExtra: (options) => (options.requestId === 'cached' ? CACHED : { expertsPerLayer: [0, 2, 1] }) });
 }
 
 describe('moeflash trace-summary: per-layer expert statistics of recent requests', () => {
