@@ -39,6 +39,7 @@ for (const preset of ['tiny', 'small'] as TestPreset[]) {
     let nExpert = 0;
     let nUsed = 0;
     let nLayer = 0;
+    let bytesPerExpert = 0;
 
     before(async function () {
       model = await testModel(preset);
@@ -50,6 +51,7 @@ for (const preset of ['tiny', 'small'] as TestPreset[]) {
       nExpert = probe.info.nExpert;
       nUsed = probe.info.nExpertUsed;
       nLayer = probe.info.nLayer;
+      bytesPerExpert = probe.info.bytesPerExpert;
       await probe.close();
     });
 
@@ -202,9 +204,6 @@ for (const preset of ['tiny', 'small'] as TestPreset[]) {
     });
 
     it('a memory budget pays for the staging bank (one layer of experts) first, then whole slots', async function () {
-      const probe = await Engine.load({ path: model, contextSize: 256, threads: 1, parallel: 1, warmup: false });
-      const { bytesPerExpert } = probe.info;
-      await probe.close();
       const staging = nExpert * bytesPerExpert;
       const slotBytes = bytesPerExpert * nLayer;
       const engine = await Engine.load({ path: model, contextSize: 256, threads: 1, parallel: 1, warmup: false,
