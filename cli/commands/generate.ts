@@ -71,8 +71,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
     );
     if (engine.info.expertCache?.allResident) process.stderr.write('expert_cache all experts resident: no lookups, nothing copied\n');
     else if (final.expertCache) process.stderr.write(formatExpertCacheLine(final.expertCache, final.completionTokens) + '\n');
-    const cacheStats = engine.expertCacheStats();
-    if (cacheStats?.prefetch) process.stderr.write(formatPrefetchLine(cacheStats.total) + '\n');
+    const cacheStats = engine.info.expertCache?.prefetch ? engine.expertCacheStats() : undefined;
+    if (cacheStats) process.stderr.write(formatPrefetchLine(cacheStats.total) + '\n');
     return final.finishReason === 'error' ? 1 : 0;
   } finally {
     process.removeListener('SIGINT', onSignal);

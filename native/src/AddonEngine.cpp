@@ -249,7 +249,6 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
         o.Set("slots", cache.slots);
         o.Set("slotBytes", (double) cache.slot_bytes);
         o.Set("sizedBy", cache.sized_by);
-        o.Set("prefetch", cache.prefetch);
         o.Set("total", to_js(total));
         Napi::Array layers = Napi::Array::New(env);
         const int32_t n_layer = llama_model_n_layer(model->model);

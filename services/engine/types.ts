@@ -95,8 +95,6 @@ export interface ExpertCacheStats {
   slotBytes: number;
   /** How the slot count was chosen: "slots", "memory budget" or "free device memory (<device>)". */
   sizedBy: string;
-  /** Predictive prefetch on. */
-  prefetch: boolean;
   total: ExpertCacheCounters;
   layers: (ExpertCacheCounters & { layer: number })[];
 }

@@ -141,7 +141,7 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
         result.observe(cacheSlots, m.engine.info.expertCache.slots, model);
         const cache = cacheStatsOf(m.engine);
         if (cache) result.observe(cacheEvictions, cache.total.evictions, model);
-        if (cache?.prefetch) for (const [key, counter] of Object.entries(prefetchCounters)) result.observe(counter, cache.total[key as keyof typeof prefetchCounters], model);
+        if (cache && m.engine.info.expertCache.prefetch) for (const [key, counter] of Object.entries(prefetchCounters)) result.observe(counter, cache.total[key as keyof typeof prefetchCounters], model);
       }
     },
     [active, queued, cacheSlots, cacheEvictions, ...Object.values(prefetchCounters)],
