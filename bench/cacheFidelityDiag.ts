@@ -27,6 +27,11 @@ async function main(): Promise<void> {
   const configs: [number, number, 'pinned' | 'mmap' | undefined, 'none' | undefined][] = [
     [1, 0, undefined, undefined], [1, 0, undefined, 'none'], [4, 0, undefined, undefined],
     [1, nExpert, undefined, undefined], [1, nExpert, 'mmap', undefined], [1, nExpert / 2, 'mmap', undefined], [1, nExpert / 2, undefined, undefined]];
+  // DIAG_QUICK=1: cache off and one slot count (DIAG_SLOTS, default a slot for every expert) only, so that several
+  // settings fit one device call
+  if (process.env.DIAG_QUICK === '1') {
+    configs.splice(0, configs.length, [1, 0, undefined, undefined], [1, Number(process.env.DIAG_SLOTS ?? nExpert), undefined, undefined]);
+  }
   for (const [parallel, slots, hostMemory, loadMode] of configs) {
     const engine = await Engine.load({ path: model, nGpuLayers: 99, contextSize: CONTEXT, threads, parallel, loadMode,
       expertCache: slots ? { slots, hostMemory } : undefined });

@@ -78,8 +78,10 @@ if [ ! -f build/device-models/30b-a3b.gguf ]; then
 fi
 
 if [ "$steps" = cache ] || [ "$steps" = all ]; then
-  BENCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LABEL="${BENCH_LABEL:-$backend}" BENCH_THREADS=$(( $(nproc) - 1 )) node dist/bench/benchCache.js 2>&1 | grep -v "^moeflash: expert cache" | tail -30
-  cp bench/results/cache-*.json bench/results/cache-*.svg "$out/" 2>/dev/null || true
+  label=${BENCH_LABEL:-$backend}
+  BENCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LABEL="$label" BENCH_THREADS=$(( $(nproc) - 1 )) node dist/bench/benchCache.js 2>&1 | grep -v "^moeflash: expert cache" | tail -30
+  # only this run's files: $OUT takes a limited number of files back
+  cp "bench/results/cache-$label.json" "bench/results/cache-$label.svg" "$out/" 2>/dev/null || true
   [ "$steps" = cache ] && exit 0
 fi
 export BENCH_REPS=${BENCH_REPS:-2}
