@@ -18,8 +18,10 @@ const CONTEXT = 1024;
 async function main(): Promise<void> {
   const model = process.argv[2];
   const threads = availableParallelism();
+  // DIAG_NO_WARMUP=1: neither engine runs its warm-up decode before the prompts
+  const noWarmup = process.env.DIAG_NO_WARMUP === '1';
   const stock = await Promise.all(PROMPTS.map((prompt) =>
-    stockGreedyCompletion({ model, prompt, nPredict: N_PREDICT, contextSize: CONTEXT, threads, nGpuLayers: 99 })));
+    stockGreedyCompletion({ model, prompt, nPredict: N_PREDICT, contextSize: CONTEXT, threads, nGpuLayers: 99, noWarmup })));
   const probe = await Engine.load({ path: model, contextSize: 256, threads, parallel: 1, warmup: false });
   const { nExpert } = probe.info;
   await probe.close();
@@ -33,7 +35,7 @@ async function main(): Promise<void> {
     configs.splice(0, configs.length, [1, 0, undefined, undefined], [1, Number(process.env.DIAG_SLOTS ?? nExpert), undefined, undefined]);
   }
   for (const [parallel, slots, hostMemory, loadMode] of configs) {
-    const engine = await Engine.load({ path: model, nGpuLayers: 99, contextSize: CONTEXT, threads, parallel, loadMode,
+    const engine = await Engine.load({ path: model, nGpuLayers: 99, contextSize: CONTEXT, threads, parallel, loadMode, warmup: !noWarmup,
       expertCache: slots ? { slots, hostMemory } : undefined });
     try {
       const same: string[] = [];

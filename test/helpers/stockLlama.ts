@@ -30,6 +30,8 @@ export interface StockCompletion {
   threads: number;
   nCpuMoe?: number;
   nGpuLayers?: number;
+  /** Skip llama-completion's warm-up decode (diagnosis runs compare engines without one). */
+  noWarmup?: boolean;
 }
 
 /**
@@ -40,6 +42,7 @@ export async function stockGreedyCompletion(o: StockCompletion): Promise<Buffer>
   const args = ['-m', o.model, '-p', o.prompt, '-n', String(o.nPredict), '-c', String(o.contextSize), '-t', String(o.threads),
     '-no-cnv', '--temp', '0', '--no-display-prompt', '--simple-io', '-ngl', String(o.nGpuLayers ?? 0)];
   if (o.nCpuMoe) args.push('-ncmoe', String(o.nCpuMoe));
+  if (o.noWarmup) args.push('--no-warmup');
   // MOEFLASH_STOCK_GGML_DIR: run the stock llama.cpp on another build's (identical-source) ggml libraries, e.g. a
   // CPU-only stock build on the CUDA ggml of the patched build (our patches do not touch ggml)
   const ggmlDir = process.env.MOEFLASH_STOCK_GGML_DIR;
