@@ -5,7 +5,7 @@
 # separated list of VAR=value; "" for none), each against stock -ngl 99 run with the same environment.
 # DIAG_SLOTS picks the cache's slot count (default: cache off and a slot for every expert).
 # Carry as for gpu-checks.sh cuda. Example:
-#   bash scripts/device/cuda-cache-diag.sh "" LLAMA_EXPERT_CACHE_DIAG_FORCE_STOPS=1
+#   bash scripts/device/cuda-cache-diag.sh "" "LLAMA_EXPERT_CACHE_DIAG_NO_RESTORE=1 GGML_CUDA_DIAG_LOG_TOPK=1"
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -22,8 +22,13 @@ export MOEFLASH_STOCK_BIN_DIR=$root/build/llama/stock/build-cpu/bin MOEFLASH_STO
 echo cuda > native/build/BACKEND
 mkdir -p build/device-models
 [ -f build/device-models/small.gguf ] || node bin/moeflash.js make-model --out build/device-models/small.gguf --preset small --seed 1 --quiet
+# each setting's whole output (DIAG lines of the diagnosis patches included) goes to $OUT/diag-N.log when $OUT is set
+n=0
 for setting in "$@"; do
+  n=$((n + 1))
+  log=${OUT:-/tmp}/diag-$n.log
   echo "== ${setting:-no knob}"
-  env DIAG_QUICK=1 $setting node dist/bench/cacheFidelityDiag.js build/device-models/small.gguf 2>&1 |
-    grep -v "^moeflash: expert cache\|ggml_cuda_init\|Device 0" | tail -4
+  env DIAG_QUICK=1 $setting node dist/bench/cacheFidelityDiag.js build/device-models/small.gguf > "$log" 2>&1 || true
+  grep -v "^moeflash: expert cache\|ggml_cuda_init\|Device 0\|^DIAG" "$log" | tail -4
+  grep "^DIAG" "$log" | sort | uniq -c | sort -rn | head -12 || true
 done
