@@ -1,5 +1,5 @@
 /**
- * npm run bench:cache:policy — hit rate of the expert cache's eviction policies (LRU vs LRU-2) on the same routing:
+ * npm run bench:cache:policy — hit rate of the expert cache's eviction policies (LRU, LRU-2, SLRU) on the same routing:
  * the synthetic trace with realistic locality (native/src/SyntheticRouting.h) replayed on a generated model, for
  * several slot budgets. Hit rates do not depend on the backend, so this runs on the CPU build.
  * Options (env): BENCH_MODEL=small (preset or path)  BENCH_TOKENS=256  BENCH_BUDGETS=0.125,0.25,0.5,0.75
@@ -12,7 +12,7 @@ import { printTable, writeResult } from './benchTable';
 const tokens = Number(process.env.BENCH_TOKENS ?? 256);
 const budgets = (process.env.BENCH_BUDGETS ?? '0.125,0.25,0.5,0.75').split(',').map(Number);
 
-async function hitRate(path: string, slots: number, policy: 'lru' | 'lru2'): Promise<number> {
+async function hitRate(path: string, slots: number, policy: 'lru' | 'lru2' | 'slru'): Promise<number> {
   const engine = await Engine.load({ path, threads: 2, parallel: 1, contextSize: tokens + 16, expertCache: { slots, policy, syntheticRouting: { seed: 7 } } });
   try {
     let final: GenerationFinal | undefined;
@@ -34,9 +34,13 @@ async function main(): Promise<void> {
   const rows = [];
   for (const budget of budgets) {
     const slots = Math.max(nExpertUsed, Math.round(budget * nExpert));
-    rows.push({ budget, slots, lru: await hitRate(path, slots, 'lru'), lru2: await hitRate(path, slots, 'lru2') });
+    rows.push({
+      budget, slots, lru: await hitRate(path, slots, 'lru'), lru2: await hitRate(path, slots, 'lru2'), slru: await hitRate(path, slots, 'slru'),
+    });
   }
-  printTable(['budget', 'slots', 'LRU hit rate', 'LRU-2 hit rate'], rows.map((r) => [`${r.budget * 100}%`, r.slots, `${(100 * r.lru).toFixed(1)}%`, `${(100 * r.lru2).toFixed(1)}%`]));
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  printTable(['budget', 'slots', 'LRU hit rate', 'LRU-2 hit rate', 'SLRU hit rate'],
+    rows.map((r) => [`${r.budget * 100}%`, r.slots, pct(r.lru), pct(r.lru2), pct(r.slru)]));
   writeResult('cache-policy', { model: path, tokens, nExpert, nExpertUsed, rows, date: new Date().toISOString() });
 }
 

@@ -416,7 +416,7 @@ class CloseWorker : public Napi::AsyncWorker {
     Napi::ObjectReference engine_ref;
 };
 
-// expertCache: undefined | { slots?, memBytes?, policy?: 'lru' | 'lru2', prefetch?: boolean, syntheticRouting?: { seed, reusePrevious,
+// expertCache: undefined | { slots?, memBytes?, policy?: 'lru' | 'lru2' | 'slru', prefetch?: boolean, syntheticRouting?: { seed, reusePrevious,
 // reuseWindow } } (validated in TypeScript)
 moeflash::ExpertCacheRequest ExpertCacheRequestFrom(Napi::Value v) {
     moeflash::ExpertCacheRequest r;
@@ -431,8 +431,14 @@ moeflash::ExpertCacheRequest ExpertCacheRequestFrom(Napi::Value v) {
     if (o.Get("memBytes").IsNumber()) {
         r.mem_bytes = (uint64_t) o.Get("memBytes").As<Napi::Number>().DoubleValue();
     }
-    if (o.Get("policy").IsString() && o.Get("policy").As<Napi::String>().Utf8Value() == "lru") {
-        r.policy = LLAMA_EXPERT_CACHE_POLICY_LRU;
+    if (o.Get("policy").IsString()) {
+        // validated in TypeScript (validateOptions): lru2 is the default
+        const std::string policy = o.Get("policy").As<Napi::String>().Utf8Value();
+        if (policy == "lru") {
+            r.policy = LLAMA_EXPERT_CACHE_POLICY_LRU;
+        } else if (policy == "slru") {
+            r.policy = LLAMA_EXPERT_CACHE_POLICY_SLRU;
+        }
     }
     r.prefetch = o.Get("prefetch").ToBoolean().Value();
     Napi::Value synthetic = o.Get("syntheticRouting");

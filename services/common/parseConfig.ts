@@ -111,7 +111,7 @@ const boolean: Parse<boolean> = (raw, v, field) => {
   return undefined;
 };
 
-const CACHE_POLICIES = ['lru', 'lru2'] as const;
+const CACHE_POLICIES = ['lru', 'lru2', 'slru'] as const;
 const cachePolicy: Parse<ExpertCacheOptions['policy']> = (raw, v, field) => {
   const policy = CACHE_POLICIES.find((p) => p === raw.trim());
   if (!policy) v.push({ field, description: `must be one of ${CACHE_POLICIES.join(', ')}, got '${raw}'` });

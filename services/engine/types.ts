@@ -50,8 +50,11 @@ export interface ExpertCacheOptions {
    * layers are offloaded to a GPU, mmap otherwise.
    */
   hostMemory?: 'pinned' | 'mmap';
-  /** Eviction policy: lru2 (default: evicts the expert whose second-to-last use is oldest) or lru. */
-  policy?: 'lru' | 'lru2';
+  /**
+   * Eviction policy: lru2 (default: evicts the expert whose second-to-last use is oldest), lru, or slru (segmented
+   * LRU: experts used once are evicted before a protected segment of 80% of the slots).
+   */
+  policy?: 'lru' | 'lru2' | 'slru';
   /**
    * Predictive prefetch: the next cached layer's router applied to this layer's input predicts its experts, which
    * are copied on a second stream of the device while this layer computes. Output stays exact; a wrong prediction

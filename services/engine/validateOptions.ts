@@ -104,8 +104,8 @@ export function validateLoad(o: LoadOptions): void {
       if (prefetch !== undefined && typeof prefetch !== 'boolean')
         v.push({ field: 'expertCache.prefetch', description: `must be true or false, got ${JSON.stringify(prefetch)}` });
       const policy = o.expertCache?.policy;
-      if (policy !== undefined && policy !== 'lru' && policy !== 'lru2')
-        v.push({ field: 'expertCache.policy', description: `must be lru or lru2, got '${policy}'` });
+      if (policy !== undefined && policy !== 'lru' && policy !== 'lru2' && policy !== 'slru')
+        v.push({ field: 'expertCache.policy', description: `must be lru, lru2 or slru, got '${policy}'` });
     },
   ]);
 }

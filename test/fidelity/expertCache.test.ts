@@ -173,21 +173,23 @@ for (const preset of ['tiny', 'small'] as TestPreset[]) {
       assert.ok(on.prefetched <= 2 * nLayer * nUsed, `${on.prefetched} speculative copies over 64 tokens`);
     });
 
-    it('LRU policy and a second cached context in the same process are exact too (no shared state)', async function () {
-      const [a, b] = await Promise.all([
+    it('LRU and SLRU policies and several cached contexts in the same process are exact too (no shared state)', async function () {
+      const contexts = await Promise.all([
         Engine.load({ path: model, contextSize: CONTEXT, threads: 1, parallel: 1, expertCache: { slots: nUsed, policy: 'lru' } }),
         Engine.load({ path: model, contextSize: CONTEXT, threads: 1, parallel: 1, expertCache: { slots: nExpert / 2 } }),
+        Engine.load({ path: model, contextSize: CONTEXT, threads: 1, parallel: 1, expertCache: { slots: nExpert / 4, policy: 'slru' } }),
       ]);
       try {
         const prompt = PROMPTS[2];
-        const [oa, ob] = await Promise.all(
-          [a, b].map((e) => collect(e.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }))),
+        const outs = await Promise.all(
+          contexts.map((e) => collect(e.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }))),
         );
-        assert.equal(a.tokenBytes(oa.tokens).toString('hex'), stock.get(prompt));
-        assert.equal(b.tokenBytes(ob.tokens).toString('hex'), stock.get(prompt));
-        assert.notDeepEqual(a.expertCacheStats()?.total, b.expertCacheStats()?.total, 'each context counts its own');
+        contexts.forEach((e, i) => assert.equal(e.tokenBytes(outs[i].tokens).toString('hex'), stock.get(prompt), `context ${i}`));
+        const [lru, lru2, slru] = contexts.map((e) => e.expertCacheStats()!.total);
+        assert.notDeepEqual(lru, lru2, 'each context counts its own');
+        assert.ok(slru.evictions > 0, 'SLRU evicted: its victim choice ran');
       } finally {
-        await Promise.all([a.close(), b.close()]);
+        await Promise.all(contexts.map((e) => e.close()));
       }
     });
 

@@ -88,7 +88,7 @@ describe('parseConfig', () => {
       ]);
       assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_MEM: '0' }), ["--expert-cache-mem (MOEFLASH_EXPERT_CACHE_MEM): must be a positive size, got '0'"]);
       assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_SLOTS: '8', MOEFLASH_EXPERT_CACHE_POLICY: 'fifo' }), [
-        "--expert-cache-policy (MOEFLASH_EXPERT_CACHE_POLICY): must be one of lru, lru2, got 'fifo'",
+        "--expert-cache-policy (MOEFLASH_EXPERT_CACHE_POLICY): must be one of lru, lru2, slru, got 'fifo'",
       ]);
       assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_SLOTS: '8', MOEFLASH_EXPERT_CACHE_PREFETCH: 'maybe' }), [
         "--expert-cache-prefetch (MOEFLASH_EXPERT_CACHE_PREFETCH): must be true or false (1/0, on/off), got 'maybe'",
