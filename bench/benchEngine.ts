@@ -4,15 +4,18 @@
  * Third column: node-llama-cpp's prebuilt CPU binary (same pinned version) when scripts/install-bench-peers.sh ran.
  * Options (env): BENCH_MODELS=tiny,small (presets or paths)  BENCH_THREADS=<cores>  BENCH_REPS=3  BENCH_NGL=0 (GPU
  * layers)  BENCH_LABEL=<backend> (names the result file bench/results/engine-<label>.json)
+ * BENCH_NATIVE=1: also llama-bench from a -march=native build of the same patched tree (built into
+ * build/llama/patched/build-<backend>-native if missing): what the probed CPU build costs against the native one.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { Engine } from '../services/engine/Engine';
-import { repoRoot } from '../services/engine/loadAddon';
+import { cpuBuildRecordPath, readCpuBuildRecord } from '../services/engine/cpuBuild/cpuBuildRecord';
+import { addonBuildDir, repoRoot } from '../services/engine/loadAddon';
 import type { GenerationFinal } from '../services/engine/types';
 import { benchModel } from './benchModel';
 import { median, printTable, writeResult } from './benchTable';
@@ -53,8 +56,19 @@ async function ours(path: string): Promise<{ pp: number; tg: number }> {
   }
 }
 
-async function llamaBench(path: string): Promise<{ pp: number; tg: number }> {
-  const bin = join(repoRoot(), 'build', 'llama', 'patched', `build-${backend}`, 'bin', 'llama-bench');
+/** A -march=native build of the patched tree's llama-bench, beside the probed one (ccache makes it cheap). */
+function nativeBuild(): string {
+  const dir = join(repoRoot(), 'build', 'llama', 'patched', `build-${backend}-native`);
+  if (!existsSync(join(dir, 'bin', 'llama-bench'))) {
+    const env = { ...process.env, MOEFLASH_CPU_FLAGS: '-DGGML_NATIVE=ON', MOEFLASH_LLAMA_BUILD_DIR: dir, MOEFLASH_LLAMA_TARGETS: 'llama-bench' };
+    const r = spawnSync('bash', [join(repoRoot(), 'scripts', 'build-llama-cpp.sh'), 'patched'], { env, stdio: 'inherit' });
+    if (r.status !== 0) throw new Error('the native reference build failed');
+  }
+  return dir;
+}
+
+async function llamaBench(path: string, buildDir = join(repoRoot(), 'build', 'llama', 'patched', `build-${backend}`)): Promise<{ pp: number; tg: number }> {
+  const bin = join(buildDir, 'bin', 'llama-bench');
   const { stdout } = await run(bin, ['-m', path, '-p', String(PP), '-n', String(TG), '-t', String(threads), '-r', String(reps), '-ngl', String(ngl), '-o', 'json'], { maxBuffer: 16 << 20 });
   const rows = JSON.parse(stdout) as { n_prompt: number; n_gen: number; avg_ts: number }[];
   return { pp: rows.find((r) => r.n_prompt > 0)!.avg_ts, tg: rows.find((r) => r.n_gen > 0)!.avg_ts };
@@ -71,20 +85,33 @@ async function nodeLlamaCpp(path: string): Promise<{ pp: number; tg: number } | 
 
 async function main(): Promise<void> {
   const presets = (process.env.BENCH_MODELS ?? 'tiny,small').split(',');
+  const nativeDir = process.env.BENCH_NATIVE === '1' ? nativeBuild() : undefined;
+  const record = readCpuBuildRecord(cpuBuildRecordPath(addonBuildDir()));
   const results = [];
   for (const preset of presets) {
     const path = await benchModel(preset);
     const stock = await llamaBench(path);
+    const native = nativeDir ? await llamaBench(path, nativeDir) : undefined;
     const mine = await ours(path);
     const peer = await nodeLlamaCpp(path);
-    results.push({ nodeLlamaCpp: peer, model: basename(preset, '.gguf'), path, stock, ours: mine, ratio: { pp: mine.pp / stock.pp, tg: mine.tg / stock.tg } });
+    const vsNative = native && { pp: stock.pp / native.pp, tg: stock.tg / native.tg };
+    results.push({ nodeLlamaCpp: peer, model: basename(preset, '.gguf'), path, stock, native, vsNative, ours: mine, ratio: { pp: mine.pp / stock.pp, tg: mine.tg / stock.tg } });
   }
-  console.log(`\nbench:engine — backend ${backend}, ${threads} threads, ngl ${ngl}, pp${PP} / tg${TG}, median of ${reps} (${cpus()[0]?.model ?? 'cpu'})\n`);
+  console.log(`\nbench:engine — backend ${backend}, ${threads} threads, ngl ${ngl}, pp${PP} / tg${TG}, median of ${reps} (${cpus()[0]?.model ?? 'cpu'})`);
+  console.log(`CPU build '${record?.level ?? 'unrecorded'}'${record?.leftOut.length ? ` (left out: ${record.leftOut.map((l) => l.label).join(', ')})` : ''}\n`);
   printTable(
     ['model', 'llama-bench pp t/s', 'moeflash pp t/s', 'pp ratio', 'llama-bench tg t/s', 'moeflash tg t/s', 'tg ratio', 'node-llama-cpp pp / tg t/s'],
     results.map((r) => [r.model, r.stock.pp, r.ours.pp, r.ratio.pp, r.stock.tg, r.ours.tg, r.ratio.tg, peerCell(r.nodeLlamaCpp)]),
   );
-  const out = writeResult(`engine-${process.env.BENCH_LABEL ?? backend}`, { date: new Date().toISOString(), backend, threads, ngl, reps, cpu: cpus()[0]?.model, results });
+  if (nativeDir) {
+    console.log('\nthe probed CPU build against -march=native (llama-bench of each, same tree, same run)\n');
+    printTable(
+      ['model', 'native pp t/s', `'${record?.level}' pp t/s`, 'pp ratio', 'native tg t/s', `'${record?.level}' tg t/s`, 'tg ratio'],
+      results.map((r) => [r.model, r.native!.pp, r.stock.pp, r.vsNative!.pp, r.native!.tg, r.stock.tg, r.vsNative!.tg]),
+    );
+  }
+  const cpuBuild = record && { level: record.level, leftOut: record.leftOut.map((l) => l.tier), cmakeFlags: record.cmakeFlags };
+  const out = writeResult(`engine-${process.env.BENCH_LABEL ?? backend}`, { date: new Date().toISOString(), backend, threads, ngl, reps, cpu: cpus()[0]?.model, cpuBuild, results });
   console.log(`\nwritten ${out}`);
 }
 

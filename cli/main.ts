@@ -9,6 +9,7 @@ const COMMANDS: Record<string, { describe: string; load: () => Promise<Command> 
   client: { describe: 'call a running router (client generate|models)', load: async () => (await import('./commands/client')).clientCommand },
   heatmap: { describe: 'render the expert-store heat map as SVG', load: async () => (await import('./commands/heatmap')).heatmapCommand },
   'trace-summary': { describe: 'per-layer expert statistics of a recent request (inference ring)', load: async () => (await import('./commands/traceSummary')).traceSummaryCommand },
+  'cpu-build': { describe: 'the engine\'s CPU build here: select (install), probe, show', load: async () => (await import('./commands/cpuBuild')).cpuBuildCommand },
   serve: { describe: 'start expert-store, inference and router (what npm start runs)', load: async () => (await import('./commands/serve')).serveCommand },
 };
 

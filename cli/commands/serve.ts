@@ -42,11 +42,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const allExited = new Promise<void>((r) => (resolveAllExited = r));
   let failed = false;
 
-  const start = (s: Supervised) => {
+  const start = (s: Supervised, previousExit?: string) => {
     // Own process group, so a terminal's Ctrl-C reaches only this supervisor, which then drains the children in
     // order; the IPC channel closes if the supervisor dies, and each child then stops by itself (no orphans).
     const child = spawn(process.execPath, [join(root, 'dist', 'services', s.name, 'main.js')], {
-      env,
+      // how the previous process ended: inference names it when it refuses a model that crashed it
+      env: previousExit ? { ...env, MOEFLASH_PREVIOUS_EXIT: previousExit } : env,
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
       detached: true,
     });
@@ -76,7 +77,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
       s.restarts.push(now);
       const delay = 250 * 2 ** (s.restarts.length - 1);
       process.stderr.write(`serve: ${s.name} exited (${signal ?? code}); restarting in ${delay} ms\n`);
-      setTimeout(() => !stopping && start(s), delay);
+      setTimeout(() => !stopping && start(s, signal ?? `exit code ${code}`), delay);
     });
   };
 

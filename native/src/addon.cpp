@@ -3,8 +3,15 @@
 
 #include "llama.h"
 
+// What the loaded ggml was built with, e.g. "CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | ..." (the CPU backend reports
+// the instruction sets compiled in, not the host's): the CPU-build probe reads it to know what it is testing.
+static Napi::Value SystemInfo(const Napi::CallbackInfo & info) {
+    return Napi::String::New(info.Env(), llama_print_system_info());
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     llama_backend_init();
+    exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
     InitLlamaLog(env, exports);
     InitAddonModel(env, exports);
     InitAddonEngine(env, exports);

@@ -46,6 +46,8 @@ export interface InferenceConfig {
    * slots nor memory is set. Models of the MOEFLASH_MODELS file set `options.expertCache` there instead.
    */
   expertCache?: ExpertCacheOptions;
+  /** MOEFLASH_STATE_DIR: where the service keeps what must outlive a crash (first-decode markers). Default ./.state */
+  stateDir: string;
 }
 
 type Parse<T> = (raw: string, violations: FieldViolation[], field: string) => T | undefined;
@@ -141,6 +143,7 @@ const SETTINGS = {
   apiKeys: { flag: 'api-keys', env: 'MOEFLASH_API_KEYS', parse: commaList },
   model: { flag: 'model', env: 'MOEFLASH_MODEL', parse: text },
   modelsFile: { flag: 'models', env: 'MOEFLASH_MODELS', parse: text },
+  stateDir: { flag: 'state-dir', env: 'MOEFLASH_STATE_DIR', parse: text },
   expertCacheSlots: { flag: 'expert-cache-slots', env: 'MOEFLASH_EXPERT_CACHE_SLOTS', parse: cacheSlots },
   expertCacheMem: { flag: 'expert-cache-mem', env: 'MOEFLASH_EXPERT_CACHE_MEM', parse: byteSize },
   expertCachePolicy: { flag: 'expert-cache-policy', env: 'MOEFLASH_EXPERT_CACHE_POLICY', parse: cachePolicy },
@@ -180,7 +183,7 @@ export function parseConfig(argv: readonly string[] = process.argv.slice(2), env
       apiKeysFile: get(SETTINGS.apiKeysFile),
       apiKeys: get(SETTINGS.apiKeys),
     },
-    inference: { model: get(SETTINGS.model), modelsFile: get(SETTINGS.modelsFile), expertCache: expertCacheConfig(get, violations) },
+    inference: { model: get(SETTINGS.model), modelsFile: get(SETTINGS.modelsFile), expertCache: expertCacheConfig(get, violations), stateDir: get(SETTINGS.stateDir, './.state') },
   };
   for (const flag of flags.keys()) violations.push({ field: `--${flag}`, description: 'unknown option' });
   if (violations.length > 0) throw new InvalidArgumentError(violations);

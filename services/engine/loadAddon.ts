@@ -10,6 +10,8 @@ export interface NativeAddon {
   refEngineEvents(engine: NativeEngine, ref: boolean): void;
   readGgufLayout(path: string): Promise<GgufLayout>;
   setLlamaLogVerbose(verbose: boolean): void;
+  /** llama_print_system_info(): the backends and the CPU instruction sets this build was compiled with. */
+  systemInfo(): string;
   makeModel(spec: Record<string, unknown>, onProgress?: (done: number, total: number) => void): Promise<{ path: string; bytes: number; tensors: number }>;
   // Expert I/O (native/src/ExpertIo.cpp). `ranges`: Float64Array of (file index, offset, length) triples.
   ioUringStatus(): { available: boolean; reason: string | null; residencyMethod: 'cachestat' | 'mincore' };
@@ -164,7 +166,7 @@ export interface NativeEngine {
     recordRouting: boolean;
     hintChannel?: string;
     expertCache?: ExpertCacheOptions;
-  }): Promise<{ contextSize: number; parallel: number; expertCache?: { slots: number; slotBytes: number; stagingBytes: number; allResident: boolean; sizedBy: string; prefetch: boolean } }>;
+  }): Promise<{ contextSize: number; parallel: number; expertCache?: { slots: number; slotBytes: number; stagingBytes: number; allResident: boolean; sizedBy: string; prefetch: boolean} }>;
   submit(id: number, prompt: Int32Array, params: NativeSamplingParams): void;
   cancel(id: number): boolean;
   expertUse(): { nExpert: number; counts: Float64Array };
@@ -247,9 +249,14 @@ export function addonBackend(): string {
   return existsSync(marker) ? readFileSync(marker, 'utf8').trim() : 'cpu';
 }
 
+/** The addon's build folder for a backend: MOEFLASH_ADDON_BUILD_DIR (a second build, as the CPU fallback test makes), else native/build/<backend>. */
+export function addonBuildDir(backend = addonBackend()): string {
+  return process.env.MOEFLASH_ADDON_BUILD_DIR ?? join(repoRoot(), 'native', 'build', backend);
+}
+
 /** The addon file for a backend (built by `npm run build:native`). */
 export function addonPath(backend = addonBackend()): string {
-  return join(repoRoot(), 'native', 'build', backend, 'Release', 'moeflash.node');
+  return join(addonBuildDir(backend), 'Release', 'moeflash.node');
 }
 
 /** Loads the addon once. */

@@ -42,7 +42,7 @@ export class EngineHost extends EventEmitter<{ change: [] }> {
     if (!model) throw new NotFoundError('model', name);
     if (this.closing) throw new UnavailableError('the inference service is shutting down');
     if (model.status === 'loading') throw new UnavailableError(`model '${name}' is still loading`);
-    if (model.status === 'failed' || !model.engine) throw new UnavailableError(`model '${name}' failed to load`);
+    if (model.status === 'failed' || !model.engine) throw new UnavailableError(`model '${name}' failed to load: ${model.error ?? 'no reason given'}`);
     return model.engine;
   }
 

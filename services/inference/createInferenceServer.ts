@@ -143,6 +143,7 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
           activeSequences: stats?.activeSequences ?? 0,
           queuedRequests: stats?.queuedRequests ?? 0,
           capacity: stats?.parallel ?? 0,
+          error: m.error ?? '',
         };
       });
       return { models };

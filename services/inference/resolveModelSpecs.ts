@@ -19,7 +19,7 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
  * file's directory. The engine validates the options when it loads. The expert cache settings of the environment
  * (MOEFLASH_EXPERT_CACHE_*) apply to MOEFLASH_MODEL's model; a models file sets `options.expertCache` per model.
  */
-export function resolveModelSpecs(config: InferenceConfig, readFile: (file: string) => string = (f) => readFileSync(f, 'utf8')): ModelSpec[] {
+export function resolveModelSpecs(config: Omit<InferenceConfig, 'stateDir'>, readFile: (file: string) => string = (f) => readFileSync(f, 'utf8')): ModelSpec[] {
   const specs: ModelSpec[] = [];
   const violations: FieldViolation[] = [];
   if (config.model) {

@@ -54,7 +54,7 @@ interface Connection {
 /**
  * Feeds a BackendPool from the network: one grpc.health.v1 Watch per backend (waiting for the connection, so a
  * backend that comes back is noticed as soon as it accepts connections) and GetLoad when a backend turns
- * SERVING and every loadPollMs after. Owns the backend channels and their InferenceService clients.
+ * SERVING and every loadPollMs after (from every backend that answers, serving or not). Owns the backend channels and their InferenceService clients.
  */
 export class BackendMonitor {
   private readonly connections = new Map<string, Connection>();
@@ -87,7 +87,8 @@ export class BackendMonitor {
   start(): void {
     for (const address of this.connections.keys()) void this.watch(address);
     this.pollTimer = setInterval(() => {
-      for (const address of this.connections.keys()) if (this.pool.isHealthy(address)) void this.refreshLoad(address);
+      // unhealthy ones too: a backend up but not serving reports why (a failed model) for the router to pass on
+      for (const address of this.connections.keys()) void this.refreshLoad(address);
     }, this.options.loadPollMs);
     this.pollTimer.unref();
   }
@@ -111,8 +112,9 @@ export class BackendMonitor {
         for await (const { status } of stream) {
           backoffMs = MIN_BACKOFF_MS;
           const serving = status === HealthCheckResponse_ServingStatus.SERVING;
-          // Know the backend's models before routing to it.
-          if (serving) await this.refreshLoad(address);
+          // Know the backend's models before routing to it; a backend that is not serving says why (a model that
+          // failed, or is still loading), which the router passes on to callers.
+          await this.refreshLoad(address);
           this.pool.setHealth(address, serving);
           log.info({ backend: address, serving }, 'backend health');
         }
@@ -137,7 +139,7 @@ export class BackendMonitor {
       const loads = new Map<string, ModelLoadInfo>();
       for (const m of models) {
         const state = MODEL_STATES[m.state];
-        if (state) loads.set(m.model, { state, activeSequences: m.activeSequences, queuedRequests: m.queuedRequests, capacity: m.capacity });
+        if (state) loads.set(m.model, { state, activeSequences: m.activeSequences, queuedRequests: m.queuedRequests, capacity: m.capacity, error: m.error || undefined });
       }
       this.pool.setLoad(address, loads);
     } catch (err) {

@@ -7,6 +7,8 @@ export interface ModelLoadInfo {
   queuedRequests: number;
   /** Sequences decoded together; 0 while loading. */
   capacity: number;
+  /** Why the model failed there (state 'failed'). */
+  error?: string;
 }
 
 interface Backend {
@@ -75,6 +77,16 @@ export class BackendPool extends EventEmitter<{ change: []; suspect: [address: s
   knowsModel(model: string): boolean {
     for (const b of this.backends.values()) if (b.models.has(model)) return true;
     return false;
+  }
+
+  /** Why `model` is not served: each backend's reason for its failure, as "address: reason"; empty when none failed. */
+  failures(model: string): string[] {
+    const out: string[] = [];
+    for (const b of this.backends.values()) {
+      const load = b.models.get(model);
+      if (load?.state === 'failed') out.push(`${b.address}: ${load.error ?? 'failed to load'}`);
+    }
+    return out;
   }
 
   /** Models ready on at least one healthy backend, sorted. */

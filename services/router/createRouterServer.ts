@@ -88,7 +88,10 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
   function requireModel(model: string): void {
     if (model.length === 0) throw InvalidArgumentError.field('model', 'a model name is required');
     if (pool.candidates(model).length > 0) return;
-    if (pool.knowsModel(model) || !pool.anyHealthy()) throw new UnavailableError(`no healthy backend serves model '${model}'`);
+    if (pool.knowsModel(model) || !pool.anyHealthy()) {
+      const failures = pool.failures(model);
+      throw new UnavailableError(`no healthy backend serves model '${model}'${failures.length ? ` (${failures.join('; ')})` : ''}`);
+    }
     throw new NotFoundError('model', model);
   }
 
