@@ -9,8 +9,11 @@
  * plot of decode t/s against the budget.
  * With BENCH_PREFETCH=off,on each budget also runs with predictive prefetch, reporting the prediction accuracy
  * (predicted experts a step needed) and the share of speculative copies that were used.
+ * BENCH_RESOLVE=device,host runs each budget with slots resolved in the graph (GGML_OP_MOE_SLOTS, the default) and
+ * with the host stop per layer, in the same run. The "inline bound" column is the decode rate a step cannot beat
+ * with copies inline: 1 / (stock full-GPU time per token + MiB copied per token / measured host->device bandwidth).
  * Options (env): BENCH_MODEL=30b-a3b (preset or path)  BENCH_BUDGETS=0.25,0.5,0.75  BENCH_REGIMES=own,realistic BENCH_HOST_MEMORY=pinned|mmap
- * BENCH_PREFETCH=off|on|off,on  BENCH_STOCK=1 (0: skip the stock rows)  BENCH_THREADS=<cores>  BENCH_TG=128  BENCH_PP=512
+ * BENCH_PREFETCH=off|on|off,on  BENCH_RESOLVE=device|host|device,host  BENCH_STOCK=1 (0: skip the stock rows)  BENCH_THREADS=<cores>  BENCH_TG=128  BENCH_PP=512
  * BENCH_LABEL=<backend>  BENCH_NGL=99
  */
 import { execFile } from 'node:child_process';
@@ -20,7 +23,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { Engine } from '../services/engine/Engine';
-import { repoRoot } from '../services/engine/loadAddon';
+import { loadAddon, repoRoot } from '../services/engine/loadAddon';
 import type { GenerationFinal } from '../services/engine/types';
 import { benchModel } from './benchModel';
 import { plotLinesSvg } from './plotSvg';
@@ -37,6 +40,7 @@ const budgets = (process.env.BENCH_BUDGETS ?? '0.25,0.5,0.75').split(',').map(Nu
 const regimes = (process.env.BENCH_REGIMES ?? 'own,realistic').split(',') as Regime[];
 const hostMemory = (process.env.BENCH_HOST_MEMORY ?? 'pinned') as 'pinned' | 'mmap';
 const prefetchModes = (process.env.BENCH_PREFETCH ?? 'off').split(',').map((m) => m === 'on');
+const resolveModes = (process.env.BENCH_RESOLVE ?? 'device').split(',') as ('device' | 'host')[];
 const withStock = process.env.BENCH_STOCK !== '0';
 
 type Regime = 'own' | 'realistic';
@@ -51,6 +55,10 @@ interface Row {
   mibPerToken?: number;
   copyMsPerToken?: number;
   stallMsPerToken?: number;
+  /** How decode found its slots (ModelInfo.expertCache.path). */
+  path?: string;
+  /** Decode rate with copies inline at link speed: 1 / (full-GPU s/token + bytes/token / bandwidth). */
+  bound?: number;
   /** Predictive prefetch: predicted experts the step needed, and speculative copies that were used. */
   predictionAccuracy?: number;
   usefulPrefetch?: number;
@@ -67,7 +75,7 @@ function sum(values: number[]): number {
   return values.reduce((a, b) => a + b, 0);
 }
 
-async function ours(path: string, budget: number, regime: Regime, prefetch: boolean): Promise<{ row: Row; nLayer: number; nExpert: number }> {
+async function ours(path: string, budget: number, regime: Regime, prefetch: boolean, resolve: 'device' | 'host'): Promise<{ row: Row; nLayer: number; nExpert: number }> {
   const probe = await Engine.load({ path, threads, parallel: 1, contextSize: 256, nGpuLayers: 0, warmup: false });
   const { nExpert, nLayer, nVocab } = probe.info;
   await probe.close();
@@ -79,7 +87,7 @@ async function ours(path: string, budget: number, regime: Regime, prefetch: bool
     contextSize: PP + TG + 16,
     batchSize: PP,
     nGpuLayers: ngl,
-    expertCache: { slots, hostMemory, prefetch, syntheticRouting: regime === 'realistic' ? { seed: 7 } : undefined },
+    expertCache: { slots, hostMemory, prefetch, resolve, syntheticRouting: regime === 'realistic' ? { seed: 7 } : undefined },
   });
   try {
     const prompt = Array.from({ length: PP }, (_, i) => 3 + ((i * 7919) % (nVocab - 3)));
@@ -99,7 +107,8 @@ async function ours(path: string, budget: number, regime: Regime, prefetch: bool
       nLayer,
       nExpert,
       row: {
-        system: `moeflash cache ${Math.round(budget * 100)}%${prefetch ? ' + prefetch' : ''}`,
+        system: `moeflash cache ${Math.round(budget * 100)}%${prefetch ? ' + prefetch' : ''}${resolveModes.length > 1 ? ` (${resolve})` : ''}`,
+        path: engine.info.expertCache?.path,
         regime,
         budget,
         tg: t.timings.decodeTokensPerSecond,
@@ -137,8 +146,8 @@ async function main(): Promise<void> {
   let nLayer = 0;
   for (const regime of regimes) {
     for (const budget of budgets) {
-      for (const prefetch of prefetchModes) {
-        const r = await ours(path, budget, regime, prefetch);
+      for (const prefetch of prefetchModes) for (const resolve of resolveModes) {
+        const r = await ours(path, budget, regime, prefetch, resolve);
         nLayer = r.nLayer;
         rows.push(r.row);
         console.error(`${r.row.system} ${regime}: tg ${r.row.tg.toFixed(1)} pp ${r.row.pp.toFixed(1)} hit ${(100 * r.row.hitRate!).toFixed(1)}%`);
@@ -155,18 +164,30 @@ async function main(): Promise<void> {
     rows.push({ system: `stock -ncmoe ${nLayer} (experts on CPU)`, regime: 'any', budget: 0, ...(await llamaBench(path, nLayer)) });
   }
 
+  // the inline bound: full-GPU time per token plus the misses' bytes over the measured link
+  const linkGBps = loadAddon().measureLinkBandwidth();
+  if (full && linkGBps > 0) {
+    for (const r of rows) {
+      if (r.mibPerToken !== undefined) r.bound = 1 / (1 / full.tg + (r.mibPerToken * 1048576) / (linkGBps * 1e9));
+    }
+  }
+  console.log(`host->device ${linkGBps.toFixed(1)} GB/s (pinned)`);
   const f = (n: number | undefined, d = 1) => (n === undefined ? '' : n.toFixed(d));
   const pct = (n: number | undefined) => (n === undefined ? '' : `${(100 * n).toFixed(1)}%`);
   printTable(
-    ['system', 'routing', 'expert budget', 'decode t/s', 'prefill t/s', 'hit rate', 'MiB copied/token', 'copy ms/token', 'stall ms/token', 'prediction accuracy', 'useful prefetch'],
-    rows.map((r) => [r.system, r.regime, `${Math.round(r.budget * 100)}%`, f(r.tg), f(r.pp), pct(r.hitRate), f(r.mibPerToken, 2), f(r.copyMsPerToken, 2), f(r.stallMsPerToken, 2), pct(r.predictionAccuracy), r.predictionAccuracy !== undefined && r.usefulPrefetch === undefined ? 'no copies' : pct(r.usefulPrefetch)]),
+    ['system', 'path', 'routing', 'expert budget', 'decode t/s', 'inline bound t/s', 'of bound', 'prefill t/s', 'hit rate', 'MiB copied/token', 'copy ms/token', 'stall ms/token', 'prediction accuracy', 'useful prefetch'],
+    rows.map((r) => [r.system, r.path ?? '', r.regime, `${Math.round(r.budget * 100)}%`, f(r.tg), f(r.bound), r.bound ? f(r.tg / r.bound, 2) : '', f(r.pp), pct(r.hitRate), f(r.mibPerToken, 2), f(r.copyMsPerToken, 2), f(r.stallMsPerToken, 2), pct(r.predictionAccuracy), r.predictionAccuracy !== undefined && r.usefulPrefetch === undefined ? 'no copies' : pct(r.usefulPrefetch)]),
   );
   const series = [
     ...regimes.flatMap((regime) =>
-      prefetchModes.map((prefetch) => ({
-        name: `moeflash cache (${regime}${prefetch ? ', prefetch' : ''})`,
-        points: rows.filter((r) => r.regime === regime && r.system.endsWith('+ prefetch') === prefetch).map((r) => [r.budget, r.tg] as [number, number]),
-      })),
+      prefetchModes.flatMap((prefetch) =>
+        resolveModes.map((resolve) => ({
+          name: `moeflash cache (${regime}${prefetch ? ', prefetch' : ''}${resolveModes.length > 1 ? `, ${resolve}` : ''})`,
+          points: rows
+            .filter((r) => r.regime === regime && r.system.includes('+ prefetch') === prefetch && (resolveModes.length === 1 || r.system.endsWith(`(${resolve})`)))
+            .map((r) => [r.budget, r.tg] as [number, number]),
+        })),
+      ),
     ),
     ...(full
       ? [
@@ -176,7 +197,7 @@ async function main(): Promise<void> {
       : []),
   ];
   const svg = plotLinesSvg({ title: `decode t/s vs expert budget (${label})`, xLabel: 'experts in device memory', yLabel: 'decode t/s', series });
-  writeResult(`cache-${label}`, { label, backend, hostMemory, threads, ngl, tg: TG, pp: PP, model: path, rows, date: new Date().toISOString() });
+  writeResult(`cache-${label}`, { label, backend, hostMemory, threads, ngl, tg: TG, pp: PP, model: path, linkGBps, rows, date: new Date().toISOString() });
   writeFileSync(join(repoRoot(), 'bench', 'results', `cache-${label}.svg`), svg);
 }
 

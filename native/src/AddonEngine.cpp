@@ -374,6 +374,7 @@ class StartWorker : public Napi::AsyncWorker {
             c.Set("stagingBytes", (double) engine->cache.staging_bytes);
             c.Set("allResident", engine->cache.all_resident);
             c.Set("prefetch", engine->cache.prefetch);
+            c.Set("path", engine->cache.path);
             out.Set("expertCache", c);
         }
         out.Set("contextSize", (double) llama_n_ctx_seq(ctx));
@@ -416,7 +417,7 @@ class CloseWorker : public Napi::AsyncWorker {
     Napi::ObjectReference engine_ref;
 };
 
-// expertCache: undefined | { slots?, memBytes?, policy?: 'lru' | 'lru2' | 'slru', prefetch?: boolean, syntheticRouting?: { seed, reusePrevious,
+// expertCache: undefined | { slots?, memBytes?, policy?: 'lru' | 'lru2' | 'slru', prefetch?: boolean, resolve?: 'device' | 'host', syntheticRouting?: { seed, reusePrevious,
 // reuseWindow } } (validated in TypeScript)
 moeflash::ExpertCacheRequest ExpertCacheRequestFrom(Napi::Value v) {
     moeflash::ExpertCacheRequest r;
@@ -441,6 +442,9 @@ moeflash::ExpertCacheRequest ExpertCacheRequestFrom(Napi::Value v) {
         }
     }
     r.prefetch = o.Get("prefetch").ToBoolean().Value();
+    if (o.Get("resolve").IsString()) {
+        r.device_resolve = o.Get("resolve").As<Napi::String>().Utf8Value() != "host";
+    }
     Napi::Value synthetic = o.Get("syntheticRouting");
     if (synthetic.IsObject()) {
         Napi::Object so = synthetic.As<Napi::Object>();

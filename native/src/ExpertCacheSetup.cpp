@@ -89,6 +89,11 @@ ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * mode
         }
         setup.prefetch = true;
     }
+    switch (llama_expert_cache_set_device_resolve(ctx, request.device_resolve)) {
+        case LLAMA_EXPERT_CACHE_PATH_DEVICE:       setup.path = "device"; break;
+        case LLAMA_EXPERT_CACHE_PATH_ALL_RESIDENT: setup.path = "all-resident"; break;
+        default:                                   setup.path = "host-stop"; break;
+    }
     if (request.synthetic_routing) {
         setup.routing = std::make_unique<SyntheticRouting>(llama_model_n_layer(model), (int32_t) ArchMetaInt(model, "expert_count"),
                                                            request.synthetic);

@@ -16,6 +16,7 @@ struct ExpertCacheRequest {
     uint64_t mem_bytes = 0;      // budget for all banks together
     llama_expert_cache_policy policy = LLAMA_EXPERT_CACHE_POLICY_LRU2;
     bool prefetch = false;           // predict the next layer's experts and copy them on a second stream
+    bool device_resolve = true;      // resolve slots in the graph where the backend can (false: the host's stop)
     bool synthetic_routing = false;  // benchmarks only: replay a generated trace with realistic locality
     SyntheticRoutingOptions synthetic;
 };
@@ -27,6 +28,7 @@ struct ExpertCacheSetup {
     bool all_resident = false;   // a slot for every expert: all loaded once, no lookups
     std::string sized_by;        // "slots", "memory budget" or "free device memory"
     bool prefetch = false;
+    std::string path;            // how decode steps find their slots: "device", "host-stop" or "all-resident"
     std::unique_ptr<SyntheticRouting> routing;  // must outlive the context's use of it
 };
 

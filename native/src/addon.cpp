@@ -19,6 +19,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     InitModelMaker(env, exports);
     InitExpertIo(env, exports);
     InitHintChannel(env, exports);
+    InitLinkBandwidth(env, exports);
     return exports;
 }
 

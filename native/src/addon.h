@@ -13,6 +13,7 @@ void InitGgufLayout(Napi::Env env, Napi::Object exports);   // GgufLayout.cpp
 void InitModelMaker(Napi::Env env, Napi::Object exports);   // ModelMaker.cpp
 void InitExpertIo(Napi::Env env, Napi::Object exports);     // ExpertIo.cpp
 void InitHintChannel(Napi::Env env, Napi::Object exports);  // HintChannel.cpp
+void InitLinkBandwidth(Napi::Env env, Napi::Object exports); // LinkBandwidth.cpp
 
 // The error lines llama.cpp logged on the calling thread since the last call, then cleared: llama.cpp reports
 // why a load failed only through its log, so workers read this right after a failing call.

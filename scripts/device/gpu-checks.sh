@@ -1,94 +1,122 @@
 #!/usr/bin/env bash
-# GPU checks on the lent device machine (see docs/PERFORMANCE.md): builds or unpacks the backend, generates the
-# benchmark models, runs the GPU fidelity check and bench:engine, and copies the JSON results to $OUT.
-#   scripts/device/gpu-checks.sh cuda     builds patched + stock llama.cpp and the addon with CUDA there
-#   scripts/device/gpu-checks.sh vulkan   uses a Vulkan build made on the dev machine (.devtools/vulkan.tar.xz)
-#   a second argument picks the steps (a device command may run 10 minutes at most; a warm machine keeps the builds):
-#     build-only | fidelity (GPU fidelity incl. the expert cache) | bench (bench:engine) | cache (bench:cache) | all
-# It expects: .devtools/node.xz (node binary), dist/ (compiled TS), node_modules/node-addon-api and
-# node_modules/node-api-headers, and for cuda the llama.cpp bundle under build/dl (carried by the caller).
+# GPU checks on the lent device machine (docs/PERFORMANCE.md, docs/EXPERT_CACHE.md), which has no registry: carry
+# .devtools/ (scripts/device/pack-devtools.sh), dist/ and gen/. Runs the steps named as arguments, in order; a warm
+# machine keeps what earlier calls built. Results (JSON, logs) go to $OUT.
+#   setup        unpack node, the npm packages and the llama.cpp source (git repos the series applies to)
+#   cpu          the install on this machine's CPU with the GPU hidden: build-native (CPU level chosen by the probe),
+#                the stack started with one generation through the router, and the tests that need no registry tools
+#   cuda-bg      start the CUDA build (build-native: CPU level probed, then patched llama.cpp + addon) in the
+#                background; cuda-wait waits for it
+#   ops          test-backend-ops for the ops the patches add (CUDA against the CPU)
+#   fidelity     the stock CPU peer, then bench/gpuFidelity.ts (cache vs stock, tiny + small)
+#   cache        bench:cache on the 30b-a3b preset (BENCH_* as usual; CACHE_RUNS="env;env" runs several)
 set -euo pipefail
-backend=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 out=${OUT:-$root/build/device-out}
 mkdir -p "$out" build/device-models
-export MOEFLASH_BACKEND=$backend
-
 mkdir -p /tmp/nodebin
 [ -x /tmp/nodebin/node ] || { xz -dc .devtools/node.xz > /tmp/nodebin/node; chmod +x /tmp/nodebin/node; }
-export PATH=/tmp/nodebin:$PATH
-nproc; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+export PATH=/tmp/nodebin:$PATH CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90} MOEFLASH_JOBS=${MOEFLASH_JOBS:-16}
+log() { printf '== %s %s\n' "$(date +%T)" "$*"; }
 
-steps=${2:-all}
-built() { [ -f "native/build/$backend/Release/moeflash.node" ] && [ -f "build/llama/patched/build-$backend/bin/llama-bench" ]; }
-if [ "$backend" = cuda ] && built && [ -f "$root/build/llama/stock/build-cpu/bin/llama-completion" ]; then
-  echo "updating the CUDA build of this warm machine"
-  export CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90} MOEFLASH_JOBS=${MOEFLASH_JOBS:-16}
-  bash scripts/build-llama-cpp.sh patched > "$out/build-patched.log" 2>&1 || { tail -40 "$out/build-patched.log"; exit 1; }
-  cmake --build "native/build/$backend" > "$out/addon.log" 2>&1 || { tail -30 "$out/addon.log"; exit 1; }
-  export MOEFLASH_STOCK_BIN_DIR=$root/build/llama/stock/build-cpu/bin MOEFLASH_STOCK_GGML_DIR=$root/build/llama/ggml-cuda-only
-elif [ "$backend" = cuda ]; then
-  export CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90} MOEFLASH_JOBS=${MOEFLASH_JOBS:-16}
-  t0=$(date +%s)
-  bash scripts/build-llama-cpp.sh patched > "$out/build-patched.log" 2>&1 || { tail -40 "$out/build-patched.log"; exit 1; }
-  # The stock peer differs from ours only in libllama (our patches leave ggml alone): build it CPU-only (quick) and
-  # run it on the CUDA ggml libraries of the patched build.
-  if [ "$steps" != cache ]; then
-    MOEFLASH_BACKEND=cpu MOEFLASH_PORTABLE=1 bash scripts/build-llama-cpp.sh stock llama-completion > "$out/build-stock.log" 2>&1 || { tail -40 "$out/build-stock.log"; exit 1; }
-  fi
+setup() {
+  [ -d node_modules/nice-grpc ] || tar -xJf .devtools/node_modules.tar.xz
+  for variant in patched stock; do
+    src=build/llama/$variant/src
+    [ -d "$src/.git" ] && continue
+    mkdir -p "$src"
+    tar -xJf .devtools/llama-src.tar.xz -C "$src"
+    # a repository of the pristine source, so that prepare-llama-cpp.sh applies the series as anywhere else
+    git -C "$src" init -q && git -C "$src" add -A && git -C "$src" -c user.name=device -c user.email=device@local commit -qm pristine
+  done
+  nproc; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  grep -m1 'model name' /proc/cpuinfo; grep -o 'amx[a-z_0-9]*\|avx512[a-z_]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+}
+
+cpu() {
+  log "cpu: build-native (CPU backend, GPU hidden)"
+  CUDA_VISIBLE_DEVICES= MOEFLASH_BACKEND=cpu MOEFLASH_LLAMA_TARGETS="llama ggml" bash scripts/build-native.sh > "$out/cpu-build.log" 2>&1 \
+    || { tail -40 "$out/cpu-build.log"; return 1; }
+  grep '^build-native' "$out/cpu-build.log"
+  cp native/build/cpu/cpu-build.json "$out/cpu-build-xeon.json"
+  export MOEFLASH_BACKEND=cpu CUDA_VISIBLE_DEVICES=
+  [ -f models/tiny.gguf ] || node bin/moeflash.js make-model --out models/tiny.gguf --preset tiny --seed 1 --quiet
+  log "cpu: npm start equivalent (moeflash serve) and one generation through the router"
+  rm -f /tmp/serve.out
+  MOEFLASH_METRICS_ADDR=off MOEFLASH_EXPERT_STORE_HTTP_ADDR=off setsid node bin/moeflash.js serve > /tmp/serve.out 2>/tmp/serve.err &
+  local serve=$!
+  for _ in $(seq 1 120); do grep -q 'router' /tmp/serve.out 2>/dev/null && break; sleep 0.5; done
+  cat /tmp/serve.out
+  for _ in $(seq 1 60); do node bin/moeflash.js client generate --addr 127.0.0.1:50051 --model tiny --prompt Hello --max-tokens 16 > /tmp/gen.out 2>&1 && break; sleep 0.5; done
+  echo "generated through the router: $(head -c 300 /tmp/gen.out)"
+  kill -TERM $serve; wait $serve || true
+  log "cpu: tests that need no registry tools"
+  node node_modules/.bin/mocha --no-config --require dist/test/hooks/rootHooks.js --timeout 1200000 \
+    dist/test/unit/*.test.js dist/test/engine/*.test.js dist/test/integration/engineBuildGuard.test.js \
+    dist/test/native/cpuBuildFallback.test.js 2>&1 | tail -25
+  unset MOEFLASH_BACKEND CUDA_VISIBLE_DEVICES
+}
+
+cuda_bg() {
+  log "cuda: build started in the background"
+  setsid nohup bash -c "MOEFLASH_BACKEND=cuda MOEFLASH_LLAMA_TARGETS='llama ggml llama-bench test-backend-ops' bash scripts/build-native.sh > build/cuda-build.log 2>&1; echo \"exit \$?\" >> build/cuda-build.log" > /dev/null 2>&1 &
+}
+
+cuda_wait() {
+  for _ in $(seq 1 1200); do grep -q '^exit ' build/cuda-build.log 2>/dev/null && break; sleep 0.5; done
+  grep '^build-native\|^exit\|error' build/cuda-build.log | tail -20
+  cp build/cuda-build.log "$out/" || true
+  grep -q '^exit 0' build/cuda-build.log
+}
+
+ops() {
+  log "ops: test-backend-ops -o MOE_SLOTS"
+  build/llama/patched/build-cuda/bin/test-backend-ops -o MOE_SLOTS -b CUDA0 2>&1 | tail -25
+}
+
+stock_peer() {
+  [ -f build/llama/stock/build-cpu/bin/llama-completion ] && return 0
+  local flags
+  flags=$(node -p "require('./native/build/cuda/cpu-build.json').cmakeFlags.join(' ')")
+  MOEFLASH_BACKEND=cpu MOEFLASH_CPU_FLAGS="$flags" bash scripts/build-llama-cpp.sh stock llama-completion > "$out/build-stock.log" 2>&1 \
+    || { tail -30 "$out/build-stock.log"; return 1; }
+}
+
+fidelity() {
+  stock_peer
   mkdir -p build/llama/ggml-cuda-only
   for l in libggml.so.0 libggml-base.so.0 libggml-cpu.so.0 libggml-cuda.so.0; do
     ln -sf "$root/build/llama/patched/build-cuda/bin/$l" build/llama/ggml-cuda-only/$l
   done
-  export MOEFLASH_STOCK_BIN_DIR=$root/build/llama/stock/build-cpu/bin MOEFLASH_STOCK_GGML_DIR=$root/build/llama/ggml-cuda-only
-  echo "llama.cpp builds: $(( $(date +%s) - t0 )) s"
-else
-  tar -xJf .devtools/vulkan.tar.xz
-  # the addon was linked on the dev machine against its liburing
-  export LD_LIBRARY_PATH=$root/.devtools/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  for f in .gl/*.deb; do dpkg -x "$f" /; done
-  ldconfig
-  if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
-    export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-  fi
-fi
-if [ "$backend" = cuda ] && ! built; then
-  cmake -S native -B "native/build/$backend" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DLLAMA_SRC_DIR="$root/build/llama/patched/src" -DLLAMA_BIN_DIR="$root/build/llama/patched/build-$backend/bin" \
-    -DCMAKE_JS_INC="$root/node_modules/node-api-headers/include" > "$out/addon.log" 2>&1
-  cmake --build "native/build/$backend" >> "$out/addon.log" 2>&1 || { tail -30 "$out/addon.log"; exit 1; }
-fi
-
-[ "$steps" = build-only ] && { echo "built"; exit 0; }
-echo "$backend" > native/build/BACKEND
-
-for preset in tiny small; do
-  [ -f "build/device-models/$preset.gguf" ] || node bin/moeflash.js make-model --out "build/device-models/$preset.gguf" --preset "$preset" --seed 1 --quiet
-done
-if [ "$steps" = fidelity ] || [ "$steps" = all ]; then
-  node dist/bench/gpuFidelity.js build/device-models/tiny.gguf build/device-models/small.gguf 2>&1 | grep -v "^moeflash: expert cache" | tail -60 || echo "FIDELITY FAILED"
+  export MOEFLASH_BACKEND=cuda MOEFLASH_STOCK_BIN_DIR=$root/build/llama/stock/build-cpu/bin MOEFLASH_STOCK_GGML_DIR=$root/build/llama/ggml-cuda-only
+  for preset in tiny small; do
+    [ -f "build/device-models/$preset.gguf" ] || node bin/moeflash.js make-model --out "build/device-models/$preset.gguf" --preset "$preset" --seed 1 --quiet
+  done
+  log "fidelity"
+  node dist/bench/gpuFidelity.js build/device-models/tiny.gguf build/device-models/small.gguf 2>&1 | grep -v "^moeflash: expert cache" | tail -40 || echo "FIDELITY FAILED"
   cp bench/results/fidelity-*.json "$out/" 2>/dev/null || true
-  [ "$steps" = fidelity ] && exit 0
-fi
-if [ ! -f build/device-models/30b-a3b.gguf ]; then
-  t0=$(date +%s)
-  node bin/moeflash.js make-model --out build/device-models/30b-a3b.gguf --preset 30b-a3b --seed 1 --quiet
-  echo "30b-a3b model written in $(( $(date +%s) - t0 )) s"
-fi
+}
 
-if [ "$steps" = cache ] || [ "$steps" = all ]; then
-  label=${BENCH_LABEL:-$backend}
-  BENCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LABEL="$label" BENCH_THREADS=$(( $(nproc) - 1 )) node dist/bench/benchCache.js 2>&1 | grep -v "^moeflash: expert cache" | tail -30
-  # only this run's files: $OUT takes a limited number of files back
-  cp "bench/results/cache-$label.json" "bench/results/cache-$label.svg" "$out/" 2>/dev/null || true
-  [ "$steps" = cache ] && exit 0
-fi
-export BENCH_REPS=${BENCH_REPS:-2}
-BENCH_MODELS=build/device-models/30b-a3b.gguf BENCH_NGL=99 BENCH_LABEL="$backend-ngl99" node dist/bench/benchEngine.js 2>&1 | tail -8
-if [ "$backend" = cuda ]; then
-  # the same build with the GPU hidden: the device's CPU figures
-  # one core is left to the event loop: compute threads that share cores with it stall at every barrier
-  CUDA_VISIBLE_DEVICES= BENCH_THREADS=$(( $(nproc) - 1 )) BENCH_MODELS=build/device-models/30b-a3b.gguf BENCH_NGL=0 BENCH_LABEL=device-cpu node dist/bench/benchEngine.js 2>&1 | tail -8
-fi
-cp bench/results/*.json "$out/" 2>/dev/null || true
+cache() {
+  export MOEFLASH_BACKEND=cuda
+  if [ ! -f build/device-models/30b-a3b.gguf ]; then
+    log "writing the 30b-a3b model"
+    node bin/moeflash.js make-model --out build/device-models/30b-a3b.gguf --preset 30b-a3b --seed 1 --quiet
+  fi
+  IFS=';' read -r -a runs <<< "${CACHE_RUNS:-}"
+  [ ${#runs[@]} -eq 0 ] && runs=("")
+  for settings in "${runs[@]}"; do
+    log "cache: $settings"
+    env $settings BENCH_MODEL=build/device-models/30b-a3b.gguf BENCH_THREADS=$(( $(nproc) - 1 )) node dist/bench/benchCache.js 2>&1 \
+      | grep -v "^moeflash: expert cache" | tail -22
+  done
+  cp bench/results/cache-*.json "$out/" 2>/dev/null || true
+}
+
+for step in "$@"; do
+  case "$step" in
+    setup) setup ;; cpu) cpu ;; cuda-bg) cuda_bg ;; cuda-wait) cuda_wait ;; ops) ops ;; fidelity) fidelity ;; cache) cache ;;
+    *) echo "gpu-checks: unknown step $step" >&2; exit 2 ;;
+  esac
+done

@@ -12,6 +12,8 @@ export interface NativeAddon {
   setLlamaLogVerbose(verbose: boolean): void;
   /** llama_print_system_info(): the backends and the CPU instruction sets this build was compiled with. */
   systemInfo(): string;
+  /** Host -> device GB/s of the first GPU from pinned memory (what expert-cache copies use); 0 without a GPU. */
+  measureLinkBandwidth(bytes?: number): number;
   makeModel(spec: Record<string, unknown>, onProgress?: (done: number, total: number) => void): Promise<{ path: string; bytes: number; tensors: number }>;
   // Expert I/O (native/src/ExpertIo.cpp). `ranges`: Float64Array of (file index, offset, length) triples.
   ioUringStatus(): { available: boolean; reason: string | null; residencyMethod: 'cachestat' | 'mincore' };
@@ -166,7 +168,7 @@ export interface NativeEngine {
     recordRouting: boolean;
     hintChannel?: string;
     expertCache?: ExpertCacheOptions;
-  }): Promise<{ contextSize: number; parallel: number; expertCache?: { slots: number; slotBytes: number; stagingBytes: number; allResident: boolean; sizedBy: string; prefetch: boolean} }>;
+  }): Promise<{ contextSize: number; parallel: number; expertCache?: { slots: number; slotBytes: number; stagingBytes: number; allResident: boolean; sizedBy: string; prefetch: boolean; path: 'device' | 'host-stop' | 'all-resident' } }>;
   submit(id: number, prompt: Int32Array, params: NativeSamplingParams): void;
   cancel(id: number): boolean;
   expertUse(): { nExpert: number; counts: Float64Array };

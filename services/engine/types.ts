@@ -62,6 +62,13 @@ export interface ExpertCacheOptions {
    */
   prefetch?: boolean;
   /**
+   * Where a decode step's experts are matched to slots: 'device' (default: in the graph, by llama.cpp's
+   * GGML_OP_MOE_SLOTS, with no host round trip, where the backend has the op and reads the host experts directly:
+   * the CPU, CUDA with pinned experts) or 'host' (the scheduler stops after each layer's router and the host assigns
+   * slots: every backend; prefetch and slru always run this way). ModelInfo.expertCache.path says which one runs.
+   */
+  resolve?: 'device' | 'host';
+  /**
    * Benchmarks only: replace the model's routing with a generated trace with realistic temporal locality
    * (random-weight models route almost uniformly). Output text is meaningless with it.
    */
@@ -133,6 +140,8 @@ export interface ModelInfo {
     allResident: boolean;
     sizedBy: string;
     prefetch: boolean;
+    /** How decode steps find their slots: in the graph on the device, at a host stop per layer, or all resident. */
+    path: 'device' | 'host-stop' | 'all-resident';
   };
   /** Bytes of routed-expert weights (gate+up+down) per layer, index = layer. */
   expertBytesPerLayer: number[];

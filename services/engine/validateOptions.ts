@@ -103,6 +103,9 @@ export function validateLoad(o: LoadOptions): void {
       const prefetch = o.expertCache?.prefetch;
       if (prefetch !== undefined && typeof prefetch !== 'boolean')
         v.push({ field: 'expertCache.prefetch', description: `must be true or false, got ${JSON.stringify(prefetch)}` });
+      const resolve = o.expertCache?.resolve;
+      if (resolve !== undefined && resolve !== 'device' && resolve !== 'host')
+        v.push({ field: 'expertCache.resolve', description: `must be device or host, got '${resolve}'` });
       const policy = o.expertCache?.policy;
       if (policy !== undefined && policy !== 'lru' && policy !== 'lru2' && policy !== 'slru')
         v.push({ field: 'expertCache.policy', description: `must be lru, lru2 or slru, got '${policy}'` });

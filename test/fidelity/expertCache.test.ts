@@ -173,6 +173,37 @@ for (const preset of ['tiny', 'small'] as TestPreset[]) {
       assert.ok(on.prefetched <= 2 * nLayer * nUsed, `${on.prefetched} speculative copies over 64 tokens`);
     });
 
+    it('the device path (slots resolved in the graph) makes the host path\'s decisions, layer by layer', async function () {
+      // GGML_OP_MOE_SLOTS reimplements the host's slot assignment (hits first, misses in expert order, home slot,
+      // first free slot, the policy's victim): the same traffic must give the same per-layer hits, misses and
+      // evictions, for both policies, with the synthetic trace (many evictions) and the model's own routing
+      for (const policy of ['lru', 'lru2'] as const) {
+        for (const syntheticRouting of [undefined, { seed: 5 }]) {
+          const load = (resolve: 'device' | 'host') =>
+            Engine.load({ path: model, contextSize: CONTEXT, threads: THREADS, parallel: 1,
+              expertCache: { slots: Math.max(nUsed, nExpert / 4), policy, resolve, syntheticRouting } });
+          const [device, host] = [await load('device'), await load('host')];
+          try {
+            assert.equal(device.info.expertCache?.path, 'device');
+            assert.equal(host.info.expertCache?.path, 'host-stop');
+            for (const prompt of PROMPTS.slice(0, 2)) {
+              const [a, b] = [device, host].map((e) => e.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }));
+              const [da, db] = [await collect(a), await collect(b)];
+              if (!syntheticRouting) assert.equal(device.tokenBytes(da.tokens).toString('hex'), stock.get(prompt), `${policy}: "${prompt}"`);
+              assert.deepEqual(da.tokens, db.tokens);
+            }
+            const [sd, sh] = [device.expertCacheStats()!, host.expertCacheStats()!];
+            const decisions = (s: ExpertCacheStats) => s.layers.map((l) => [l.layer, l.steps, l.hits, l.misses, l.evictions, l.bytesCopied]);
+            assert.deepEqual(decisions(sd), decisions(sh), `${policy}${syntheticRouting ? ', synthetic trace' : ''}`);
+            assert.ok(sd.total.misses > 0 && sd.total.hits > 0);
+            if (syntheticRouting) assert.ok(sd.total.evictions > 0, 'the trace evicted');
+          } finally {
+            await Promise.all([device.close(), host.close()]);
+          }
+        }
+      }
+    });
+
     it('LRU and SLRU policies and several cached contexts in the same process are exact too (no shared state)', async function () {
       const contexts = await Promise.all([
         Engine.load({ path: model, contextSize: CONTEXT, threads: 1, parallel: 1, expertCache: { slots: nUsed, policy: 'lru' } }),
