@@ -20,6 +20,14 @@ describe("llama.cpp's own tests on the patched build", function () {
     assert.match(stdout, /Backend CPU: .*OK|OK\s*$/m);
   });
 
+  it('test-backend-ops -o MOE_SLOTS (the expert cache op, patch 0010) passes on the CPU backend', async function () {
+    const { stdout } = await run(patchedBinary('test-backend-ops'), ['test', '-o', 'MOE_SLOTS', '-b', 'CPU'], { maxBuffer: 16 << 20 });
+    const passed = /(\d+)\/(\d+) tests passed/.exec(stdout);
+    assert.ok(passed, `no test summary in output:\n${stdout.slice(-2000)}`);
+    assert.equal(passed[1], passed[2]);
+    assert.ok(Number(passed[2]) >= 14, `only ${passed[2]} MOE_SLOTS cases ran`);
+  });
+
   it('test-gguf passes', async function () {
     const { stdout, stderr } = await run(patchedBinary('test-gguf'), [], { maxBuffer: 64 << 20 });
     assert.doesNotMatch(stdout + stderr, /FAIL/);
