@@ -27,6 +27,7 @@ import { loadAddon, repoRoot } from '../services/engine/loadAddon';
 import type { GenerationFinal } from '../services/engine/types';
 import { benchModel } from './benchModel';
 import { plotLinesSvg } from './plotSvg';
+import { QWEN3_30B_A3B_PUBLISHED, routingLocality, type RoutingLocality } from './routingLocality';
 import { printTable, writeResult } from './benchTable';
 
 const run = promisify(execFile);
@@ -75,9 +76,9 @@ function sum(values: number[]): number {
   return values.reduce((a, b) => a + b, 0);
 }
 
-async function ours(path: string, budget: number, regime: Regime, prefetch: boolean, resolve: 'device' | 'host'): Promise<{ row: Row; nLayer: number; nExpert: number }> {
+async function ours(path: string, budget: number, regime: Regime, prefetch: boolean, resolve: 'device' | 'host'): Promise<{ row: Row; nLayer: number; nExpert: number; nUsed: number }> {
   const probe = await Engine.load({ path, threads, parallel: 1, contextSize: 256, nGpuLayers: 0, warmup: false });
-  const { nExpert, nLayer, nVocab } = probe.info;
+  const { nExpert, nLayer, nVocab, nExpertUsed: nUsed } = probe.info;
   await probe.close();
   const slots = Math.max(1, Math.round(budget * nExpert));
   const engine = await Engine.load({
@@ -106,6 +107,7 @@ async function ours(path: string, budget: number, regime: Regime, prefetch: bool
     return {
       nLayer,
       nExpert,
+      nUsed,
       row: {
         system: `moeflash cache ${Math.round(budget * 100)}%${prefetch ? ' + prefetch' : ''}${resolveModes.length > 1 ? ` (${resolve})` : ''}`,
         path: engine.info.expertCache?.path,
@@ -140,15 +142,37 @@ async function llamaBench(path: string, nCpuMoe: number): Promise<{ pp: number; 
   return { pp: rows.find((r) => r.n_prompt > 0)!.avg_ts, tg: rows.find((r) => r.n_gen > 0)!.avg_ts };
 }
 
+/** The synthetic trace's locality at the model's shape next to published routing of Qwen3-30B-A3B. */
+function printTraceLocality(nLayer: number, nExpert: number, nUsed: number): RoutingLocality {
+  const trace = loadAddon().syntheticRoutingTrace({ layers: nLayer, experts: nExpert, expertsUsed: nUsed, tokens: 512, seed: 7 });
+  const ours = routingLocality(trace, nLayer, nUsed);
+  const pct = (n: number) => `${(100 * n).toFixed(1)}%`;
+  const row = (name: string, l: RoutingLocality) => [
+    name,
+    ...[8, 16, 32, 64].map((k) => pct(l.lruHitRate[k])),
+    pct(l.reuseNextToken),
+    pct(l.reuseWithin8),
+    `${pct(l.missFirst64)} / ${pct(l.missAfter64)}`,
+  ];
+  console.log(`\nsynthetic routing ("realistic"), ${nLayer} layers x ${nExpert} experts, top-${nUsed}, 512 tokens\n`);
+  printTable(
+    ['trace', 'LRU 8 slots', 'LRU 16', 'LRU 32', 'LRU 64', 'next-token reuse', 'reuse within 8', 'miss 64 slots: first 64 / after'],
+    [row('synthetic', ours), row('Qwen3-30B-A3B, published', QWEN3_30B_A3B_PUBLISHED)],
+  );
+  return ours;
+}
+
 async function main(): Promise<void> {
   const path = await benchModel(process.env.BENCH_MODEL ?? '30b-a3b');
   const rows: Row[] = [];
   let nLayer = 0;
+  let traceLocality: RoutingLocality | undefined;
   for (const regime of regimes) {
     for (const budget of budgets) {
       for (const prefetch of prefetchModes) for (const resolve of resolveModes) {
         const r = await ours(path, budget, regime, prefetch, resolve);
         nLayer = r.nLayer;
+        if (regime === 'realistic' && !traceLocality) traceLocality = printTraceLocality(r.nLayer, r.nExpert, r.nUsed);
         rows.push(r.row);
         console.error(`${r.row.system} ${regime}: tg ${r.row.tg.toFixed(1)} pp ${r.row.pp.toFixed(1)} hit ${(100 * r.row.hitRate!).toFixed(1)}%`);
       }
@@ -197,7 +221,7 @@ async function main(): Promise<void> {
       : []),
   ];
   const svg = plotLinesSvg({ title: `decode t/s vs expert budget (${label})`, xLabel: 'experts in device memory', yLabel: 'decode t/s', series });
-  writeResult(`cache-${label}`, { label, backend, hostMemory, threads, ngl, tg: TG, pp: PP, model: path, linkGBps, rows, date: new Date().toISOString() });
+  writeResult(`cache-${label}`, { label, backend, hostMemory, threads, ngl, tg: TG, pp: PP, model: path, linkGBps, traceLocality, rows, date: new Date().toISOString() });
   writeFileSync(join(repoRoot(), 'bench', 'results', `cache-${label}.svg`), svg);
 }
 

@@ -20,6 +20,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     InitExpertIo(env, exports);
     InitHintChannel(env, exports);
     InitLinkBandwidth(env, exports);
+    InitSyntheticRoutingTrace(env, exports);
     return exports;
 }
 

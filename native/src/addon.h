@@ -14,6 +14,7 @@ void InitModelMaker(Napi::Env env, Napi::Object exports);   // ModelMaker.cpp
 void InitExpertIo(Napi::Env env, Napi::Object exports);     // ExpertIo.cpp
 void InitHintChannel(Napi::Env env, Napi::Object exports);  // HintChannel.cpp
 void InitLinkBandwidth(Napi::Env env, Napi::Object exports); // LinkBandwidth.cpp
+void InitSyntheticRoutingTrace(Napi::Env env, Napi::Object exports); // SyntheticRoutingTrace.cpp
 
 // The error lines llama.cpp logged on the calling thread since the last call, then cleared: llama.cpp reports
 // why a load failed only through its log, so workers read this right after a failing call.

@@ -14,6 +14,8 @@ export interface NativeAddon {
   systemInfo(): string;
   /** Host -> device GB/s of the first GPU from pinned memory (what expert-cache copies use); 0 without a GPU. */
   measureLinkBandwidth(bytes?: number): number;
+  /** The synthetic routing trace bench:cache replays, without a model: [tokens][layers][expertsUsed] expert ids. */
+  syntheticRoutingTrace(spec: { layers: number; experts: number; expertsUsed: number; tokens: number; seed?: number; reusePrevious?: number; reuseWindow?: number }): Int32Array;
   makeModel(spec: Record<string, unknown>, onProgress?: (done: number, total: number) => void): Promise<{ path: string; bytes: number; tensors: number }>;
   // Expert I/O (native/src/ExpertIo.cpp). `ranges`: Float64Array of (file index, offset, length) triples.
   ioUringStatus(): { available: boolean; reason: string | null; residencyMethod: 'cachestat' | 'mincore' };
