@@ -468,7 +468,9 @@ Napi::Value AddonEngine::Start(const Napi::CallbackInfo & info) {
     params.n_ctx = u32("nCtxPerSeq") * n_seq;
     params.n_seq_max = n_seq;
     params.n_batch = u32("nBatch");
-    params.n_ubatch = std::min<uint32_t>(params.n_batch, 512);
+    // With the expert cache a prefill ubatch pays one copy of the experts it needs per layer (the staging bank):
+    // ubatches as large as the batch amortise it (docs/EXPERT_CACHE.md, prefill); otherwise llama.cpp's 512.
+    params.n_ubatch = o.Get("expertCache").IsObject() ? params.n_batch : std::min<uint32_t>(params.n_batch, 512);
     params.n_threads = (int32_t) u32("nThreads");
     params.n_threads_batch = (int32_t) u32("nThreads");
     params.kv_unified = false;  // each sequence gets its own KV stream of nCtxPerSeq cells

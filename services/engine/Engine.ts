@@ -18,6 +18,12 @@ import type {
 } from './types';
 import { DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING, validateGenerate, validateLoad } from './validateOptions';
 
+/**
+ * Default batch (and ubatch) with the expert cache: a prefill ubatch copies the experts it needs once per layer, so
+ * larger ubatches amortise the copies (measured: docs/EXPERT_CACHE.md, prefill).
+ */
+const EXPERT_CACHE_BATCH = 2048;
+
 /** llama.cpp's pattern for the routed-expert tensors of layer `il` (as its --n-cpu-moe builds them). */
 function expertOverridePattern(layer: number | string): string {
   return `blk\\.${layer}\\.ffn_(up|down|gate|gate_up)_(ch|)exps`;
@@ -114,7 +120,7 @@ export class Engine implements EngineLike {
         nSeq,
         // llama.cpp caps its batch at the (unpadded) context; the scheduler fills batches of the size given here,
         // so a larger one would overrun llama.cpp's (GGML_ASSERT in llama_decode)
-        nBatch: Math.min(options.batchSize ?? 512, contextSize * nSeq),
+        nBatch: Math.min(options.batchSize ?? (options.expertCache ? EXPERT_CACHE_BATCH : 512), contextSize * nSeq),
         nThreads: options.threads ?? availableParallelism(),
         warmup: options.warmup ?? true,
         recordRouting: options.recordRouting ?? defaultRecordRouting(),
