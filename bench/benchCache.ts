@@ -13,7 +13,8 @@
  * with the host stop per layer, in the same run. The "inline bound" column is the decode rate a step cannot beat
  * with copies inline: 1 / (stock full-GPU time per token + MiB copied per token / measured host->device bandwidth).
  * Options (env): BENCH_MODEL=30b-a3b (preset or path)  BENCH_BUDGETS=0.25,0.5,0.75  BENCH_REGIMES=own,realistic BENCH_HOST_MEMORY=pinned|mmap
- * BENCH_PREFETCH=off|on|off,on  BENCH_RESOLVE=device|host|device,host  BENCH_STOCK=1 (0: skip the stock rows)  BENCH_THREADS=<cores>  BENCH_TG=128  BENCH_PP=512
+ * BENCH_PREFETCH=off|on|off,on  BENCH_RESOLVE=device|host|device,host  BENCH_ROUTING_FILE=<routingLog file: adds the
+ * replay regime, the cache measured on recorded traffic>  BENCH_STOCK=1 (0: skip the stock rows)  BENCH_THREADS=<cores>  BENCH_TG=128  BENCH_PP=512
  * BENCH_LABEL=<backend>  BENCH_NGL=99
  */
 import { execFile } from 'node:child_process';
@@ -38,13 +39,15 @@ const ngl = Number(process.env.BENCH_NGL ?? 99);
 const TG = Number(process.env.BENCH_TG ?? 128);
 const PP = Number(process.env.BENCH_PP ?? 512);
 const budgets = (process.env.BENCH_BUDGETS ?? '0.25,0.5,0.75').split(',').map(Number);
-const regimes = (process.env.BENCH_REGIMES ?? 'own,realistic').split(',') as Regime[];
+const routingFile = process.env.BENCH_ROUTING_FILE;
+const regimes = (process.env.BENCH_REGIMES ?? (routingFile ? 'own,realistic,replay' : 'own,realistic')).split(',') as Regime[];
 const hostMemory = (process.env.BENCH_HOST_MEMORY ?? 'pinned') as 'pinned' | 'mmap';
 const prefetchModes = (process.env.BENCH_PREFETCH ?? 'off').split(',').map((m) => m === 'on');
 const resolveModes = (process.env.BENCH_RESOLVE ?? 'device').split(',') as ('device' | 'host')[];
 const withStock = process.env.BENCH_STOCK !== '0';
 
-type Regime = 'own' | 'realistic';
+/** own: the model's routing; realistic: the synthetic trace; replay: BENCH_ROUTING_FILE (a routingLog recording) */
+type Regime = 'own' | 'realistic' | 'replay';
 
 interface Row {
   system: string;
@@ -88,7 +91,14 @@ async function ours(path: string, budget: number, regime: Regime, prefetch: bool
     contextSize: PP + TG + 16,
     batchSize: PP,
     nGpuLayers: ngl,
-    expertCache: { slots, hostMemory, prefetch, resolve, syntheticRouting: regime === 'realistic' ? { seed: 7 } : undefined },
+    expertCache: {
+      slots,
+      hostMemory,
+      prefetch,
+      resolve,
+      syntheticRouting: regime === 'realistic' ? { seed: 7 } : undefined,
+      replayRouting: regime === 'replay' ? routingFile : undefined,
+    },
   });
   try {
     const prompt = Array.from({ length: PP }, (_, i) => 3 + ((i * 7919) % (nVocab - 3)));

@@ -56,14 +56,14 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     bool released = false;
     int32_t n_batch = 512;
 
-    void StartScheduler(std::unique_ptr<moeflash::HintWriter> hints) {
+    void StartScheduler(std::unique_ptr<moeflash::HintWriter> hints, std::unique_ptr<moeflash::RoutingLog> routing_log) {
         Napi::ThreadSafeFunction fn = events_fn;
         scheduler = std::make_unique<BatchScheduler>(ctx, model->model, n_batch, [fn](std::vector<GenerationEvent> && events) {
             auto * data = new std::vector<GenerationEvent>(std::move(events));
             if (fn.NonBlockingCall(data, DeliverEvents) != napi_ok) {
                 delete data;  // the engine is being torn down: nobody is listening any more
             }
-        }, std::move(hints));
+        }, std::move(hints), std::move(routing_log));
     }
 
     void Shutdown() {
@@ -296,9 +296,11 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
 class StartWorker : public Napi::AsyncWorker {
   public:
     StartWorker(Napi::Env env, AddonEngine * engine, Napi::Object engine_obj, llama_context_params params, bool warmup,
-                bool record_routing, std::string hint_channel, moeflash::ExpertCacheRequest cache_request)
+                bool record_routing, std::string hint_channel, std::string routing_log_path,
+                moeflash::ExpertCacheRequest cache_request)
         : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), engine(engine), params(params), warmup(warmup),
-          record_routing(record_routing), hint_channel(std::move(hint_channel)), cache_request(cache_request) {
+          record_routing(record_routing), hint_channel(std::move(hint_channel)),
+          routing_log_path(std::move(routing_log_path)), cache_request(std::move(cache_request)) {
         engine_ref = Napi::Persistent(engine_obj);
     }
     Napi::Promise Promise() { return deferred.Promise(); }
@@ -350,6 +352,18 @@ class StartWorker : public Napi::AsyncWorker {
                 return;
             }
         }
+        if (!routing_log_path.empty()) {
+            try {
+                routing_log = std::make_unique<moeflash::RoutingLog>(routing_log_path);
+            } catch (const std::exception & e) {
+                llama_free(ctx);
+                ctx = nullptr;
+                ggml_threadpool_free(threadpool);
+                threadpool = nullptr;
+                SetError(e.what());
+                return;
+            }
+        }
         if (warmup) {
             // one decode so first-request latency does not include lazy allocations and first-touch page faults
             const llama_vocab * vocab = engine->model->vocab;
@@ -364,7 +378,7 @@ class StartWorker : public Napi::AsyncWorker {
         engine->threadpool = threadpool;
         engine->n_batch = (int32_t) params.n_batch;
         engine->cache = std::move(cache);
-        engine->StartScheduler(std::move(hints));
+        engine->StartScheduler(std::move(hints), std::move(routing_log));
         Napi::Object out = Napi::Object::New(Env());
         if (engine->cache.slots > 0) {
             Napi::Object c = Napi::Object::New(Env());
@@ -391,9 +405,11 @@ class StartWorker : public Napi::AsyncWorker {
     bool warmup;
     bool record_routing;
     std::string hint_channel;
+    std::string routing_log_path;
     moeflash::ExpertCacheRequest cache_request;
     moeflash::ExpertCacheSetup cache;
     std::unique_ptr<moeflash::HintWriter> hints;
+    std::unique_ptr<moeflash::RoutingLog> routing_log;
     llama_context * ctx = nullptr;
     ggml_threadpool * threadpool = nullptr;
 };
@@ -445,6 +461,15 @@ moeflash::ExpertCacheRequest ExpertCacheRequestFrom(Napi::Value v) {
     if (o.Get("resolve").IsString()) {
         r.device_resolve = o.Get("resolve").As<Napi::String>().Utf8Value() != "host";
     }
+    Napi::Value replay = o.Get("routeReplay");
+    if (replay.IsObject()) {
+        // { ids: Int32Array [tokens][layers][used], layers, used }, read and checked against the model in TypeScript
+        Napi::Object ro = replay.As<Napi::Object>();
+        Napi::Int32Array ids = ro.Get("ids").As<Napi::Int32Array>();
+        r.replay.assign(ids.Data(), ids.Data() + ids.ElementLength());
+        r.replay_layers = ro.Get("layers").As<Napi::Number>().Int32Value();
+        r.replay_used = ro.Get("used").As<Napi::Number>().Int32Value();
+    }
     Napi::Value synthetic = o.Get("syntheticRouting");
     if (synthetic.IsObject()) {
         Napi::Object so = synthetic.As<Napi::Object>();
@@ -479,6 +504,7 @@ Napi::Value AddonEngine::Start(const Napi::CallbackInfo & info) {
     auto * worker = new StartWorker(env, this, Value(), params, o.Get("warmup").ToBoolean().Value(),
                                     o.Get("recordRouting").ToBoolean().Value(),
                                     channel.IsString() ? channel.As<Napi::String>().Utf8Value() : std::string(),
+                                    o.Get("routingLog").IsString() ? o.Get("routingLog").As<Napi::String>().Utf8Value() : std::string(),
                                     ExpertCacheRequestFrom(o.Get("expertCache")));
     Napi::Promise promise = worker->Promise();
     worker->Queue();

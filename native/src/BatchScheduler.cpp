@@ -61,9 +61,10 @@ double Ms(int64_t from_us, int64_t to_us) {
 }  // namespace
 
 BatchScheduler::BatchScheduler(llama_context * ctx, const llama_model * model, int32_t n_batch, EventSink sink,
-                               std::unique_ptr<moeflash::HintWriter> hints)
+                               std::unique_ptr<moeflash::HintWriter> hints, std::unique_ptr<moeflash::RoutingLog> routing_log)
     : ctx(ctx), model(model), vocab(llama_model_get_vocab(model)), n_batch(n_batch),
-      n_ctx_seq((int32_t) llama_n_ctx_seq(ctx)), sink(std::move(sink)), hints(std::move(hints)) {
+      n_ctx_seq((int32_t) llama_n_ctx_seq(ctx)), sink(std::move(sink)), hints(std::move(hints)),
+      routing_log(std::move(routing_log)) {
     n_expert_ = (int32_t) moeflash::ArchMetaInt(model, "expert_count");
     n_layer_ = llama_model_n_layer(model);
     mask_words_ = (n_expert_ + 63) / 64;
@@ -180,6 +181,11 @@ void BatchScheduler::observe_routing() {
         const int32_t n_tokens = llama_get_moe_routing(ctx, il, &ids, &stride, &n_used, &seqs);
         if (n_tokens <= 0) {
             continue;
+        }
+        if (routing_log) {
+            for (int32_t t = 0; t < n_tokens; t++) {
+                routing_log->write(seqs[t], il, ids + (size_t) t * stride, n_used);
+            }
         }
         std::atomic<uint64_t> * use = &expert_use_[(size_t) il * n_expert_];
         for (size_t s = 0; s < slot_of_seq.size(); s++) {
@@ -311,6 +317,9 @@ void BatchScheduler::admit_locked() {
         slot.seq = seq;
         slot.request = std::move(front);
         slot.t_admit_us = ggml_time_us();
+        if (routing_log) {
+            routing_log->reset(seq);  // a new request's tokens count from 0
+        }
         slot.expert_mask.assign((size_t) n_layer_ * mask_words_, 0);
         slot.cache_hits.assign(cache_on_ ? (size_t) n_layer_ : 0, 0);
         slot.cache_misses.assign(cache_on_ ? (size_t) n_layer_ : 0, 0);

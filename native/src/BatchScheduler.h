@@ -4,6 +4,7 @@
 // events to a sink. Nothing here touches Node: AddonEngine bridges the sink to JavaScript.
 #pragma once
 
+#include "RoutingLog.h"
 #include "llama.h"
 
 #include <atomic>
@@ -73,8 +74,10 @@ class BatchScheduler {
     using EventSink = std::function<void(std::vector<GenerationEvent> &&)>;
 
     // hints (optional): receives, after every step, the experts each MoE layer routed each sequence's tokens to
+    // routing_log (optional): every decoded token's routing, appended as JSON lines
     BatchScheduler(llama_context * ctx, const llama_model * model, int32_t n_batch, EventSink sink,
-                   std::unique_ptr<moeflash::HintWriter> hints = nullptr);
+                   std::unique_ptr<moeflash::HintWriter> hints = nullptr,
+                   std::unique_ptr<moeflash::RoutingLog> routing_log = nullptr);
     ~BatchScheduler();
 
     void submit(std::shared_ptr<GenerationRequest> request);
@@ -129,6 +132,7 @@ class BatchScheduler {
     int32_t n_expert_ = 0;
     int32_t mask_words_ = 0;
     std::unique_ptr<moeflash::HintWriter> hints;
+    std::unique_ptr<moeflash::RoutingLog> routing_log;
     std::unique_ptr<std::atomic<uint64_t>[]> expert_use_;  // [n_layer * n_expert], read by other threads
     // scratch reused every step (no allocation on the decode path)
     std::vector<int32_t> step_ids_;      // distinct ids of one (layer, sequence)

@@ -94,7 +94,10 @@ ExpertCacheSetup EnableExpertCache(llama_context * ctx, const llama_model * mode
         case LLAMA_EXPERT_CACHE_PATH_ALL_RESIDENT: setup.path = "all-resident"; break;
         default:                                   setup.path = "host-stop"; break;
     }
-    if (request.synthetic_routing) {
+    if (!request.replay.empty()) {
+        setup.replay = std::make_unique<RouteReplay>(request.replay, request.replay_layers, request.replay_used);
+        llama_expert_cache_set_route_override(ctx, RouteReplay::Callback, setup.replay.get());
+    } else if (request.synthetic_routing) {
         setup.routing = std::make_unique<SyntheticRouting>(llama_model_n_layer(model), (int32_t) ArchMetaInt(model, "expert_count"),
                                                            request.synthetic);
         llama_expert_cache_set_route_override(ctx, SyntheticRouting::Callback, setup.routing.get());

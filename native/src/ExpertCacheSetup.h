@@ -1,6 +1,7 @@
 // ExpertCacheSetup: sizes and enables llama.cpp's expert cache (patches/llama.cpp/0003) for one context.
 #pragma once
 
+#include "RouteReplay.h"
 #include "SyntheticRouting.h"
 #include "llama.h"
 
@@ -19,6 +20,9 @@ struct ExpertCacheRequest {
     bool device_resolve = true;      // resolve slots in the graph where the backend can (false: the host's stop)
     bool synthetic_routing = false;  // benchmarks only: replay a generated trace with realistic locality
     SyntheticRoutingOptions synthetic;
+    std::vector<int32_t> replay;     // benchmarks only: a recorded trace [tokens][layers][used] to replay instead
+    int32_t replay_layers = 0;
+    int32_t replay_used = 0;
 };
 
 struct ExpertCacheSetup {
@@ -30,6 +34,7 @@ struct ExpertCacheSetup {
     bool prefetch = false;
     std::string path;            // how decode steps find their slots: "device", "host-stop" or "all-resident"
     std::unique_ptr<SyntheticRouting> routing;  // must outlive the context's use of it
+    std::unique_ptr<RouteReplay> replay;        // likewise
 };
 
 // Enables the cache on ctx as requested. Throws std::runtime_error naming the option at fault.

@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { InvalidArgumentError, ModelLoadError, UnavailableError } from '../common/errors';
 import { AsyncQueue } from './AsyncQueue';
 import { checkModelMetadata } from './checkModelMetadata';
+import { readRoutingLog } from './readRoutingLog';
 import { expertBytesPerLayer } from './expertLayout';
 import { addonBackend, loadAddon, type GgufLayout, type NativeEngine, type NativeEvent, type NativeModel } from './loadAddon';
 import type {
@@ -112,6 +113,14 @@ export class Engine implements EngineLike {
     const facts = model.info() as Omit<ModelInfo, 'path' | 'expertBytesPerLayer' | 'bytesPerExpert' | 'contextSize' | 'parallel'>;
     const contextSize = Math.min(options.contextSize ?? 4096, facts.nCtxTrain > 0 ? facts.nCtxTrain : Infinity);
     const nSeq = options.parallel ?? 4;
+    const routingLog = options.routingLog ?? (process.env.MOEFLASH_ROUTING_LOG || undefined);
+    let routeReplay;
+    try {
+      routeReplay = options.expertCache?.replayRouting !== undefined ? readRoutingLog(options.expertCache.replayRouting, facts) : undefined;
+    } catch (e) {
+      model.dispose();
+      throw e; // names the option and the file: the caller's input, not the model's
+    }
     const engine = new addon.AddonEngine(model, (events) => instance.dispatch(events));
     let started;
     try {
@@ -123,9 +132,11 @@ export class Engine implements EngineLike {
         nBatch: Math.min(options.batchSize ?? (options.expertCache ? EXPERT_CACHE_BATCH : 512), contextSize * nSeq),
         nThreads: options.threads ?? availableParallelism(),
         warmup: options.warmup ?? true,
-        recordRouting: options.recordRouting ?? defaultRecordRouting(),
+        // a routing log needs the routing recorded
+        recordRouting: routingLog !== undefined || (options.recordRouting ?? defaultRecordRouting()),
+        routingLog,
         hintChannel: options.hintChannel,
-        expertCache: options.expertCache,
+        expertCache: options.expertCache && { ...options.expertCache, routeReplay },
       });
     } catch (e) {
       model.dispose();

@@ -168,8 +168,10 @@ export interface NativeEngine {
     nThreads: number;
     warmup: boolean;
     recordRouting: boolean;
+    routingLog?: string;
     hintChannel?: string;
-    expertCache?: ExpertCacheOptions;
+    /** routeReplay: the replayRouting file, read and checked (services/engine/readRoutingLog.ts). */
+    expertCache?: ExpertCacheOptions & { routeReplay?: { ids: Int32Array; layers: number; used: number } };
   }): Promise<{ contextSize: number; parallel: number; expertCache?: { slots: number; slotBytes: number; stagingBytes: number; allResident: boolean; sizedBy: string; prefetch: boolean; path: 'device' | 'host-stop' | 'all-resident' } }>;
   submit(id: number, prompt: Int32Array, params: NativeSamplingParams): void;
   cancel(id: number): boolean;

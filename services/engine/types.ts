@@ -33,6 +33,12 @@ export interface LoadOptions {
   /** Shared-memory hint channel to publish routing to (the expert-store reads it); none by default. */
   hintChannel?: string;
   /**
+   * Append the routing of every token the engine decodes to this file as JSON lines {seq, token, layer, experts}
+   * (records the routing, whatever recordRouting says). MOEFLASH_ROUTING_LOG sets it for every engine. For
+   * measuring the expert cache on real traffic: expertCache.replayRouting replays such a file.
+   */
+  routingLog?: string;
+  /**
    * GPU expert slot cache (patches/llama.cpp/0003): routed experts stay in host memory and each MoE layer keeps
    * `slots` of them in device memory, copied in on misses. Off when absent.
    */
@@ -73,6 +79,11 @@ export interface ExpertCacheOptions {
    * (random-weight models route almost uniformly). Output text is meaningless with it.
    */
   syntheticRouting?: { seed?: number; reusePrevious?: number; reuseWindow?: number };
+  /**
+   * Benchmarks only: replay a routing file written through `routingLog` (one sequence's tokens, wrapping around)
+   * instead of the model's routing of decode steps. Checked against the model: layers, experts per token, ids.
+   */
+  replayRouting?: string;
 }
 
 /** Expert cache counters (since start for the engine, or of the steps a request took part in). */

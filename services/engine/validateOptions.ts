@@ -103,6 +103,9 @@ export function validateLoad(o: LoadOptions): void {
       const prefetch = o.expertCache?.prefetch;
       if (prefetch !== undefined && typeof prefetch !== 'boolean')
         v.push({ field: 'expertCache.prefetch', description: `must be true or false, got ${JSON.stringify(prefetch)}` });
+      const replay = o.expertCache?.replayRouting;
+      if (replay !== undefined && (typeof replay !== 'string' || replay === ''))
+        v.push({ field: 'expertCache.replayRouting', description: 'must be a file path' });
       const resolve = o.expertCache?.resolve;
       if (resolve !== undefined && resolve !== 'device' && resolve !== 'host')
         v.push({ field: 'expertCache.resolve', description: `must be device or host, got '${resolve}'` });
