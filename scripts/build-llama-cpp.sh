@@ -30,7 +30,7 @@ case "$backend" in
 esac
 cpu_flags=${MOEFLASH_CPU_FLAGS:-}
 if [ -z "$cpu_flags" ]; then
-  record=${MOEFLASH_ADDON_BUILD_DIR:-$root/native/build/$backend}/cpu-build.json
+  record=${MOEFLASH_ADDON_BUILD_DIR:-$root/native/build/$backend}-cpu-build.json
   if [ ! -f "$record" ]; then
     echo "build-llama-cpp: no CPU build record at $record: run npm run build:native first (it chooses and probes the CPU build)" >&2
     exit 1

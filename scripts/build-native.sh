@@ -2,7 +2,7 @@
 # Builds the patched llama.cpp and the addon at the best CPU level this host can run, and proves it: after each
 # build a child process decodes a tiny model; if it dies by a signal (an instruction set the host reports but does
 # not execute, e.g. AMX on some Intel VMs), the build drops that instruction set and tries again, saying so in one
-# line. The choice is recorded in native/build/<backend>/cpu-build.json (`npx moeflash cpu-build show`); the stock
+# line. The choice is recorded in native/build/<backend>-cpu-build.json (`npx moeflash cpu-build show`); the stock
 # peer is built with the same options. The selection is TypeScript (services/engine/cpuBuild), so dist/ must exist.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -39,7 +39,7 @@ cpu() {
   CUDA_VISIBLE_DEVICES= MOEFLASH_BACKEND=cpu MOEFLASH_LLAMA_TARGETS="llama ggml" bash scripts/build-native.sh > "$out/cpu-build.log" 2>&1 \
     || { tail -40 "$out/cpu-build.log"; return 1; }
   grep '^build-native' "$out/cpu-build.log"
-  cp native/build/cpu/cpu-build.json "$out/cpu-build-xeon.json"
+  cp native/build/cpu-cpu-build.json "$out/cpu-build-xeon.json"
   export MOEFLASH_BACKEND=cpu CUDA_VISIBLE_DEVICES=
   [ -f models/tiny.gguf ] || node bin/moeflash.js make-model --out models/tiny.gguf --preset tiny --seed 1 --quiet
   log "cpu: npm start equivalent (moeflash serve) and one generation through the router"
@@ -78,7 +78,7 @@ ops() {
 stock_peer() {
   [ -f build/llama/stock/build-cpu/bin/llama-completion ] && return 0
   local flags
-  flags=$(node -p "require('./native/build/cuda/cpu-build.json').cmakeFlags.join(' ')")
+  flags=$(node -p "require('./native/build/cuda-cpu-build.json').cmakeFlags.join(' ')")
   MOEFLASH_BACKEND=cpu MOEFLASH_CPU_FLAGS="$flags" bash scripts/build-llama-cpp.sh stock llama-completion > "$out/build-stock.log" 2>&1 \
     || { tail -30 "$out/build-stock.log"; return 1; }
 }

@@ -1,10 +1,11 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 
 import type { HostCpu } from './hostCpu';
 
 /**
- * What the install chose and proved, kept next to the addon (native/build/<backend>/cpu-build.json): the CPU build
+ * What the install chose and proved, kept beside the addon's build folder (native/build/<backend>-cpu-build.json,
+ * outside it: cmake-js empties that folder when it reconfigures): the CPU build
  * level, its cmake options (the stock peer is built with the same ones), what was left out and why, and the host the
  * probe passed on. The inference service trusts a passing record only on a host with the same fingerprint.
  */
@@ -21,7 +22,7 @@ export interface CpuBuildRecord {
 
 /** The record of the addon built in `addonBuildDir`. */
 export function cpuBuildRecordPath(addonBuildDir: string): string {
-  return join(addonBuildDir, 'cpu-build.json');
+  return `${addonBuildDir}-cpu-build.json`;
 }
 
 /** The record at `path`, or undefined when there is none (a build from before the probe existed) or it is unreadable. */
