@@ -1,6 +1,8 @@
 import { createServer, type Server } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl } from 'nice-grpc-server-health';
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
+
+import { ServerReflectionV1alphaService } from './reflectionV1alpha';
 import type { ChannelOptions, ServerCredentials } from '@grpc/grpc-js';
 import type { ServerMiddleware } from 'nice-grpc-common';
 import type { Logger } from 'pino';
@@ -13,7 +15,7 @@ export interface ServiceServerOptions {
   log: Logger;
   /** Fully qualified gRPC services this process serves: their health is reported and reflection lists them. */
   serviceNames: readonly string[];
-  /** FileDescriptorSet (gen/descriptor.binpb) to serve through grpc.reflection.v1; none: no reflection. */
+  /** FileDescriptorSet (gen/descriptor.binpb) to serve through grpc.reflection.v1 and v1alpha; none: no reflection. */
   descriptorSet?: Uint8Array;
   /** Extra grpc-js server options, over the keepalive defaults. */
   grpcOptions?: ChannelOptions;
@@ -83,7 +85,11 @@ export function ServiceServer(options: ServiceServerOptions): ServiceServer {
     .use(errorMiddleware(log));
   const server = (options.authenticate ? mapped.use(options.authenticate) : mapped).use(terminator.middleware);
   server.add(HealthDefinition, HealthServiceImpl(health.state));
-  if (options.descriptorSet) server.add(ServerReflectionService, ServerReflection(options.descriptorSet, options.serviceNames));
+  if (options.descriptorSet) {
+    const reflection = ServerReflection(options.descriptorSet, options.serviceNames);
+    server.add(ServerReflectionService, reflection);
+    server.add(ServerReflectionV1alphaService, reflection);
+  }
   let healthOnly: Server | undefined;
   let shuttingDown: Promise<void> | undefined;
 

@@ -9,6 +9,7 @@ import {
 } from 'nice-grpc-server-reflection/lib/proto/grpc/reflection/v1/reflection_pb';
 import { fromBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
+import { ServerReflectionV1alphaService } from '../../services/common/reflectionV1alpha';
 import { FakeEngine } from '../helpers/FakeEngine';
 import { startStack } from '../helpers/startStack';
 
@@ -41,6 +42,21 @@ describe('reflection and health', () => {
       const file = fromBinary(FileDescriptorProtoSchema, protos[0]);
       assert.equal(file.name, 'moeflash/v1/generation.proto');
       assert.ok(file.service[0].method.some((m) => m.name === 'Generate'));
+    } finally {
+      channel.close();
+    }
+  });
+
+  it('serves the same through grpc.reflection.v1alpha, for clients that only speak the older name', async () => {
+    const channel = createChannel(stack.router.address);
+    try {
+      const client = createClient(ServerReflectionV1alphaService, channel);
+      const responses: ServerReflectionResponse[] = [];
+      for await (const r of client.serverReflectionInfo(one(new ServerReflectionRequest().setListServices('*')))) responses.push(r);
+      assert.deepEqual(responses[0].getListServicesResponse()?.getServiceList().map((s) => s.getName()), ['moeflash.v1.GenerationService']);
+      const files: ServerReflectionResponse[] = [];
+      for await (const r of client.serverReflectionInfo(one(new ServerReflectionRequest().setFileContainingSymbol('moeflash.v1.GenerationService')))) files.push(r);
+      assert.equal(fromBinary(FileDescriptorProtoSchema, files[0].getFileDescriptorResponse()!.getFileDescriptorProtoList_asU8()[0]).name, 'moeflash/v1/generation.proto');
     } finally {
       channel.close();
     }
