@@ -1,9 +1,12 @@
 import { EventEmitter } from 'node:events';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 
 import * as grpc from '@grpc/grpc-js';
 // proto-loader is grpc-js's own dependency: the receiver reads OTLP from a .proto at run time, no generated code.
 import { loadSync } from '@grpc/proto-loader';
+// protobufjs, proto-loader's own parser, decodes the HTTP/protobuf bodies from the same .proto
+import * as protobuf from 'protobufjs';
 
 import { repoRoot } from '../../services/engine/loadAddon';
 
@@ -83,22 +86,91 @@ function valueOf(v: WireAnyValue | undefined): AttributeValue {
 const attributesOf = (list: WireKeyValue[]) => Object.fromEntries(list.map((kv) => [kv.key, valueOf(kv.value)]));
 const nanosToMs = (n: string) => Number(BigInt(n) / 1000n) / 1000;
 
+const TRACE_PROTO = () => join(repoRoot(), 'test', 'observability', 'otlp', 'trace_service.proto');
+
+/** OTLP/JSON to the shape proto-loader decodes protobuf into: ids hex -> bytes, the AnyValue oneof named. */
+function fromJson(body: unknown): WireExport {
+  const bytes = (hex: unknown) => Buffer.from(typeof hex === 'string' ? hex : '', 'hex');
+  const anyValue = (v: Record<string, unknown> | undefined): WireAnyValue | undefined => {
+    if (!v) return undefined;
+    const key = Object.keys(v)[0] as WireAnyValue['value'];
+    if (key === 'arrayValue') return { value: key, arrayValue: { values: ((v.arrayValue as { values?: Record<string, unknown>[] }).values ?? []).map((x) => anyValue(x)!) } };
+    if (key === 'intValue') return { value: key, intValue: String(v.intValue) };
+    return { value: key, ...v } as WireAnyValue;
+  };
+  const kvs = (list: unknown) => ((list as { key: string; value?: Record<string, unknown> }[] | undefined) ?? []).map((kv) => ({ key: kv.key, value: anyValue(kv.value) }));
+  const json = body as { resourceSpans?: { resource?: { attributes?: unknown }; scopeSpans?: { scope?: { name: string }; spans?: Record<string, unknown>[] }[] }[] };
+  return {
+    resourceSpans: (json.resourceSpans ?? []).map((rs) => ({
+      resource: { attributes: kvs(rs.resource?.attributes) },
+      scopeSpans: (rs.scopeSpans ?? []).map((ss) => ({
+        scope: ss.scope,
+        spans: (ss.spans ?? []).map((sp) => ({
+          traceId: bytes(sp.traceId),
+          spanId: bytes(sp.spanId),
+          parentSpanId: bytes(sp.parentSpanId),
+          name: String(sp.name),
+          kind: Number(sp.kind ?? 0),
+          startTimeUnixNano: String(sp.startTimeUnixNano),
+          endTimeUnixNano: String(sp.endTimeUnixNano),
+          attributes: kvs(sp.attributes),
+          events: ((sp.events as { name: string; attributes?: unknown }[] | undefined) ?? []).map((e) => ({ name: e.name, attributes: kvs(e.attributes) })),
+          links: ((sp.links as { traceId: string; spanId: string }[] | undefined) ?? []).map((l) => ({ traceId: bytes(l.traceId), spanId: bytes(l.spanId) })),
+          status: sp.status as { code: number; message: string } | undefined,
+        })),
+      })),
+    })),
+  };
+}
+
 /**
- * A minimal OTLP/gRPC trace receiver (opentelemetry.proto.collector.trace.v1.TraceService/Export) on 127.0.0.1,
- * keeping every span it is sent: what a collector would see from the services' OTLP exporters.
+ * A minimal OTLP trace receiver on 127.0.0.1 over any of the specification's protocols: gRPC
+ * (opentelemetry.proto.collector.trace.v1.TraceService/Export), or HTTP POST /v1/traces with a protobuf or JSON
+ * body. It keeps every span it is sent: what a collector would see from the services' OTLP exporters.
  */
 export class OtlpTraceReceiver {
   readonly spans: ReceivedSpan[] = [];
   private readonly received = new EventEmitter<{ export: [] }>();
 
   private constructor(
-    private readonly server: grpc.Server,
+    private readonly stopServer: () => Promise<void>,
     /** `http://127.0.0.1:<port>`: the value for OTEL_EXPORTER_OTLP_ENDPOINT. */
     readonly endpoint: string,
   ) {}
 
-  static async start(): Promise<OtlpTraceReceiver> {
-    const definition = loadSync(join(repoRoot(), 'test', 'observability', 'otlp', 'trace_service.proto'), { longs: String, oneofs: true, defaults: true });
+  static async start(protocol: 'grpc' | 'http/protobuf' | 'http/json' = 'grpc'): Promise<OtlpTraceReceiver> {
+    return protocol === 'grpc' ? OtlpTraceReceiver.startGrpc() : OtlpTraceReceiver.startHttp();
+  }
+
+  private static async startHttp(): Promise<OtlpTraceReceiver> {
+    const request = protobuf.loadSync(TRACE_PROTO()).lookupType('opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest');
+    let receiver: OtlpTraceReceiver | undefined;
+    const server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const json = (req.headers['content-type'] ?? '').includes('json');
+        if (req.method !== 'POST' || req.url !== '/v1/traces') {
+          res.writeHead(404).end();
+          return;
+        }
+        receiver?.accept(
+          json
+            ? fromJson(JSON.parse(body.toString('utf8')))
+            : (request.toObject(request.decode(body), { longs: String, oneofs: true, defaults: true, bytes: Buffer }) as WireExport),
+        );
+        res.writeHead(200, { 'content-type': json ? 'application/json' : 'application/x-protobuf' }).end(json ? '{}' : undefined);
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    receiver = new OtlpTraceReceiver(() => new Promise((resolve) => server.close(() => resolve())), `http://127.0.0.1:${port}`);
+    return receiver;
+  }
+
+  private static async startGrpc(): Promise<OtlpTraceReceiver> {
+    const definition = loadSync(TRACE_PROTO(), { longs: String, oneofs: true, defaults: true });
     const service = (definition['opentelemetry.proto.collector.trace.v1.TraceService'] as grpc.ServiceDefinition);
     const server = new grpc.Server();
     let receiver: OtlpTraceReceiver | undefined;
@@ -111,7 +183,7 @@ export class OtlpTraceReceiver {
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
     );
-    receiver = new OtlpTraceReceiver(server, `http://127.0.0.1:${port}`);
+    receiver = new OtlpTraceReceiver(() => new Promise((resolve) => server.tryShutdown(() => resolve())), `http://127.0.0.1:${port}`);
     return receiver;
   }
 
@@ -169,6 +241,6 @@ export class OtlpTraceReceiver {
   }
 
   close(): Promise<void> {
-    return new Promise((resolve) => this.server.tryShutdown(() => resolve()));
+    return this.stopServer();
   }
 }

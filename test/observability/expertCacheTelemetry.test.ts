@@ -70,6 +70,7 @@ describe('observability: expert cache metrics, span attributes and trace-summary
       MOEFLASH_METRICS_ADDR: `127.0.0.1:${metricsPort}`,
       MOEFLASH_HINTS: '0', // no expert-store here
       OTEL_TRACES_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
       OTEL_BSP_SCHEDULE_DELAY: '50',
     });

@@ -1,7 +1,7 @@
 /**
  * The real stack as separate processes (router, inference with a generated model, expert-store reading the engine's
- * hint channel), each exporting OTLP/gRPC to a receiver in this process: one Generate must come out as one trace
- * holding spans of all three services.
+ * hint channel), each exporting OTLP to a receiver in this process, over each of the specification's protocols
+ * (grpc, http/protobuf, http/json): one Generate must come out as one trace holding spans of all three services.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -27,9 +27,9 @@ async function stop(service: SpawnedService | undefined): Promise<void> {
   await exited;
 }
 
-describe('observability: OTLP traces across the router, inference and expert-store processes', function () {
+for (const protocol of ['grpc', 'http/protobuf', 'http/json'] as const) describe(`observability: OTLP (${protocol}) traces across the router, inference and expert-store processes`, function () {
   const dir = mkdtempSync(join(tmpdir(), 'moeflash-otlp-'));
-  const hintChannel = `moeflash-test-otlp-${process.pid}`;
+  const hintChannel = `moeflash-test-otlp-${process.pid}-${protocol.replace('/', '-')}`;
   let receiver: OtlpTraceReceiver;
   let inference: SpawnedService | undefined;
   let router: SpawnedService | undefined;
@@ -38,9 +38,10 @@ describe('observability: OTLP traces across the router, inference and expert-sto
   let trace: ReceivedSpan[];
 
   before(async () => {
-    receiver = await OtlpTraceReceiver.start();
+    receiver = await OtlpTraceReceiver.start(protocol);
     const otel = {
       OTEL_TRACES_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
       OTEL_BSP_SCHEDULE_DELAY: '50', // export within ~50 ms instead of 5 s
       MOEFLASH_METRICS_ADDR: 'off', // no fixed Prometheus ports that other suites might hold

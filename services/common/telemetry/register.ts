@@ -13,4 +13,15 @@ function serviceOfProcess(): TelemetryService {
 }
 
 const service = serviceOfProcess();
-export const telemetry: Telemetry = startTelemetry({ service, prometheusWithoutServer: service === 'expert-store' });
+
+function start(): Telemetry {
+  try {
+    return startTelemetry({ service, prometheusWithoutServer: service === 'expert-store' });
+  } catch (err) {
+    // a bad OTEL_* / MOEFLASH_METRICS_ADDR value is a configuration error: say which, exit 2 as for other settings
+    process.stderr.write(`moeflash ${service}: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
+}
+
+export const telemetry: Telemetry = start();

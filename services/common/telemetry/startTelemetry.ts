@@ -3,6 +3,8 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { registerInstrumentations } from '@opentelemetry/instrumentation';
 import { GrpcInstrumentation } from '@opentelemetry/instrumentation-grpc';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+
+import { otlpTraceExporter } from './otlpTraceExporter';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { MeterProvider, type MetricReader } from '@opentelemetry/sdk-metrics';
 import {
@@ -62,8 +64,8 @@ function parseHostPort(value: string): { host: string; port: number } {
 /**
  * Starts OpenTelemetry for one service process, from the standard OTEL_* variables only:
  * OTEL_SERVICE_NAME (default moeflash-<service>), OTEL_TRACES_EXPORTER (otlp | console | none, comma-separated;
- * default none: no exporter unless configured), OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
- * (OTLP/gRPC, read by the exporter), OTEL_TRACES_SAMPLER / _ARG (read by the SDK). W3C trace context propagates
+ * default none: no exporter unless configured), OTEL_EXPORTER_OTLP_PROTOCOL / _TRACES_PROTOCOL (grpc, http/protobuf
+ * or http/json; default http/protobuf) and OTEL_EXPORTER_OTLP_ENDPOINT / _TRACES_ENDPOINT (read by the exporter), OTEL_TRACES_SAMPLER / _ARG (read by the SDK). W3C trace context propagates
  * through instrumentation-grpc's client and server spans. A Prometheus exporter serves the service's metrics on
  * loopback (shared/INTERFACES.md ports; MOEFLASH_METRICS_ADDR=host:port overrides, 'off' disables).
  *
@@ -102,11 +104,8 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   const processors: SpanProcessor[] = (options.spanExporters ?? []).map((e) => new SimpleSpanProcessor(e));
   for (const kind of traceExporters) {
     if (kind === 'console') processors.push(new SimpleSpanProcessor(new ConsoleSpanExporter()));
-    else if (kind === 'otlp') {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-grpc') as typeof import('@opentelemetry/exporter-trace-otlp-grpc');
-      processors.push(new BatchSpanProcessor(new OTLPTraceExporter()));
-    } else throw new Error(`OTEL_TRACES_EXPORTER: unsupported exporter '${kind}' (otlp, console or none)`);
+    else if (kind === 'otlp') processors.push(new BatchSpanProcessor(otlpTraceExporter(env)));
+    else throw new Error(`OTEL_TRACES_EXPORTER: unsupported exporter '${kind}' (otlp, console or none)`);
   }
   // Always registered, exporter or not: trace ids still reach the logs and the expert-store hint records.
   // The joining id generator lets the expert-store put its spans into a request's trace (startSpanInTrace).
