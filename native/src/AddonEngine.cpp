@@ -137,7 +137,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
         callback.Call({out});
     }
 
-    // start({ nCtxPerSeq, nSeq, nBatch, nThreads, warmup }) -> Promise<{ contextSize, parallel }>
+    // start({ nCtxPerSeq, nSeq, nBatch, nUbatch, nThreads, warmup }) -> Promise<{ contextSize, parallel }>
     Napi::Value Start(const Napi::CallbackInfo & info);
 
     // submit(id, promptTokens: Int32Array, { maxTokens, stops, temperature, topK, topP, minP, repeatPenalty,
@@ -493,9 +493,7 @@ Napi::Value AddonEngine::Start(const Napi::CallbackInfo & info) {
     params.n_ctx = u32("nCtxPerSeq") * n_seq;
     params.n_seq_max = n_seq;
     params.n_batch = u32("nBatch");
-    // With the expert cache a prefill ubatch pays one copy of the experts it needs per layer (the staging bank):
-    // ubatches as large as the batch amortise it (docs/EXPERT_CACHE.md, prefill); otherwise llama.cpp's 512.
-    params.n_ubatch = o.Get("expertCache").IsObject() ? params.n_batch : std::min<uint32_t>(params.n_batch, 512);
+    params.n_ubatch = std::min<uint32_t>(params.n_batch, u32("nUbatch"));
     params.n_threads = (int32_t) u32("nThreads");
     params.n_threads_batch = (int32_t) u32("nThreads");
     params.kv_unified = false;  // each sequence gets its own KV stream of nCtxPerSeq cells

@@ -20,8 +20,8 @@ import type {
 import { DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING, validateGenerate, validateLoad } from './validateOptions';
 
 /**
- * Default batch (and ubatch) with the expert cache: a prefill ubatch copies the experts it needs once per layer, so
- * larger ubatches amortise the copies (measured: docs/EXPERT_CACHE.md, prefill).
+ * Default batch (and ubatch) with the expert cache on a GPU: a prefill ubatch copies the experts it needs once per
+ * layer, so larger ubatches amortise the copies (docs/EXPERT_CACHE.md, prefill).
  */
 const EXPERT_CACHE_BATCH = 2048;
 
@@ -114,6 +114,11 @@ export class Engine implements EngineLike {
     const contextSize = Math.min(options.contextSize ?? 4096, facts.nCtxTrain > 0 ? facts.nCtxTrain : Infinity);
     const nSeq = options.parallel ?? 4;
     const routingLog = options.routingLog ?? (process.env.MOEFLASH_ROUTING_LOG || undefined);
+    // With the expert cache on a GPU a prefill ubatch copies the experts it needs once per layer (staging bank):
+    // ubatches as large as the batch amortise the copies. Elsewhere llama.cpp's usual 512-token ubatch.
+    const cachedOnGpu = options.expertCache !== undefined && (options.nGpuLayers ?? 0) > 0;
+    const nBatch = Math.min(options.batchSize ?? (cachedOnGpu ? EXPERT_CACHE_BATCH : 512), contextSize * nSeq);
+    const nUbatch = cachedOnGpu ? nBatch : Math.min(nBatch, 512);
     let routeReplay;
     try {
       routeReplay = options.expertCache?.replayRouting !== undefined ? readRoutingLog(options.expertCache.replayRouting, facts) : undefined;
@@ -129,7 +134,8 @@ export class Engine implements EngineLike {
         nSeq,
         // llama.cpp caps its batch at the (unpadded) context; the scheduler fills batches of the size given here,
         // so a larger one would overrun llama.cpp's (GGML_ASSERT in llama_decode)
-        nBatch: Math.min(options.batchSize ?? (options.expertCache ? EXPERT_CACHE_BATCH : 512), contextSize * nSeq),
+        nBatch,
+        nUbatch,
         nThreads: options.threads ?? availableParallelism(),
         warmup: options.warmup ?? true,
         // a routing log needs the routing recorded

@@ -165,6 +165,8 @@ export interface NativeEngine {
     nCtxPerSeq: number;
     nSeq: number;
     nBatch: number;
+    /** Tokens per llama.cpp ubatch (at most nBatch). */
+    nUbatch: number;
     nThreads: number;
     warmup: boolean;
     recordRouting: boolean;

@@ -17,7 +17,7 @@ export interface LoadOptions {
   contextSize?: number;
   /** Sequences decoded together (continuous batching). Default 4. */
   parallel?: number;
-  /** Tokens per llama_decode. Default 512, or 2048 with the expert cache (where it is also the ubatch: prefill copies each layer's experts once per ubatch). */
+  /** Tokens per llama_decode. Default 512, or 2048 with the expert cache on a GPU (where it is also the ubatch: prefill copies each layer's experts once per ubatch). */
   batchSize?: number;
   /** Compute threads. Default: the number of cores. */
   threads?: number;
