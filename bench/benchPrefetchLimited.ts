@@ -40,7 +40,7 @@ import { repoRoot } from '../services/engine/loadAddon';
 import type { GenerationEvent } from '../services/engine/types';
 import { loadExpertIndex } from '../services/expert-store/ExpertIndex';
 import { ExpertStore } from '../services/expert-store/ExpertStore';
-import { hintChannelName } from '../services/expert-store/hintChannelName';
+import { hintChannelName } from '../services/common/hintChannelName';
 import { PageCache } from '../services/expert-store/PageCache';
 import { shapedBenchModel } from './benchModel';
 import { median, printTable, writeResult } from './benchTable';

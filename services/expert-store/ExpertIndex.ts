@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { ModelLoadError } from '../common/errors';
 import { EXPERT_TENSOR_PATTERN } from '../engine/expertLayout';
 import { loadAddon, type GgufLayout } from '../engine/loadAddon';
+import { modelShardPaths } from '../common/modelShardPaths';
 
 /** One file of the model (a single GGUF, or one shard of a split one). */
 export interface IndexedFile {
@@ -71,18 +72,6 @@ export interface ExpertIndex {
  */
 export const MAX_INDEX_LAYERS = 4096;
 export const MAX_INDEX_EXPERTS = 65536;
-
-const SHARD_PATTERN = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/;
-
-/** The files of a model: the shards of a split GGUF (`name-00001-of-00003.gguf`, any one of them given), or the file. */
-export function modelShardPaths(path: string): string[] {
-  const m = SHARD_PATTERN.exec(path);
-  if (!m) return [path];
-  const count = Number(m[3]);
-  if (count < 1) return [path];
-  const pad = (n: number) => String(n).padStart(5, '0');
-  return Array.from({ length: count }, (_, i) => `${m[1]}-${pad(i + 1)}-of-${m[3]}.gguf`);
-}
 
 function metaNumber(layout: GgufLayout, key: string): number | undefined {
   const v = layout.metadata[key];

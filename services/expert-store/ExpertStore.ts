@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { loadAddon, type NativeHintConsumer, type NativeHintConsumerStats, type NativeIoMode } from '../engine/loadAddon';
 import { expertRangeTable, loadExpertIndex, type ExpertIndex, type FileRange } from './ExpertIndex';
 import { HeatMap, type HeatMapModel } from './HeatMap';
-import { hintChannelName } from './hintChannelName';
+import { hintChannelName } from '../common/hintChannelName';
 import { PageCache } from './PageCache';
 import { availableMemoryBytes, planWarm, runWarm, type WarmProgress } from './Warmer';
 

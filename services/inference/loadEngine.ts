@@ -1,6 +1,6 @@
 import { Engine } from '../engine/Engine';
 import type { EngineLike, LoadOptions } from '../engine/types';
-import { hintChannelName } from '../expert-store/hintChannelName';
+import { hintChannelName } from '../common/hintChannelName';
 
 /**
  * The one place the inference service meets the real engine; everything else programs against EngineLike.

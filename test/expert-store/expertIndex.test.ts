@@ -6,7 +6,8 @@ import { join } from 'node:path';
 
 import { ModelLoadError } from '../../services/common/errors';
 import { loadAddon } from '../../services/engine/loadAddon';
-import { loadExpertIndex, modelShardPaths, type ExpertIndex, type FileRange } from '../../services/expert-store/ExpertIndex';
+import { modelShardPaths } from '../../services/common/modelShardPaths';
+import { loadExpertIndex, type ExpertIndex, type FileRange } from '../../services/expert-store/ExpertIndex';
 import { testModel } from '../helpers/testModels';
 import { writeTestGguf, type TestTensor } from './writeTestGguf';
 

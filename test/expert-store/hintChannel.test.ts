@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 import { loadAddon, type NativeHintConsumer, type NativeHintWriter } from '../../services/engine/loadAddon';
 import { expertRangeTable, loadExpertIndex, type ExpertIndex } from '../../services/expert-store/ExpertIndex';
-import { hintChannelName } from '../../services/expert-store/hintChannelName';
+import { hintChannelName } from '../../services/common/hintChannelName';
 import { PageCache } from '../../services/expert-store/PageCache';
 import { testModel } from '../helpers/testModels';
 import { copyModel, until } from './writeTestGguf';

@@ -9,7 +9,7 @@ import { InferenceServiceDefinition } from '../../gen/moeflash/v1/inference';
 import { DefinitionClient } from '../../services/common/DefinitionClient';
 import { repoRoot } from '../../services/engine/loadAddon';
 import { ExpertStore } from '../../services/expert-store/ExpertStore';
-import { hintChannelName } from '../../services/expert-store/hintChannelName';
+import { hintChannelName } from '../../services/common/hintChannelName';
 import { drain, generateRequest } from '../helpers/grpcClients';
 import { spawnService, type SpawnedService } from '../helpers/spawnService';
 import { testModel } from '../helpers/testModels';

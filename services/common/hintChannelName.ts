@@ -1,7 +1,7 @@
 import { realpathSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 
-import { modelShardPaths } from './ExpertIndex';
+import { modelShardPaths } from './modelShardPaths';
 
 /** FNV-1a, 32 bits, as 8 hex digits. */
 function fnv1a(text: string): string {
@@ -15,8 +15,8 @@ function fnv1a(text: string): string {
 
 /**
  * The default hint channel of a model: `moeflash-<file name>-<hash of its real path>`, a file under /dev/shm. The
- * engine (writer) and the expert-store (reader) derive the same name from the model path with no coordination, so
- * either can start first and either can restart. A split model is named after its first shard.
+ * engine (writer, in the inference service) and the expert-store (reader) derive the same name from the model path
+ * with no coordination, so either can start first and either can restart: the one definition both services import. A split model is named after its first shard.
  */
 export function hintChannelName(modelPath: string): string {
   const first = modelShardPaths(resolve(modelPath))[0];
