@@ -327,11 +327,7 @@ class StartWorker : public Napi::AsyncWorker {
             try {
                 cache = moeflash::EnableExpertCache(ctx, engine->model->model, cache_request);
             } catch (const std::exception & e) {
-                llama_free(ctx);
-                ctx = nullptr;
-                ggml_threadpool_free(threadpool);
-                threadpool = nullptr;
-                SetError(e.what());
+                FailStart(e.what());
                 return;
             }
         }
@@ -344,11 +340,7 @@ class StartWorker : public Napi::AsyncWorker {
                 options.model = engine->model->path.substr(engine->model->path.find_last_of('/') + 1);
                 hints = std::make_unique<moeflash::HintWriter>(hint_channel, options);
             } catch (const std::exception & e) {
-                llama_free(ctx);
-                ctx = nullptr;
-                ggml_threadpool_free(threadpool);
-                threadpool = nullptr;
-                SetError(std::string("hint channel: ") + e.what());
+                FailStart(std::string("hint channel: ") + e.what());
                 return;
             }
         }
@@ -356,11 +348,7 @@ class StartWorker : public Napi::AsyncWorker {
             try {
                 routing_log = std::make_unique<moeflash::RoutingLog>(routing_log_path);
             } catch (const std::exception & e) {
-                llama_free(ctx);
-                ctx = nullptr;
-                ggml_threadpool_free(threadpool);
-                threadpool = nullptr;
-                SetError(e.what());
+                FailStart(e.what());
                 return;
             }
         }
@@ -398,6 +386,15 @@ class StartWorker : public Napi::AsyncWorker {
     void OnError(const Napi::Error & e) override { deferred.Reject(e.Value()); }
 
   private:
+    // a step after the context exists failed: free what was made so far and reject with why
+    void FailStart(const std::string & why) {
+        llama_free(ctx);
+        ctx = nullptr;
+        ggml_threadpool_free(threadpool);
+        threadpool = nullptr;
+        SetError(why);
+    }
+
     Napi::Promise::Deferred deferred;
     AddonEngine * engine;
     Napi::ObjectReference engine_ref;
