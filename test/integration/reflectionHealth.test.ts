@@ -26,40 +26,35 @@ describe('reflection and health', () => {
     await stack.stop();
   });
 
-  it('the router lists moeflash.v1.GenerationService through reflection and serves its descriptor', async () => {
+  /** Lists the services through `definition` (v1 or v1alpha), and the file that describes GenerationService. */
+  async function reflect(definition: typeof ServerReflectionService | typeof ServerReflectionV1alphaService) {
     const channel = createChannel(stack.router.address);
     try {
-      const client = createClient(ServerReflectionService, channel);
-      const responses: ServerReflectionResponse[] = [];
-      for await (const r of client.serverReflectionInfo(one(new ServerReflectionRequest().setListServices('*')))) responses.push(r);
-      const names = responses[0].getListServicesResponse()?.getServiceList().map((s) => s.getName());
-      assert.deepEqual(names, ['moeflash.v1.GenerationService']);
-
-      const files: ServerReflectionResponse[] = [];
-      const request = new ServerReflectionRequest().setFileContainingSymbol('moeflash.v1.GenerationService');
-      for await (const r of client.serverReflectionInfo(one(request))) files.push(r);
-      const protos = files[0].getFileDescriptorResponse()?.getFileDescriptorProtoList_asU8() ?? [];
-      const file = fromBinary(FileDescriptorProtoSchema, protos[0]);
-      assert.equal(file.name, 'moeflash/v1/generation.proto');
-      assert.ok(file.service[0].method.some((m) => m.name === 'Generate'));
+      const client = createClient(definition as typeof ServerReflectionService, channel);
+      const ask = async (request: ServerReflectionRequest) => {
+        const responses: ServerReflectionResponse[] = [];
+        for await (const r of client.serverReflectionInfo(one(request))) responses.push(r);
+        return responses[0];
+      };
+      const services = (await ask(new ServerReflectionRequest().setListServices('*'))).getListServicesResponse()?.getServiceList().map((s) => s.getName());
+      const protos = (await ask(new ServerReflectionRequest().setFileContainingSymbol('moeflash.v1.GenerationService'))).getFileDescriptorResponse()?.getFileDescriptorProtoList_asU8() ?? [];
+      return { services, file: fromBinary(FileDescriptorProtoSchema, protos[0]) };
     } finally {
       channel.close();
     }
+  }
+
+  it('the router lists moeflash.v1.GenerationService through reflection and serves its descriptor', async () => {
+    const { services, file } = await reflect(ServerReflectionService);
+    assert.deepEqual(services, ['moeflash.v1.GenerationService']);
+    assert.equal(file.name, 'moeflash/v1/generation.proto');
+    assert.ok(file.service[0].method.some((m) => m.name === 'Generate'));
   });
 
   it('serves the same through grpc.reflection.v1alpha, for clients that only speak the older name', async () => {
-    const channel = createChannel(stack.router.address);
-    try {
-      const client = createClient(ServerReflectionV1alphaService, channel);
-      const responses: ServerReflectionResponse[] = [];
-      for await (const r of client.serverReflectionInfo(one(new ServerReflectionRequest().setListServices('*')))) responses.push(r);
-      assert.deepEqual(responses[0].getListServicesResponse()?.getServiceList().map((s) => s.getName()), ['moeflash.v1.GenerationService']);
-      const files: ServerReflectionResponse[] = [];
-      for await (const r of client.serverReflectionInfo(one(new ServerReflectionRequest().setFileContainingSymbol('moeflash.v1.GenerationService')))) files.push(r);
-      assert.equal(fromBinary(FileDescriptorProtoSchema, files[0].getFileDescriptorResponse()!.getFileDescriptorProtoList_asU8()[0]).name, 'moeflash/v1/generation.proto');
-    } finally {
-      channel.close();
-    }
+    const { services, file } = await reflect(ServerReflectionV1alphaService);
+    assert.deepEqual(services, ['moeflash.v1.GenerationService']);
+    assert.equal(file.name, 'moeflash/v1/generation.proto');
   });
 
   it('serves liveness ("") and readiness per service on router and inference', async () => {

@@ -66,8 +66,8 @@ export async function selectCpuBuild(log: (line: string) => void = (l) => proces
     }
     if (!probe.signal) {
       if (backend !== 'cpu') {
-        // e.g. a CUDA build made on a machine without the driver: it cannot be probed here, only where it runs
-        record.probe.ok = false;
+        // e.g. a CUDA build made on a machine without the driver: it cannot be probed here, only where it runs (the
+        // record says probe.ok false, so the inference service probes it there)
         writeCpuBuildRecord(recordPath, record);
         log(`build-native: ${backend} build not probed here (${probe.reason}); the inference service probes it where it runs`);
         return record;
