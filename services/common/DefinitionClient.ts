@@ -30,6 +30,8 @@ export interface DefinitionCallOptions {
   deadline?: number;
   /** Wait for the channel to connect instead of failing fast with UNAVAILABLE. */
   waitForReady?: boolean;
+  /** Request headers (authorization, for one). */
+  headers?: Record<string, string>;
 }
 
 /**
@@ -114,6 +116,7 @@ export class DefinitionClient<S extends ServiceDefinition> {
   private metadata(options: DefinitionCallOptions): Metadata {
     const metadata = new Metadata();
     if (options.waitForReady) metadata.setOptions({ waitForReady: true });
+    for (const [key, value] of Object.entries(options.headers ?? {})) metadata.set(key, value);
     return metadata;
   }
 

@@ -22,9 +22,13 @@ export interface RouterConfig {
    * (its ready models' capacity in GetLoad), so no call waits in an engine's queue.
    */
   maxInFlightPerBackend?: number;
-  /** Generate calls waiting in the router for a backend slot (default 0); beyond it RESOURCE_EXHAUSTED. */
+  /** Generate calls waiting in the router for a backend slot, the queue's memory bound; beyond it RESOURCE_EXHAUSTED. */
   maxQueued: number;
-  /** RetryInfo delay sent with RESOURCE_EXHAUSTED. */
+  /** The longest wait a call may expect when it joins the queue, and the longest it is kept there. */
+  maxQueueWaitMs: number;
+  /** How long the queue may stay non-empty and still count as a burst; after that only short waits are admitted. */
+  queueBurstMs: number;
+  /** RetryInfo delay sent with RESOURCE_EXHAUSTED while no call has ended to estimate waits from. */
   retryAfterMs: number;
   /** Attempts of a call that fails with UNAVAILABLE before its first token (each on another backend). */
   maxAttempts: number;
@@ -135,6 +139,8 @@ const SETTINGS = {
   backends: { flag: 'backends', env: 'MOEFLASH_BACKENDS', parse: hostPortList },
   maxInFlightPerBackend: { flag: 'max-in-flight', env: 'MOEFLASH_ROUTER_MAX_IN_FLIGHT', parse: integer(1) },
   maxQueued: { flag: 'max-queued', env: 'MOEFLASH_ROUTER_MAX_QUEUED', parse: integer(0) },
+  maxQueueWaitMs: { flag: 'max-queue-wait-ms', env: 'MOEFLASH_ROUTER_MAX_QUEUE_WAIT_MS', parse: integer(0) },
+  queueBurstMs: { flag: 'queue-burst-ms', env: 'MOEFLASH_ROUTER_QUEUE_BURST_MS', parse: integer(0) },
   retryAfterMs: { flag: 'retry-after-ms', env: 'MOEFLASH_ROUTER_RETRY_AFTER_MS', parse: integer(0) },
   maxAttempts: { flag: 'max-attempts', env: 'MOEFLASH_ROUTER_MAX_ATTEMPTS', parse: integer(1, 10) },
   loadPollMs: { flag: 'load-poll-ms', env: 'MOEFLASH_ROUTER_LOAD_POLL_MS', parse: integer(10) },
@@ -176,7 +182,9 @@ export function parseConfig(argv: readonly string[] = process.argv.slice(2), env
     router: {
       backends: get(SETTINGS.backends, [inferenceAddr]),
       maxInFlightPerBackend: get(SETTINGS.maxInFlightPerBackend),
-      maxQueued: get(SETTINGS.maxQueued, 0),
+      maxQueued: get(SETTINGS.maxQueued, 1024),
+      maxQueueWaitMs: get(SETTINGS.maxQueueWaitMs, 30_000),
+      queueBurstMs: get(SETTINGS.queueBurstMs, 250),
       retryAfterMs: get(SETTINGS.retryAfterMs, 1_000),
       maxAttempts: get(SETTINGS.maxAttempts, 3),
       loadPollMs: get(SETTINGS.loadPollMs, 1_000),

@@ -17,6 +17,8 @@ import { UpstreamError } from './UpstreamError';
 export interface GrpcErrorStatus {
   error: ServerError;
   statusDetails?: Uint8Array;
+  /** When to retry, for the grpc-retry-pushback-ms trailer (the same delay as the RetryInfo detail). */
+  retryPushbackMs?: number;
 }
 
 const DOMAIN = 'moeflash.dev';
@@ -53,6 +55,7 @@ export function toGrpcError(err: unknown, log: Logger, method = ''): GrpcErrorSt
     return {
       error: new ServerError(code, err.message),
       statusDetails: encodeStatusDetails({ code, message: err.message, retryDelayMs: err.retryAfterMs }),
+      retryPushbackMs: err.retryAfterMs,
     };
   }
   if (err instanceof UnavailableError) return { error: new ServerError(Status.UNAVAILABLE, err.message) };

@@ -9,5 +9,8 @@ export function toTimingsMessage(t: GenerationTimings) {
     decodeMs: t.decodeMs,
     decodeTokensPerSecond: t.decodeTokensPerSecond,
     prefillTokensPerSecond: t.prefillTokensPerSecond,
+    // The router's to fill in: the engine never sees its queue.
+    routerQueueMs: 0,
+    routerExpectedQueueMs: 0,
   };
 }

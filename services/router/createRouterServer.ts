@@ -12,7 +12,7 @@ import {
 import type { InferenceServiceDefinition } from '../../gen/moeflash/v1/inference';
 import { callDeadline } from '../common/deadlineInterceptor';
 import type { DefinitionClient } from '../common/DefinitionClient';
-import { InvalidArgumentError, MoeflashError, NotFoundError, ResourceExhaustedError, UnavailableError } from '../common/errors';
+import { InvalidArgumentError, MoeflashError, NotFoundError, UnavailableError } from '../common/errors';
 import type { RouterConfig } from '../common/parseConfig';
 import type { TerminatorContext } from '../common/ServerTerminator';
 import { ServiceServer } from '../common/ServiceServer';
@@ -21,9 +21,11 @@ import { undecodableAsInvalidArgument } from '../common/undecodableAsInvalidArgu
 import { ApiKeys, bearerAuthMiddleware } from '../common/auth';
 import type { BackendCredentials } from '../common/tls';
 import { Admission } from './Admission';
+import { callerOf } from './callerOf';
+
 import { BackendMonitor } from './BackendMonitor';
 import { BackendPool } from './BackendPool';
-import { RouterMetrics } from './metrics';
+import { queueSpanAttributes, RouterMetrics } from './metrics';
 
 export interface RouterServerOptions {
   log: Logger;
@@ -42,6 +44,7 @@ export interface RouterServer extends ServiceServer {
 }
 
 const SERVICE_NAME = 'moeflash.v1.GenerationService';
+const MAX_PRIORITY = 10;
 
 type InferenceClient = DefinitionClient<typeof InferenceServiceDefinition>;
 
@@ -66,9 +69,11 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
   const fixedLimit = config.maxInFlightPerBackend;
   const admission = new Admission({
     // Unless overridden, a backend takes as many calls as its engines decode at once: a call beyond that would only
-    // wait in the engine's queue, slowing every admitted call, where the router can refuse it at once.
+    // wait in the engine's queue, slowing every admitted call, where the router can queue it fairly or refuse it.
     limit: fixedLimit !== undefined ? () => fixedLimit : (backend) => pool.capacity(backend),
     maxQueued: config.maxQueued,
+    maxQueueWaitMs: config.maxQueueWaitMs,
+    burstMs: config.queueBurstMs,
     retryAfterMs: config.retryAfterMs,
   });
   const monitor = new BackendMonitor(pool, {
@@ -122,21 +127,39 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
   }
 
   /** A generation on the least loaded backend, through admission, retried before its first token. */
-  async function* route(request: GenerateRequest, signal: AbortSignal, metadata: CallContext['metadata']): AsyncGenerator<GenerateResponse> {
+  async function* route(request: GenerateRequest, context: CallContext): AsyncGenerator<GenerateResponse> {
+    const { signal, metadata } = context;
     requireModel(request.model);
+    if (request.priority < -MAX_PRIORITY || request.priority > MAX_PRIORITY)
+      throw InvalidArgumentError.field('priority', `must be in [-${MAX_PRIORITY}, ${MAX_PRIORITY}], got ${request.priority}`);
     const forwarded = { ...request, requestId: request.requestId || randomUUID() };
     const deadline = callDeadline(metadata);
     const tried = new Set<string>();
+    let queuedMs = 0;
+    let expectedQueueMs = 0;
     for (let attempt = 1; ; attempt++) {
       const ticket = await admission.acquire({
+        model: request.model,
+        caller: callerOf(context),
+        priority: request.priority,
+        deadline,
         candidates: () => pool.candidates(request.model).filter((b) => !tried.has(b)),
         pick: (free) => pool.pick(request.model, free, (b) => admission.inFlight(b)),
         signal,
       });
+      queuedMs += ticket.queuedMs;
+      expectedQueueMs += ticket.expectedWaitMs ?? 0;
+      queueSpanAttributes(ticket);
       let streamed = false;
+      let completed = false;
       try {
         for await (const response of monitor.client(ticket.backend).serverStream('generate', forwarded, { signal, deadline })) {
           streamed = true;
+          if (response.event?.$case === 'complete') {
+            completed = true;
+            const timings = response.event.value.timings;
+            if (timings) Object.assign(timings, { routerQueueMs: queuedMs, routerExpectedQueueMs: expectedQueueMs });
+          }
           yield response;
         }
         return;
@@ -146,7 +169,7 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
         tried.add(ticket.backend);
         pool.markUnavailable(ticket.backend);
       } finally {
-        ticket.release();
+        ticket.release(completed);
       }
     }
   }
@@ -156,7 +179,7 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
       const started = performance.now();
       const seconds = () => (performance.now() - started) / 1000;
       try {
-        for await (const response of route(request, context.signal, context.metadata)) {
+        for await (const response of route(request, context)) {
           if (response.event?.$case === 'complete') {
             const { usage, finishReason } = response.event.value;
             const reason = (FinishReason[finishReason] ?? 'FINISH_REASON_UNSPECIFIED').replace('FINISH_REASON_', '').toLowerCase();
@@ -165,7 +188,6 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
           yield response;
         }
       } catch (err) {
-        if (err instanceof ResourceExhaustedError) metrics.rejected(request.model);
         metrics.failed(request.model, seconds(), err instanceof MoeflashError ? err.constructor.name : err instanceof Error ? err.name : 'Error');
         throw err;
       }

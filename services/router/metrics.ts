@@ -1,21 +1,27 @@
-import { metrics, type Attributes } from '@opentelemetry/api';
+import { metrics, trace, type Attributes } from '@opentelemetry/api';
 import { GEN_AI_BUCKETS } from '../common/telemetry/genAiBuckets';
-import type { Admission } from './Admission';
+import type { Admission, AdmissionTicket } from './Admission';
 import type { BackendPool } from './BackendPool';
 
 export interface RouterMetrics {
   /** A generation finished (complete message received): its duration and token usage. */
   generated(model: string, seconds: number, inputTokens: number, outputTokens: number, finishReason: string): void;
-  /** A generation failed; `errorType` is the status name (RESOURCE_EXHAUSTED for an admission rejection). */
+  /** A generation failed; `errorType` is the error's class (AdmissionRefusal for an admission rejection). */
   failed(model: string, seconds: number, errorType: string): void;
-  /** Admission turned a call away (queue full). */
-  rejected(model: string): void;
+}
+
+/** The queue wait of a call on its server span, so a slow call's trace says how much of it was waiting. */
+export function queueSpanAttributes(ticket: AdmissionTicket): void {
+  trace.getActiveSpan()?.setAttributes({
+    'moeflash.queue.wait_ms': ticket.queuedMs,
+    ...(ticket.expectedWaitMs !== undefined && { 'moeflash.queue.expected_wait_ms': ticket.expectedWaitMs }),
+  });
 }
 
 /**
  * The router's metrics on the global meter: gen_ai.client.token.usage (input / output, semconv buckets) and
- * gen_ai.client.operation.duration as the client of the inference backends; queue depth, in-flight calls and
- * rejections of admission.
+ * gen_ai.client.operation.duration as the client of the inference backends; queue depth, queue wait, in-flight
+ * calls and refusals of admission by reason.
  */
 export function RouterMetrics(admission: Admission, pool: BackendPool): RouterMetrics {
   const meter = metrics.getMeter('moeflash.router');
@@ -29,7 +35,14 @@ export function RouterMetrics(admission: Admission, pool: BackendPool): RouterMe
     description: 'Generation duration seen by the router (admission, retries and streaming included).',
     advice: { explicitBucketBoundaries: [...GEN_AI_BUCKETS.requestDuration] },
   });
-  const rejections = meter.createCounter('moeflash.router.rejections', { description: 'Generations rejected by admission (RESOURCE_EXHAUSTED).' });
+  const rejections = meter.createCounter('moeflash.router.rejections', {
+    description: 'Generations refused by admission (RESOURCE_EXHAUSTED), by moeflash.refusal.reason.',
+  });
+  const queueWait = meter.createHistogram('moeflash.router.queue.wait', {
+    unit: 's',
+    description: 'Time admitted generations waited in the router queue for a backend slot (0 when one was free).',
+    advice: { explicitBucketBoundaries: [0, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60] },
+  });
   const queueDepth = meter.createObservableGauge('moeflash.router.queue_depth', { description: 'Generations waiting for a backend slot.' });
   const inFlight = meter.createObservableGauge('moeflash.router.in_flight', { description: 'Generations running on each backend.' });
   meter.addBatchObservableCallback(
@@ -40,6 +53,8 @@ export function RouterMetrics(admission: Admission, pool: BackendPool): RouterMe
     [queueDepth, inFlight],
   );
   const base = (model: string): Attributes => ({ 'gen_ai.operation.name': 'text_completion', 'gen_ai.request.model': model, 'gen_ai.system': 'moeflash' });
+  admission.on('admitted', (model, queuedMs) => queueWait.record(queuedMs / 1000, base(model)));
+  admission.on('refused', (model, reason) => rejections.add(1, { ...base(model), 'moeflash.refusal.reason': reason }));
   return {
     generated(model, seconds, inputTokens, outputTokens, finishReason) {
       const attrs = base(model);
@@ -49,9 +64,6 @@ export function RouterMetrics(admission: Admission, pool: BackendPool): RouterMe
     },
     failed(model, seconds, errorType) {
       duration.record(seconds, { ...base(model), 'error.type': errorType });
-    },
-    rejected(model) {
-      rejections.add(1, base(model));
     },
   };
 }

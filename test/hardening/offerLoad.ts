@@ -1,6 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { Status } from 'nice-grpc';
 import type { GenerateRequest } from '../../gen/moeflash/v1/generation';
+import { decodeStatusDetails } from '../../services/common/StatusDetails';
 import { UpstreamError } from '../../services/common/UpstreamError';
 import type { rawGenerationClient } from '../helpers/grpcClients';
 
@@ -11,26 +12,42 @@ export interface CallOutcome {
   code: Status;
   ms: number;
   tokens: number;
+  /** A completed call's wait in the router queue, and the wait the router predicted for it (GenerationTimings). */
+  queuedMs?: number;
+  expectedQueueMs?: number;
+  /** A refused call's RetryInfo. */
+  retryDelayMs?: number;
 }
 
 /** One Generate call drained to its end, with a deadline sent on the wire; never throws for a gRPC status. */
-export async function timedGenerate(client: GenerationClient, request: GenerateRequest, deadlineMs: number): Promise<CallOutcome> {
+export async function timedGenerate(client: GenerationClient, request: GenerateRequest, deadlineMs: number, headers?: Record<string, string>): Promise<CallOutcome> {
   const started = performance.now();
   let tokens = 0;
   try {
-    for await (const r of client.serverStream('generate', request, { deadline: Date.now() + deadlineMs }))
+    let queuedMs: number | undefined;
+    let expectedQueueMs: number | undefined;
+    for await (const r of client.serverStream('generate', request, { deadline: Date.now() + deadlineMs, headers })) {
       if (r.event?.$case === 'chunk') tokens += r.event.value.tokenIds.length;
-    return { code: Status.OK, ms: performance.now() - started, tokens };
+      if (r.event?.$case === 'complete' && r.event.value.timings) ({ routerQueueMs: queuedMs, routerExpectedQueueMs: expectedQueueMs } = r.event.value.timings);
+    }
+    return { code: Status.OK, ms: performance.now() - started, tokens, queuedMs, expectedQueueMs };
   } catch (err) {
     if (!(err instanceof UpstreamError)) throw err;
-    return { code: err.code, ms: performance.now() - started, tokens };
+    const retryDelayMs = err.statusDetails ? decodeStatusDetails(err.statusDetails).retryDelayMs : undefined;
+    return { code: err.code, ms: performance.now() - started, tokens, retryDelayMs };
   }
 }
 
 /** `count` calls one after another: the unloaded figure. */
-export async function sequentialCalls(client: GenerationClient, request: (i: number) => GenerateRequest, count: number, deadlineMs: number): Promise<CallOutcome[]> {
+export async function sequentialCalls(
+  client: GenerationClient,
+  request: (i: number) => GenerateRequest,
+  count: number,
+  deadlineMs: number,
+  headers?: Record<string, string>,
+): Promise<CallOutcome[]> {
   const outcomes: CallOutcome[] = [];
-  for (let i = 0; i < count; i++) outcomes.push(await timedGenerate(client, request(i), deadlineMs));
+  for (let i = 0; i < count; i++) outcomes.push(await timedGenerate(client, request(i), deadlineMs, headers));
   return outcomes;
 }
 
@@ -44,6 +61,7 @@ export async function closedLoop(
   concurrency: number,
   durationMs: number,
   deadlineMs: number,
+  headers?: Record<string, string>,
 ): Promise<{ outcomes: CallOutcome[]; seconds: number }> {
   const outcomes: CallOutcome[] = [];
   const started = performance.now();
@@ -51,7 +69,7 @@ export async function closedLoop(
   let n = 0;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) outcomes.push(await timedGenerate(client, request(n++), deadlineMs));
+      while (performance.now() < end) outcomes.push(await timedGenerate(client, request(n++), deadlineMs, headers));
     }),
   );
   return { outcomes, seconds: (performance.now() - started) / 1000 };
@@ -68,6 +86,7 @@ export async function openLoop(
   perSecond: number,
   durationMs: number,
   deadlineMs: number,
+  headers?: Record<string, string>,
 ): Promise<CallOutcome[]> {
   const count = Math.round((perSecond * durationMs) / 1000);
   const started = performance.now();
@@ -75,7 +94,7 @@ export async function openLoop(
   for (let i = 0; i < count; i++) {
     const wait = started + (i * 1000) / perSecond - performance.now();
     if (wait > 1) await delay(wait);
-    calls.push(timedGenerate(client, request(i), deadlineMs));
+    calls.push(timedGenerate(client, request(i), deadlineMs, headers));
   }
   return Promise.all(calls);
 }

@@ -1,7 +1,7 @@
 /**
- * The short (CI) load test of issue 7: router and a synthetic-engine inference as processes on loopback, the router's
- * admission limit at the engine's parallel sequences and no queue. The long version on the real engine is
- * `npm run bench:load`. MOEFLASH_LOAD_REPORT=1 prints the figures.
+ * The short (CI) load test of issues 7 and 20: router and a synthetic-engine inference as processes on loopback, the
+ * router at its defaults (admission limit at the engine's parallel sequences, the deadline-aware queue). The long
+ * version on the real engine is `npm run bench:load`. MOEFLASH_LOAD_REPORT=1 prints the figures.
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -25,7 +25,7 @@ describe('overload at 2x capacity (processes, synthetic engine)', function () {
     }
   });
 
-  it('admitted calls do not wait in a queue, the rest are refused fast, goodput holds, memory stays bounded', async () => {
+  it('sustained overload: admitted calls wait at most a little, the rest are refused fast, goodput holds, memory stays bounded', async () => {
     const quiet = { MOEFLASH_METRICS_ADDR: 'off' };
     const inference = await spawnService(FAKE_INFERENCE_MAIN, { ...quiet, MOEFLASH_INFERENCE_ADDR: '127.0.0.1:0', FAKE_TOKEN_DELAY_MS: '20' });
     spawned.push(inference);
@@ -33,8 +33,6 @@ describe('overload at 2x capacity (processes, synthetic engine)', function () {
       ...quiet,
       MOEFLASH_ROUTER_ADDR: '127.0.0.1:0',
       MOEFLASH_BACKENDS: `127.0.0.1:${inference.port}`,
-      MOEFLASH_ROUTER_MAX_IN_FLIGHT: String(ENGINE_PARALLEL),
-      MOEFLASH_ROUTER_MAX_QUEUED: '0',
     });
     spawned.push(router);
     await router.waitForLog((l) => l.msg === 'backend health' && l.serving === true);
@@ -60,14 +58,18 @@ describe('overload at 2x capacity (processes, synthetic engine)', function () {
       // Half the offered calls cannot be served: they are refused, and the admitted ones still fill the capacity.
       assert.ok(overload.rejected.count >= overload.offered * 0.3, `${overload.rejected.count} of ${overload.offered} refused`);
       assert.ok(overload.admittedPerSecond >= atCapacity.callsPerSecond * 0.8, `goodput ${overload.admittedPerSecond} vs capacity ${atCapacity.callsPerSecond}`);
-      // A call that waited in a queue is slower by a share of a whole call: with 4 calls queued (one batch) the
-      // admitted p50 doubles. Scheduling noise on a shared 2-core machine moves the p50 by up to ~10% and the p99
-      // by up to ~40%, with or without overload, so the bounds here leave that room; the p99 figure itself is
-      // measured by the long run (npm run bench:load).
-      assert.ok(report.p50Ratio <= 1.15, `admitted p50 ${overload.admitted.p50.toFixed(1)} ms vs unloaded ${unloaded.p50.toFixed(1)} ms`);
-      assert.ok(report.p99Ratio <= 1.5, `admitted p99 ${overload.admitted.p99.toFixed(1)} ms vs unloaded ${unloaded.p99.toFixed(1)} ms`);
+      // Once the overload is told from a burst, a call joins the queue only for a wait of half a call: the admitted
+      // p50 stays within 1.5x (plus scheduling noise). The p99 also holds the calls admitted during the first burst
+      // time (250 ms), which waited up to that long: 2x the at-capacity p99 plus it. The 20 s run of
+      // npm run bench:load measures the p99 where that start is a small part.
+      const burstMs = 250;
+      assert.ok(overload.admitted.p50 <= atCapacity.latency.p50 * 1.5 * 1.15, `admitted p50 ${overload.admitted.p50.toFixed(1)} ms vs ${atCapacity.latency.p50.toFixed(1)} ms at capacity`);
+      assert.ok(
+        overload.admitted.p99 <= atCapacity.latency.p99 * 2 + burstMs,
+        `admitted p99 ${overload.admitted.p99.toFixed(1)} ms vs ${atCapacity.latency.p99.toFixed(1)} ms at capacity`,
+      );
       // Refused at once: a refusal takes a small part of a served call.
-      assert.ok(overload.rejected.p50 < unloaded.p50 / 4, `refusal p50 ${overload.rejected.p50.toFixed(1)} ms vs a call's ${unloaded.p50.toFixed(1)} ms`);
+      assert.ok(overload.rejected.p50 < 10, `refusal p50 ${overload.rejected.p50.toFixed(1)} ms`);
       assert.ok(overload.rejected.p99 < unloaded.p50 / 2, `refusal p99 ${overload.rejected.p99.toFixed(1)} ms vs a call's ${unloaded.p50.toFixed(1)} ms`);
       for (const [name, m] of Object.entries(report.processes))
         assert.ok(m.peak - m.before < 32 * MiB, `${name} RSS grew ${((m.peak - m.before) / MiB).toFixed(1)} MiB under overload`);

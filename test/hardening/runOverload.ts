@@ -21,6 +21,8 @@ export interface OverloadOptions {
   deadlineMs: number;
   /** Processes whose memory is reported, by name. */
   processes: Record<string, number>;
+  /** Request headers of every call (an API key). */
+  headers?: Record<string, string>;
 }
 
 export interface ProcessFigures {
@@ -44,6 +46,9 @@ export interface OverloadReport {
     admittedPerSecond: number;
     /** RESOURCE_EXHAUSTED calls and how long the refusal took. */
     rejected: LatencySummary;
+    /** The admitted calls' waits in the router queue, and the refused calls' RetryInfo. */
+    queueWait: LatencySummary;
+    retryDelay: LatencySummary;
     /** Any other status, by name. */
     failures: Record<string, number>;
   };
@@ -67,9 +72,9 @@ const latencies = (outcomes: readonly CallOutcome[], code: Status) => outcomes.f
  * against the unloaded figure, how many calls were refused and how fast, and the processes' memory and CPU.
  */
 export async function runOverload(o: OverloadOptions): Promise<OverloadReport> {
-  await sequentialCalls(o.client, o.request, o.warmupCalls, o.deadlineMs);
-  const unloaded = await sequentialCalls(o.client, o.request, o.unloadedCalls, o.deadlineMs);
-  const capacity = await closedLoop(o.client, o.request, o.concurrency, o.capacityMs, o.deadlineMs);
+  await sequentialCalls(o.client, o.request, o.warmupCalls, o.deadlineMs, o.headers);
+  const unloaded = await sequentialCalls(o.client, o.request, o.unloadedCalls, o.deadlineMs, o.headers);
+  const capacity = await closedLoop(o.client, o.request, o.concurrency, o.capacityMs, o.deadlineMs, o.headers);
   const callsPerSecond = latencies(capacity.outcomes, Status.OK).length / capacity.seconds;
 
   const names = Object.keys(o.processes);
@@ -79,7 +84,7 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadReport> {
   const sampler = sampleRss(pids);
   const offeredPerSecond = callsPerSecond * o.factor;
   const started = performance.now();
-  const overload = await openLoop(o.client, o.request, offeredPerSecond, o.overloadMs, o.deadlineMs);
+  const overload = await openLoop(o.client, o.request, offeredPerSecond, o.overloadMs, o.deadlineMs, o.headers);
   const seconds = (performance.now() - started) / 1000;
   const peaks = sampler.stop();
   const after = pids.map((pid) => processMemory(pid).rss);
@@ -96,6 +101,8 @@ export async function runOverload(o: OverloadOptions): Promise<OverloadReport> {
       admitted,
       admittedPerSecond: admitted.count / seconds,
       rejected: latencySummary(latencies(overload, Status.RESOURCE_EXHAUSTED)),
+      queueWait: latencySummary(overload.flatMap((o) => (o.code === Status.OK && o.queuedMs !== undefined ? [o.queuedMs] : []))),
+      retryDelay: latencySummary(overload.flatMap((o) => (o.retryDelayMs !== undefined ? [o.retryDelayMs] : []))),
       failures: failures(overload, [Status.OK, Status.RESOURCE_EXHAUSTED]),
     },
     p50Ratio: admitted.p50 / unloadedLatency.p50,

@@ -64,5 +64,5 @@ export async function failure(call: (options: { onTrailer(trailer: Metadata): vo
 
 /** A Generate request with defaults for tests. */
 export function generateRequest(fields: Partial<GenerateRequest>): GenerateRequest {
-  return { model: 'fake', prompt: '', promptTokenIds: [], sampling: undefined, stop: [], requestId: '', ...fields };
+  return { model: 'fake', prompt: '', promptTokenIds: [], sampling: undefined, stop: [], requestId: '', priority: 0, ...fields };
 }

@@ -31,6 +31,8 @@ export const TEST_ROUTER_CONFIG: RouterConfig = {
   backends: [],
   maxInFlightPerBackend: 64,
   maxQueued: 64,
+  maxQueueWaitMs: 30_000,
+  queueBurstMs: 250,
   retryAfterMs: 250,
   maxAttempts: 3,
   loadPollMs: 200,

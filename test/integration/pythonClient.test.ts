@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { FakeEngine } from '../helpers/FakeEngine';
+import { drain, generateRequest, generationClient } from '../helpers/grpcClients';
 import { startStack } from '../helpers/startStack';
 
 const run = promisify(execFile);
@@ -74,6 +75,37 @@ describe('Python client', () => {
       });
       assert.deepEqual(lines.find((l) => l.error)?.error, { code: 'INVALID_ARGUMENT', fields: ['sampling.temperature'] });
     } finally {
+      await stack.stop();
+    }
+  });
+
+  it("retries a refused call by itself with the published service config, after the router's pushback", async () => {
+    // One slot, no queue: while a call holds the slot every other call is refused with RESOURCE_EXHAUSTED.
+    const engine = new FakeEngine({ parallel: 1, tokenDelayMs: 10 });
+    const stack = await startStack({ fake: engine }, { maxInFlightPerBackend: 1, maxQueued: 0, retryAfterMs: 500 });
+    const { admission } = stack.router.router;
+    const refusals: string[] = [];
+    const attempts: number[] = [];
+    admission.on('refused', (_model, reason) => (refusals.push(reason), attempts.push(performance.now())));
+    admission.on('admitted', () => attempts.push(performance.now()));
+    const { client, channel } = generationClient(stack.router.address);
+    try {
+      const holder = drain(client.generate(generateRequest({ prompt: 'holder', maxTokens: 100 })));
+      await engine.whenActive(1);
+      const script = path.join(root, 'test', 'python', 'retry_client.py');
+      const config = path.join(root, 'deploy', 'client', 'service-config.json');
+      const { stdout } = await run(python, [script, stubs, stack.router.address, 'fake', config]);
+      assert.deepEqual(JSON.parse(stdout.trim()), { code: 'OK', tokens: 3 });
+      // It got through only by retrying: the first attempt found the slot taken.
+      assert.ok(refusals.length >= 1, 'the router refused at least one attempt');
+      assert.deepEqual(new Set(refusals), new Set(['queue_full']));
+      // Each retry waited the pushback (500 ms), not the policy's backoff (200 ms, then 400 ms).
+      const retries = attempts.slice(2); // [holder admitted, first attempt refused, retries...]
+      const gaps = retries.map((t, i) => t - attempts[i + 1]);
+      assert.ok(gaps.every((g) => g >= 450 && g < 800), `gaps between attempts ${gaps.map((g) => g.toFixed(0)).join(', ')} ms`);
+      await holder;
+    } finally {
+      channel.close();
       await stack.stop();
     }
   });

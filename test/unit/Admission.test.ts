@@ -1,10 +1,17 @@
 import assert from 'node:assert/strict';
 import { ResourceExhaustedError, UnavailableError } from '../../services/common/errors';
-import { Admission, type AdmissionTicket } from '../../services/router/Admission';
+import { Admission, AdmissionRefusal, type AdmissionOptions, type AdmissionRequest, type AdmissionTicket } from '../../services/router/Admission';
 import { BackendPool, type ModelLoadInfo } from '../../services/router/BackendPool';
 
-function admission(limit: number, maxQueued: number): Admission {
-  return new Admission({ limit: () => limit, maxQueued, retryAfterMs: 750 });
+const OPTIONS = { maxQueueWaitMs: 30_000, burstMs: 250, retryAfterMs: 750 };
+
+function admission(limit: number, maxQueued: number, options: Partial<AdmissionOptions> = {}): Admission {
+  return new Admission({ limit: () => limit, maxQueued, ...OPTIONS, ...options });
+}
+
+/** A request of model m from caller c1 at priority 0 unless `fields` say otherwise. */
+function req(candidates: readonly string[], fields: Partial<AdmissionRequest> = {}): AdmissionRequest {
+  return { model: 'm', caller: 'c1', priority: 0, candidates: () => candidates, pick: first, ...fields };
 }
 
 function ready(capacity: number): Map<string, ModelLoadInfo> {
@@ -28,7 +35,7 @@ describe('Admission', () => {
   it('admits up to the per-backend limit, spreading over the candidates', async () => {
     const a = admission(2, 0);
     const tickets: AdmissionTicket[] = [];
-    for (let i = 0; i < 4; i++) tickets.push(await a.acquire({ candidates: () => ['a', 'b'], pick: first }));
+    for (let i = 0; i < 4; i++) tickets.push(await a.acquire(req(['a', 'b'])));
     assert.deepEqual(tickets.map((t) => t.backend), ['a', 'a', 'b', 'b']);
     assert.equal(a.inFlight('a'), 2);
     assert.equal(a.inFlight('b'), 2);
@@ -36,10 +43,10 @@ describe('Admission', () => {
 
   it('refuses at once with RESOURCE_EXHAUSTED and the retry delay when slots and queue are full', async () => {
     const a = admission(1, 1);
-    await a.acquire({ candidates: () => ['a'], pick: first });
-    const queued = a.acquire({ candidates: () => ['a'], pick: first });
+    await a.acquire(req(['a']));
+    const queued = a.acquire(req(['a']));
     assert.equal(a.queued, 1);
-    await assert.rejects(a.acquire({ candidates: () => ['a'], pick: first }), (err: unknown) => {
+    await assert.rejects(a.acquire(req(['a'])), (err: unknown) => {
       assert.ok(err instanceof ResourceExhaustedError);
       assert.equal(err.retryAfterMs, 750);
       return true;
@@ -49,9 +56,9 @@ describe('Admission', () => {
 
   it('with the queue full, a call beyond the limit is refused at once, not when a slot frees', async () => {
     const a = admission(1, 1);
-    const held = await a.acquire({ candidates: () => ['a'], pick: first });
-    const queued = a.acquire({ candidates: () => ['a'], pick: first });
-    const refused = a.acquire({ candidates: () => ['a'], pick: first });
+    const held = await a.acquire(req(['a']));
+    const queued = a.acquire(req(['a']));
+    const refused = a.acquire(req(['a']));
     assert.equal(await settledAtOnce(refused), true);
     await assert.rejects(refused, ResourceExhaustedError);
     assert.equal(await settledAtOnce(queued), false, 'the queued call still waits for the held slot');
@@ -61,13 +68,13 @@ describe('Admission', () => {
     assert.equal(a.inFlight('a'), 0);
   });
 
-  it('with no queue (the default), a call beyond the limit is refused at once', async () => {
+  it('with no queue (maxQueued 0), a call beyond the limit is refused at once', async () => {
     const a = admission(2, 0);
-    await a.acquire({ candidates: () => ['a'], pick: first });
-    await a.acquire({ candidates: () => ['a'], pick: first });
-    const refused = a.acquire({ candidates: () => ['a'], pick: first });
+    await a.acquire(req(['a']));
+    await a.acquire(req(['a']));
+    const refused = a.acquire(req(['a']));
     assert.equal(await settledAtOnce(refused), true);
-    await assert.rejects(refused, /all 2 call slots of the backends are taken and 0 calls are queued/);
+    await assert.rejects(refused, /every call slot is taken and the queue is full \(0 calls\)/);
     assert.equal(a.queued, 0);
   });
 
@@ -76,9 +83,9 @@ describe('Admission', () => {
     const pool = new BackendPool(['a', 'b']);
     pool.setLoad('a', ready(2));
     pool.setLoad('b', ready(1));
-    const a = new Admission({ limit: (b) => pool.capacity(b), maxQueued: 1, retryAfterMs: 750 });
+    const a = new Admission({ limit: (b) => pool.capacity(b), maxQueued: 1, ...OPTIONS });
     pool.on('change', () => a.poke());
-    const both = { candidates: () => ['a', 'b'], pick: first };
+    const both = req(['a', 'b']);
     const tickets: AdmissionTicket[] = [];
     for (let i = 0; i < 3; i++) tickets.push(await a.acquire(both));
     assert.deepEqual(tickets.map((t) => t.backend), ['a', 'a', 'b']);
@@ -93,7 +100,7 @@ describe('Admission', () => {
     // a shrinks to 1: its two calls run on, but a released slot is not handed out again until it is below 1.
     pool.setLoad('a', ready(1));
     tickets[0].release();
-    const onA = a.acquire({ candidates: () => ['a'], pick: first });
+    const onA = a.acquire(req(['a']));
     assert.equal(await settledAtOnce(onA), false);
     tickets[1].release();
     assert.equal((await onA).backend, 'a');
@@ -102,10 +109,10 @@ describe('Admission', () => {
 
   it('hands a released slot to the first queued call (FIFO)', async () => {
     const a = admission(1, 2);
-    const held = await a.acquire({ candidates: () => ['a'], pick: first });
+    const held = await a.acquire(req(['a']));
     const order: string[] = [];
-    const one = a.acquire({ candidates: () => ['a'], pick: first }).then((t) => (order.push('one'), t));
-    const two = a.acquire({ candidates: () => ['a'], pick: first }).then((t) => (order.push('two'), t));
+    const one = a.acquire(req(['a'])).then((t) => (order.push('one'), t));
+    const two = a.acquire(req(['a'])).then((t) => (order.push('two'), t));
     held.release();
     held.release(); // idempotent: must not free a second slot
     const t1 = await one;
@@ -119,9 +126,9 @@ describe('Admission', () => {
 
   it('a queued call can take a slot on any of its candidates, not only the one that was full first', async () => {
     const a = admission(1, 1);
-    const onA = await a.acquire({ candidates: () => ['a'], pick: first });
-    const onB = await a.acquire({ candidates: () => ['b'], pick: first });
-    const waiting = a.acquire({ candidates: () => ['a', 'b'], pick: first });
+    const onA = await a.acquire(req(['a']));
+    const onB = await a.acquire(req(['b']));
+    const waiting = a.acquire(req(['a', 'b']));
     onB.release();
     assert.equal((await waiting).backend, 'b');
     onA.release();
@@ -129,9 +136,9 @@ describe('Admission', () => {
 
   it('a cancelled queued call leaves the queue and rejects with the abort reason', async () => {
     const a = admission(1, 1);
-    const held = await a.acquire({ candidates: () => ['a'], pick: first });
+    const held = await a.acquire(req(['a']));
     const controller = new AbortController();
-    const waiting = a.acquire({ candidates: () => ['a'], pick: first, signal: controller.signal });
+    const waiting = a.acquire(req(['a'], { signal: controller.signal }));
     controller.abort();
     await assert.rejects(waiting, { name: 'AbortError' });
     assert.equal(a.queued, 0);
@@ -141,10 +148,10 @@ describe('Admission', () => {
 
   it('fails fast with UNAVAILABLE when no backend can serve, and fails queued calls whose backends all went away', async () => {
     const a = admission(1, 1);
-    await assert.rejects(a.acquire({ candidates: () => [], pick: first }), UnavailableError);
+    await assert.rejects(a.acquire(req([])), UnavailableError);
     let healthy = ['a'];
-    await a.acquire({ candidates: () => healthy, pick: first });
-    const waiting = a.acquire({ candidates: () => healthy, pick: first });
+    await a.acquire({ ...req([]), candidates: () => healthy });
+    const waiting = a.acquire({ ...req([]), candidates: () => healthy });
     healthy = [];
     a.poke();
     await assert.rejects(waiting, UnavailableError);
@@ -152,7 +159,202 @@ describe('Admission', () => {
 
   it('lets the pick function choose among free backends', async () => {
     const a = admission(1, 0);
-    const t = await a.acquire({ candidates: () => ['a', 'b', 'c'], pick: (free) => free[free.length - 1] });
+    const t = await a.acquire(req(['a', 'b', 'c'], { pick: (free) => free[free.length - 1] }));
     assert.equal(t.backend, 'c');
+  });
+
+  describe('the queue', () => {
+    /** An admission on one backend with `limit` slots and a clock the test moves. */
+    function clocked(limit: number, options: Partial<AdmissionOptions> = {}) {
+      const clock = { ms: 0 };
+      const a = admission(limit, 100, { now: () => clock.ms, ...options });
+      return { a, clock };
+    }
+
+    /** Runs `n` calls of `ms` each to their end, so that the model's service time is `ms`. */
+    async function serve(a: Admission, clock: { ms: number }, n: number, ms: number): Promise<void> {
+      for (let i = 0; i < n; i++) {
+        const t = await a.acquire(req(['a']));
+        clock.ms += ms;
+        t.release(true);
+      }
+    }
+
+    /** Queues one call per name; each records its name when granted and gives its slot straight back. */
+    function queueNamed(a: Admission, order: string[], names: readonly string[], fields: (name: string) => Partial<AdmissionRequest>): Promise<void>[] {
+      return names.map((name) =>
+        a.acquire(req(['a'], fields(name))).then((t) => {
+          order.push(name);
+          t.release();
+        }),
+      );
+    }
+
+    it('serves callers in turn, so one caller with many queued calls cannot starve another', async () => {
+      const a = admission(1, 100);
+      const held = await a.acquire(req(['a']));
+      const order: string[] = [];
+      const calls = [
+        ...queueNamed(a, order, ['A0', 'A1', 'A2', 'A3', 'A4', 'A5'], () => ({ caller: 'A' })),
+        ...queueNamed(a, order, ['B0', 'B1'], () => ({ caller: 'B' })),
+      ];
+      held.release();
+      await Promise.all(calls);
+      assert.deepEqual(order, ['A0', 'B0', 'A1', 'B1', 'A2', 'A3', 'A4', 'A5']);
+    });
+
+    it('a caller that was idle joins the current round instead of cashing in credit', async () => {
+      const a = admission(1, 100);
+      const held = await a.acquire(req(['a']));
+      const order: string[] = [];
+      const named = (name: string, caller: string) => a.acquire(req(['a'], { caller })).then((t) => (order.push(name), t));
+      const [a0, a1, a2, a3] = ['A0', 'A1', 'A2', 'A3'].map((name) => named(name, 'A'));
+      held.release();
+      (await a0).release();
+      // B turns up while A1 runs.
+      const running = await a1;
+      const [b0, b1] = ['B0', 'B1'].map((name) => named(name, 'B'));
+      running.release();
+      for (const call of [b0, a2, b1, a3]) (await call).release();
+      // A credit for the rounds B was idle would put both of B's calls before A2.
+      assert.deepEqual(order, ['A0', 'A1', 'B0', 'A2', 'B1', 'A3']);
+    });
+
+    it('a higher priority leaves the queue first; FIFO within a priority for one caller', async () => {
+      const a = admission(1, 100);
+      const held = await a.acquire(req(['a']));
+      const order: string[] = [];
+      const priorities: Record<string, number> = { low: -1, n1: 0, n2: 0, high: 5 };
+      const calls = queueNamed(a, order, ['low', 'n1', 'n2', 'high'], (name) => ({ priority: priorities[name] }));
+      held.release();
+      await Promise.all(calls);
+      assert.deepEqual(order, ['high', 'n1', 'n2', 'low']);
+    });
+
+    it('expects a wait of one service time per call ahead over the slots, and tells it with the ticket', async () => {
+      const { a, clock } = clocked(2);
+      await serve(a, clock, 3, 100);
+      assert.equal(a.serviceTimeMs('m'), 100);
+      const running = [await a.acquire(req(['a'])), await a.acquire(req(['a']))];
+      const first = a.acquire(req(['a']));
+      const second = a.acquire(req(['a']));
+      clock.ms += 30;
+      running[0].release();
+      const t1 = await first;
+      assert.equal(t1.expectedWaitMs, 50, '(0 ahead + 1) x 100 ms / 2 slots');
+      assert.equal(t1.queuedMs, 30);
+      running[1].release();
+      assert.equal((await second).expectedWaitMs, 100, '(1 ahead + 1) x 100 ms / 2 slots');
+    });
+
+    it('refuses at once, with the expected wait as RetryInfo, a call whose wait and generation overrun its deadline', async () => {
+      const { a, clock } = clocked(1);
+      await serve(a, clock, 1, 200);
+      const held = await a.acquire(req(['a']));
+      const ahead = a.acquire(req(['a']));
+      const refused = a.acquire(req(['a'], { deadline: Date.now() + 500 }));
+      assert.equal(await settledAtOnce(refused), true);
+      await assert.rejects(refused, (err: unknown) => {
+        assert.ok(err instanceof AdmissionRefusal);
+        assert.equal(err.reason, 'wait_over_deadline');
+        assert.equal(err.retryAfterMs, 400, '2 calls x 200 ms on 1 slot');
+        assert.match(err.message, /expected wait for a call slot \(400 ms\) and generation \(200 ms\) exceed the call's deadline/);
+        return true;
+      });
+      // With room for the wait and the generation it queues.
+      const fits = a.acquire(req(['a'], { deadline: Date.now() + 5_000 }));
+      assert.equal(a.queued, 2);
+      held.release();
+      (await ahead).release();
+      (await fits).release();
+    });
+
+    it('refuses a call whose expected wait exceeds the maximum queue wait', async () => {
+      const { a, clock } = clocked(1, { maxQueueWaitMs: 250 });
+      await serve(a, clock, 1, 100);
+      const held = await a.acquire(req(['a']));
+      const queued = [a.acquire(req(['a'])), a.acquire(req(['a']))];
+      await assert.rejects(a.acquire(req(['a'])), (err: unknown) => err instanceof AdmissionRefusal && err.reason === 'wait_over_max' && err.retryAfterMs === 300);
+      held.release();
+      for (const q of queued) (await q).release();
+    });
+
+    /** Whether `call` was refused by the standing queue at once (false while it is queued). */
+    async function isRefusal(call: Promise<unknown>): Promise<boolean> {
+      if (!(await settledAtOnce(call))) return false;
+      return call.then(
+        () => false,
+        (err: unknown) => err instanceof AdmissionRefusal && err.reason === 'standing_queue',
+      );
+    }
+
+    it('absorbs a burst, but once calls outpace the queue past the burst time admits only waits within half a generation', async () => {
+      const { a, clock } = clocked(1, { burstMs: 250 });
+      await serve(a, clock, 1, 100);
+      const held = await a.acquire(req(['a']));
+      // A burst: ten calls within the burst time all queue, waits up to 1 s.
+      const burst = Array.from({ length: 10 }, () => a.acquire(req(['a'])));
+      assert.equal(a.queued, 10);
+      // Calls keep coming, one every 20 ms, and none leaves: once the queue has stood for the burst time with
+      // arrivals outpacing departures in both halves of it, a wait of more than half a generation is refused, at once.
+      const later: Promise<AdmissionTicket>[] = [];
+      let refusedAt: number | undefined;
+      while (refusedAt === undefined && clock.ms < 1_000) {
+        clock.ms += 20;
+        const call = a.acquire(req(['a']));
+        if (await isRefusal(call)) refusedAt = clock.ms;
+        else later.push(call);
+      }
+      assert.equal(refusedAt, 360, 'the first call after the queue stood 250 ms with both halves growing');
+      await assert.rejects(a.acquire(req(['a'])), (err: unknown) => err instanceof AdmissionRefusal && err.reason === 'standing_queue' && err.retryAfterMs === (10 + later.length + 1) * 100);
+      // Another caller, which fair queueing puts second, is refused too: 200 ms is more than half a generation.
+      await assert.rejects(a.acquire(req(['a'], { caller: 'B' })), (err: unknown) => err instanceof AdmissionRefusal && err.reason === 'standing_queue');
+      burst.push(...later);
+      // The queue drains: every call of the burst is served.
+      held.release();
+      for (const call of burst) {
+        clock.ms += 100;
+        (await call).release(true);
+      }
+      assert.equal(a.queued, 0);
+      // Empty and no call shed for the burst time: the next burst is absorbed again.
+      const t = await a.acquire(req(['a']));
+      const next = [a.acquire(req(['a'])), a.acquire(req(['a']))];
+      assert.equal(a.queued, 2);
+      t.release();
+      for (const call of next) (await call).release();
+    });
+
+    it('keeps admitting long waits to a queue that is deep but stable: a caller sending a call as each ends', async () => {
+      const { a, clock } = clocked(1, { burstMs: 250 });
+      await serve(a, clock, 1, 100);
+      const refusals: string[] = [];
+      a.on('refused', (_model, reason) => refusals.push(reason));
+      let running = await a.acquire(req(['a']));
+      const queued = Array.from({ length: 5 }, () => a.acquire(req(['a'])));
+      // For a second, each call that ends makes room for the next queued one and the caller sends another.
+      for (let i = 0; i < 10; i++) {
+        clock.ms += 100;
+        running.release(true);
+        running = await queued.shift()!;
+        queued.push(a.acquire(req(['a'])));
+        assert.equal(a.queued, 5);
+      }
+      assert.deepEqual(refusals, [], 'a wait of 5 generations stays admitted: the queue does not grow');
+      running.release();
+      for (const call of queued) (await call).release();
+    });
+
+    it('a queued call that waited the maximum queue wait leaves with RESOURCE_EXHAUSTED and frees its place', async () => {
+      const a = admission(1, 100, { maxQueueWaitMs: 20 });
+      const held = await a.acquire(req(['a']));
+      const refusals: string[] = [];
+      a.on('refused', (_model, reason) => refusals.push(reason));
+      await assert.rejects(a.acquire(req(['a'])), (err: unknown) => err instanceof AdmissionRefusal && err.reason === 'waited_max');
+      assert.equal(a.queued, 0);
+      assert.deepEqual(refusals, ['waited_max']);
+      held.release();
+      assert.equal(a.inFlight('a'), 0);
+    });
   });
 });
