@@ -12,7 +12,7 @@ export const DEFAULT_SAMPLING: Required<Omit<SamplingOptions, 'grammar' | 'seed'
   frequencyPenalty: 0,
 };
 
-export const DEFAULT_MAX_TOKENS = 256;
+export { DEFAULT_MAX_TOKENS } from '../common/defaultMaxTokens';
 export const MAX_STOP_STRINGS = 16;
 export const MAX_STOP_BYTES = 256;
 

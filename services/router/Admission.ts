@@ -28,6 +28,8 @@ export interface AdmissionOptions {
 export interface AdmissionRequest {
   /** The model asked for: service times, and so expected waits, are per model. */
   model: string;
+  /** The tokens it asks for at most: a call's expected service time scales with them. */
+  maxTokens: number;
   /** Who is calling (an API key's digest or the peer): callers share the queue fairly (FairQueue). */
   caller: string;
   /** Higher leaves the queue first. */
@@ -55,7 +57,7 @@ export interface AdmissionTicket {
 }
 
 /** Why admission turned a call away; the label of the refusals metric. */
-export type RefusalReason = 'queue_full' | 'wait_over_deadline' | 'wait_over_max' | 'standing_queue' | 'waited_max';
+export type RefusalReason = 'queue_full' | 'wait_over_deadline' | 'wait_over_max' | 'standing_queue' | 'shed' | 'waited_max';
 
 /** RESOURCE_EXHAUSTED from admission, with the reason and (as RetryInfo) the wait it expected. */
 export class AdmissionRefusal extends ResourceExhaustedError {
@@ -105,6 +107,8 @@ export class Admission extends EventEmitter<AdmissionEvents> {
   private readonly queue = new FairQueue<Waiter>();
   private readonly serviceTimes = new ServiceTimes();
   private readonly standing: StandingQueue;
+  /** Whether the last arrival found the queue standing: the moment it starts, the queue is cut to its target. */
+  private wasStanding = false;
   private readonly now: () => number;
 
   constructor(private readonly options: AdmissionOptions) {
@@ -135,9 +139,10 @@ export class Admission extends EventEmitter<AdmissionEvents> {
 
     const now = this.now();
     this.standing.arrived(now);
+    const standing = this.standingNow(now);
     const placement = this.queue.placementOf(request.caller, request.priority);
     const expectedWaitMs = this.expectedWait(request.model, candidates, placement);
-    const refusal = this.refusal(request, expectedWaitMs, now);
+    const refusal = this.refusal(request, expectedWaitMs, standing, now);
     if (refusal) {
       this.emit('refused', request.model, refusal.reason);
       return Promise.reject(refusal);
@@ -180,27 +185,69 @@ export class Admission extends EventEmitter<AdmissionEvents> {
   }
 
   /**
-   * The wait of a call placed at `placement`: the calls ahead of it that can use one of its backends, plus itself,
-   * each taking one mean service time on one of the candidates' slots. Undefined before any call of the model ended.
+   * The wait of a call placed at `placement`, spread over its candidates' slots: the expected service of every call
+   * ahead of it that can use one of its backends, plus one mean call for the slots to start freeing (the calls
+   * running are on average half done, and the first of several ends sooner). Undefined before any call of the model
+   * ended.
    */
   private expectedWait(model: string, candidates: readonly string[], placement: Parameters<FairQueue<Waiter>['ahead']>[0]): number | undefined {
-    const serviceMs = this.serviceTimes.mean(model);
+    const meanMs = this.serviceTimes.mean(model);
     const slots = candidates.reduce((n, b) => n + this.options.limit(b), 0);
-    if (serviceMs === undefined || slots === 0) return undefined;
+    if (meanMs === undefined || slots === 0) return undefined;
     const mine = new Set(candidates);
-    let ahead = 0;
-    for (const waiter of this.queue.ahead(placement)) if (waiter.request.candidates().some((b) => mine.has(b))) ahead++;
-    return ((ahead + 1) * serviceMs) / slots;
+    let workMs = meanMs;
+    for (const waiter of this.queue.ahead(placement))
+      if (waiter.request.candidates().some((b) => mine.has(b))) workMs += this.serviceTimes.cost(waiter.request.model, waiter.request.maxTokens) ?? meanMs;
+    return workMs / slots;
   }
 
-  private refusal(request: AdmissionRequest, expectedWaitMs: number | undefined, now: number): AdmissionRefusal | undefined {
+  /**
+   * Whether the queue is standing now. When it starts to, the calls that joined it while it looked like a burst and
+   * would wait more than the target are dropped from it (refused, with their expected wait as RetryInfo): the
+   * burst was the start of an overload, and they would make every call behind them wait as long.
+   */
+  private standingNow(now: number): boolean {
+    const standing = this.standing.isStanding(now);
+    if (standing && !this.wasStanding) this.shedBeyondTarget();
+    this.wasStanding = standing;
+    return standing;
+  }
+
+  private shedBeyondTarget(): void {
+    let workMs = 0;
+    const shed: { waiter: Waiter; waitMs: number }[] = [];
+    for (const waiter of this.queue) {
+      const { model, maxTokens } = waiter.request;
+      const meanMs = this.serviceTimes.mean(model);
+      const slots = waiter.request.candidates().reduce((n, b) => n + this.options.limit(b), 0);
+      if (meanMs === undefined || slots === 0) continue;
+      const waitMs = (workMs + meanMs) / slots;
+      if (waitMs > STANDING_TARGET * meanMs) shed.push({ waiter, waitMs });
+      else workMs += this.serviceTimes.cost(model, maxTokens) ?? meanMs;
+    }
+    for (const { waiter, waitMs } of shed) {
+      this.queue.remove(waiter);
+      this.emit('refused', waiter.request.model, 'shed');
+      waiter.reject(
+        new AdmissionRefusal(
+          `the backends are overloaded: calls kept arriving faster than they were served, and this call, queued for a wait of ${Math.round(waitMs)} ms, was dropped from the queue`,
+          waitMs,
+          'shed',
+        ),
+      );
+    }
+    if (shed.length > 0) this.queueChanged();
+  }
+
+  private refusal(request: AdmissionRequest, expectedWaitMs: number | undefined, standing: boolean, now: number): AdmissionRefusal | undefined {
     const retryMs = expectedWaitMs ?? this.options.retryAfterMs;
     // Backend addresses stay out of the messages: they go to the client.
     if (this.queue.size >= this.options.maxQueued)
       return new AdmissionRefusal(`every call slot is taken and the queue is full (${this.queue.size} calls)`, retryMs, 'queue_full');
     if (expectedWaitMs === undefined) return undefined;
     const wait = Math.round(expectedWaitMs);
-    const serviceMs = this.serviceTimes.mean(request.model) ?? 0;
+    const serviceMs = this.serviceTimes.cost(request.model, request.maxTokens) ?? 0;
+    const meanMs = this.serviceTimes.mean(request.model) ?? 0;
     if (request.deadline && expectedWaitMs + serviceMs > request.deadline - Date.now())
       return new AdmissionRefusal(
         `the expected wait for a call slot (${wait} ms) and generation (${Math.round(serviceMs)} ms) exceed the call's deadline`,
@@ -209,10 +256,10 @@ export class Admission extends EventEmitter<AdmissionEvents> {
       );
     if (expectedWaitMs > this.options.maxQueueWaitMs)
       return new AdmissionRefusal(`the expected wait for a call slot (${wait} ms) exceeds the maximum queue wait (${this.options.maxQueueWaitMs} ms)`, retryMs, 'wait_over_max');
-    if (expectedWaitMs > STANDING_TARGET * serviceMs && this.standing.isStanding(now)) {
+    if (standing && expectedWaitMs > STANDING_TARGET * meanMs) {
       this.standing.shed(now);
       return new AdmissionRefusal(
-        `the backends are overloaded: calls arrive faster than they are served, and the expected wait for a call slot (${wait} ms) exceeds half a generation (${Math.round(serviceMs)} ms)`,
+        `the backends are overloaded: calls arrive faster than they are served, and the expected wait for a call slot (${wait} ms) exceeds half a mean generation (${Math.round(meanMs)} ms)`,
         retryMs,
         'standing_queue',
       );
@@ -237,7 +284,7 @@ export class Admission extends EventEmitter<AdmissionEvents> {
       release: (completed = false) => {
         if (released) return;
         released = true;
-        if (completed) this.serviceTimes.record(request.model, this.now() - grantedAt);
+        if (completed) this.serviceTimes.record(request.model, this.now() - grantedAt, request.maxTokens);
         const n = this.inFlight(backend) - 1;
         if (n > 0) this.inFlightBy.set(backend, n);
         else this.inFlightBy.delete(backend);

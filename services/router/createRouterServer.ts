@@ -11,6 +11,7 @@ import {
 } from '../../gen/moeflash/v1/generation';
 import type { InferenceServiceDefinition } from '../../gen/moeflash/v1/inference';
 import { callDeadline } from '../common/deadlineInterceptor';
+import { DEFAULT_MAX_TOKENS } from '../common/defaultMaxTokens';
 import type { DefinitionClient } from '../common/DefinitionClient';
 import { InvalidArgumentError, MoeflashError, NotFoundError, UnavailableError } from '../common/errors';
 import type { RouterConfig } from '../common/parseConfig';
@@ -140,6 +141,7 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
     for (let attempt = 1; ; attempt++) {
       const ticket = await admission.acquire({
         model: request.model,
+        maxTokens: request.maxTokens ?? DEFAULT_MAX_TOKENS,
         caller: callerOf(context),
         priority: request.priority,
         deadline,

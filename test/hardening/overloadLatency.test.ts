@@ -68,9 +68,10 @@ describe('overload at 2x capacity (processes, synthetic engine)', function () {
         overload.admitted.p99 <= atCapacity.latency.p99 * 2 + burstMs,
         `admitted p99 ${overload.admitted.p99.toFixed(1)} ms vs ${atCapacity.latency.p99.toFixed(1)} ms at capacity`,
       );
-      // Refused at once: a refusal takes a small part of a served call.
+      // Refused at once, but for the calls dropped from the queue when the overload was told from a burst, which
+      // waited up to the burst time.
       assert.ok(overload.rejected.p50 < 10, `refusal p50 ${overload.rejected.p50.toFixed(1)} ms`);
-      assert.ok(overload.rejected.p99 < unloaded.p50 / 2, `refusal p99 ${overload.rejected.p99.toFixed(1)} ms vs a call's ${unloaded.p50.toFixed(1)} ms`);
+      assert.ok(overload.rejected.max < burstMs + unloaded.p99, `slowest refusal ${overload.rejected.max.toFixed(1)} ms`);
       for (const [name, m] of Object.entries(report.processes))
         assert.ok(m.peak - m.before < 32 * MiB, `${name} RSS grew ${((m.peak - m.before) / MiB).toFixed(1)} MiB under overload`);
     } finally {

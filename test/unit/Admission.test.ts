@@ -9,9 +9,9 @@ function admission(limit: number, maxQueued: number, options: Partial<AdmissionO
   return new Admission({ limit: () => limit, maxQueued, ...OPTIONS, ...options });
 }
 
-/** A request of model m from caller c1 at priority 0 unless `fields` say otherwise. */
+/** A request of model m for 1 token from caller c1 at priority 0 unless `fields` say otherwise. */
 function req(candidates: readonly string[], fields: Partial<AdmissionRequest> = {}): AdmissionRequest {
-  return { model: 'm', caller: 'c1', priority: 0, candidates: () => candidates, pick: first, ...fields };
+  return { model: 'm', maxTokens: 1, caller: 'c1', priority: 0, candidates: () => candidates, pick: first, ...fields };
 }
 
 function ready(capacity: number): Map<string, ModelLoadInfo> {
@@ -247,6 +247,17 @@ describe('Admission', () => {
       assert.equal((await second).expectedWaitMs, 100, '(1 ahead + 1) x 100 ms / 2 slots');
     });
 
+    it('counts a call ahead by the tokens it asks for', async () => {
+      const { a, clock } = clocked(1);
+      await serve(a, clock, 2, 100); // 1 token each: 100 ms a token, 100 ms a call
+      const held = await a.acquire(req(['a']));
+      const long = a.acquire(req(['a'], { maxTokens: 4 }));
+      const after = a.acquire(req(['a']));
+      held.release();
+      (await long).release();
+      assert.equal((await after).expectedWaitMs, 500, '400 ms for the 4-token call ahead + 100 ms for the slot to free');
+    });
+
     it('refuses at once, with the expected wait as RetryInfo, a call whose wait and generation overrun its deadline', async () => {
       const { a, clock } = clocked(1);
       await serve(a, clock, 1, 200);
@@ -288,15 +299,18 @@ describe('Admission', () => {
       );
     }
 
-    it('absorbs a burst, but once calls outpace the queue past the burst time admits only waits within half a generation', async () => {
-      const { a, clock } = clocked(1, { burstMs: 250 });
+    it('absorbs a burst; once calls keep outpacing the queue past the burst time, it is cut to half a generation', async () => {
+      const { a, clock } = clocked(4, { burstMs: 250 });
       await serve(a, clock, 1, 100);
-      const held = await a.acquire(req(['a']));
-      // A burst: ten calls within the burst time all queue, waits up to 1 s.
+      const refusals: string[] = [];
+      a.on('refused', (_model, reason) => refusals.push(reason));
+      const held = [];
+      for (let i = 0; i < 4; i++) held.push(await a.acquire(req(['a'])));
+      // A burst: ten calls within the burst time all queue, for waits of up to 275 ms.
       const burst = Array.from({ length: 10 }, () => a.acquire(req(['a'])));
       assert.equal(a.queued, 10);
       // Calls keep coming, one every 20 ms, and none leaves: once the queue has stood for the burst time with
-      // arrivals outpacing departures in both halves of it, a wait of more than half a generation is refused, at once.
+      // arrivals outpacing departures in both halves of it, the overload is told from a burst...
       const later: Promise<AdmissionTicket>[] = [];
       let refusedAt: number | undefined;
       while (refusedAt === undefined && clock.ms < 1_000) {
@@ -306,22 +320,25 @@ describe('Admission', () => {
         else later.push(call);
       }
       assert.equal(refusedAt, 360, 'the first call after the queue stood 250 ms with both halves growing');
-      await assert.rejects(a.acquire(req(['a'])), (err: unknown) => err instanceof AdmissionRefusal && err.reason === 'standing_queue' && err.retryAfterMs === (10 + later.length + 1) * 100);
-      // Another caller, which fair queueing puts second, is refused too: 200 ms is more than half a generation.
-      await assert.rejects(a.acquire(req(['a'], { caller: 'B' })), (err: unknown) => err instanceof AdmissionRefusal && err.reason === 'standing_queue');
-      burst.push(...later);
-      // The queue drains: every call of the burst is served.
-      held.release();
-      for (const call of burst) {
-        clock.ms += 100;
-        (await call).release(true);
-      }
-      assert.equal(a.queued, 0);
-      // Empty and no call shed for the burst time: the next burst is absorbed again.
-      const t = await a.acquire(req(['a']));
-      const next = [a.acquire(req(['a'])), a.acquire(req(['a']))];
+      // ...the queue is cut to the calls that wait at most half a generation (25 ms and 50 ms on 4 slots); the rest
+      // are refused with the wait they would have in the queue that is left (75 ms), and so is the newcomer, at once.
       assert.equal(a.queued, 2);
-      t.release();
+      const queued = [...burst, ...later];
+      const outcomes = await Promise.allSettled(queued.slice(2));
+      assert.ok(outcomes.every((o) => o.status === 'rejected' && o.reason instanceof AdmissionRefusal && o.reason.reason === 'shed'));
+      assert.deepEqual(
+        new Set(outcomes.map((o) => o.status === 'rejected' && (o.reason as AdmissionRefusal).retryAfterMs)),
+        new Set([75]),
+      );
+      assert.deepEqual(refusals.filter((r) => r === 'standing_queue'), ['standing_queue']);
+      // The calls kept are served; once empty and with nothing shed for the burst time, a burst is absorbed again.
+      for (const t of held) t.release(true);
+      for (const call of queued.slice(0, 2)) (await call).release(true);
+      clock.ms += 1_000;
+      for (let i = 0; i < 4; i++) held[i] = await a.acquire(req(['a']));
+      const next = Array.from({ length: 6 }, () => a.acquire(req(['a'])));
+      assert.equal(a.queued, 6);
+      for (const t of held) t.release();
       for (const call of next) (await call).release();
     });
 
