@@ -57,6 +57,9 @@ describe('observability: traces and metrics of Generate (router + inference in o
       ['grpc.moeflash.v1.GenerationService/Generate', 1],
       ['grpc.moeflash.v1.GenerationService/Generate', 2],
     ]);
+    // The router's server span says how long the call waited in the router's queue (no wait: a slot was free).
+    const routerServer = spans.find((s) => s.name === 'grpc.moeflash.v1.GenerationService/Generate' && s.kind === 1);
+    assert.equal(routerServer?.attributes['moeflash.queue.wait_ms'], 0);
     const phases = spans.filter((s) => s.parentSpanId === gen.spanId).map((s) => s.name).sort();
     assert.deepEqual(phases, ['moeflash.decode', 'moeflash.prefill', 'moeflash.queue']);
     for (const p of spans.filter((s) => s.parentSpanId === gen.spanId)) {
@@ -102,6 +105,8 @@ describe('observability: traces and metrics of Generate (router + inference in o
     assert.equal(hist('gen_ai.client.operation.duration', { 'gen_ai.response.finish_reason': 'length' }).count, 3);
     assert.deepEqual(metrics['moeflash.engine.active_sequences'], [{ attributes: { 'gen_ai.request.model': 'fake' }, value: 0 }]);
     assert.deepEqual(metrics['moeflash.router.queue_depth'], [{ attributes: {}, value: 0 }]);
+    const queueWait = hist('moeflash.router.queue.wait');
+    assert.deepEqual([queueWait.count, queueWait.sum], [3, 0]);
     assert.equal(metrics['moeflash.router.in_flight'].length, 1);
   });
 });
