@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { makeModel } from '../services/engine/makeModel';
+import { MADE_MODEL_FORMAT, makeModel } from '../services/engine/makeModel';
 import { repoRoot } from '../services/engine/loadAddon';
 
 /** A benchmark's model: an existing GGUF path as is, or a preset name generated once under build/bench-models. */
@@ -9,7 +9,7 @@ export async function benchModel(presetOrPath: string): Promise<string> {
   if (existsSync(presetOrPath)) return presetOrPath;
   const dir = join(repoRoot(), 'build', 'bench-models');
   mkdirSync(dir, { recursive: true });
-  const path = join(dir, `${presetOrPath}-seed1.gguf`);
+  const path = join(dir, `${presetOrPath}-seed1-${MADE_MODEL_FORMAT}.gguf`);
   if (!existsSync(path)) await makeModel(path, { preset: presetOrPath, seed: 1 });
   return path;
 }
@@ -19,7 +19,7 @@ export async function shapedBenchModel(name: string, spec: Parameters<typeof mak
   if (process.env.BENCH_PREFETCH_MODEL) return process.env.BENCH_PREFETCH_MODEL;
   const dir = join(repoRoot(), 'build', 'bench-models');
   mkdirSync(dir, { recursive: true });
-  const path = join(dir, `${name}.gguf`);
+  const path = join(dir, `${name}-${MADE_MODEL_FORMAT}.gguf`);
   if (!existsSync(path)) {
     console.log(`generating ${path} ...`);
     await makeModel(path, spec);

@@ -28,8 +28,9 @@ const TYPES: readonly ModelWeightType[] = ['f16', 'q8_0', 'q4_0'];
 const USAGE = `usage: moeflash make-model --out PATH [--preset ${Object.keys(MODEL_PRESETS).join('|')}] [--seed N]
                            [--type ${TYPES.join('|')}] [--layers N] [--experts N] [--experts-used N] [--embd N]
                            [--expert-ff N] [--heads N] [--kv-heads N] [--head-dim N] [--vocab N] [--ctx-size N]
-                           [--threads N] [--quiet]
+                           [--threads N] [--no-chat-template] [--quiet]
 Writes a random-weight qwen3moe GGUF (deterministic for a seed). Shape flags override the preset (default tiny).
+The model carries a ChatML chat template unless --no-chat-template.
 `;
 
 function parseCount(flag: string, value: string | undefined): number | undefined {
@@ -54,6 +55,7 @@ export async function makeModelCommand(argv: string[]): Promise<number> {
       preset: { type: 'string' },
       type: { type: 'string' },
       quiet: { type: 'boolean', short: 'q', default: false },
+      'no-chat-template': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
       ...Object.fromEntries(Object.keys(SHAPE_FLAGS).map((flag) => [flag, { type: 'string' as const }])),
     },
@@ -73,7 +75,11 @@ export async function makeModelCommand(argv: string[]): Promise<number> {
   if (values.type !== undefined && !TYPES.includes(values.type as ModelWeightType)) {
     throw InvalidArgumentError.field('--type', `expected one of ${TYPES.join(', ')}, got '${values.type}'`);
   }
-  const spec: ModelSpec = { preset: values.preset as ModelPresetName | undefined, type: values.type as ModelWeightType | undefined };
+  const spec: ModelSpec = {
+    preset: values.preset as ModelPresetName | undefined,
+    type: values.type as ModelWeightType | undefined,
+    ...(values['no-chat-template'] && { chatTemplate: '' }),
+  };
   for (const [flag, field] of Object.entries(SHAPE_FLAGS)) {
     const value = parseCount(flag, (values as Record<string, string | boolean | undefined>)[flag] as string | undefined);
     if (value !== undefined) (spec as Record<string, number>)[field] = value;

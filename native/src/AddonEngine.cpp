@@ -90,6 +90,26 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     }
 
   private:
+    // [{ token, logprob, top: [{ token, logprob }] }], one per token of the chunk
+    static Napi::Array LogprobsToJs(Napi::Env env, const std::vector<TokenLogprob> & logprobs) {
+        Napi::Array out = Napi::Array::New(env, logprobs.size());
+        for (size_t i = 0; i < logprobs.size(); i++) {
+            Napi::Object lp = Napi::Object::New(env);
+            lp.Set("token", logprobs[i].token);
+            lp.Set("logprob", logprobs[i].logprob);
+            Napi::Array top = Napi::Array::New(env, logprobs[i].top.size());
+            for (size_t k = 0; k < logprobs[i].top.size(); k++) {
+                Napi::Object alt = Napi::Object::New(env);
+                alt.Set("token", logprobs[i].top[k].first);
+                alt.Set("logprob", logprobs[i].top[k].second);
+                top.Set(k, alt);
+            }
+            lp.Set("top", top);
+            out.Set(i, lp);
+        }
+        return out;
+    }
+
     static void DeliverEvents(Napi::Env env, Napi::Function callback, std::vector<GenerationEvent> * data) {
         std::unique_ptr<std::vector<GenerationEvent>> events(data);
         if (env == nullptr) {
@@ -104,6 +124,9 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
             Napi::Int32Array tokens = Napi::Int32Array::New(env, e.tokens.size());
             std::copy(e.tokens.begin(), e.tokens.end(), tokens.Data());
             o.Set("tokens", tokens);
+            if (!e.logprobs.empty()) {
+                o.Set("logprobs", LogprobsToJs(env, e.logprobs));
+            }
             o.Set("text", Napi::String::New(env, e.text));
             if (e.is_final) {
                 o.Set("finishReason", e.finish_reason);
@@ -140,8 +163,9 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     // start({ nCtxPerSeq, nSeq, nBatch, nUbatch, nThreads, warmup }) -> Promise<{ contextSize, parallel }>
     Napi::Value Start(const Napi::CallbackInfo & info);
 
-    // submit(id, promptTokens: Int32Array, { maxTokens, stops, temperature, topK, topP, minP, repeatPenalty,
-    //        presencePenalty, frequencyPenalty, seed, grammar }) -> void; throws on an invalid grammar
+    // submit(id, promptTokens: Int32Array, { maxTokens, stops, stopTokenIds: Int32Array, ignoreEos, topLogprobs
+    //        (-1: none), temperature, topK, topP, minP, repeatPenalty, presencePenalty, frequencyPenalty, seed,
+    //        grammar }) -> void; throws on an invalid grammar
     Napi::Value Submit(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
         if (!scheduler) {
@@ -157,6 +181,10 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
         for (uint32_t i = 0; i < stops.Length(); i++) {
             request->stops.push_back(stops.Get(i).As<Napi::String>().Utf8Value());
         }
+        Napi::Int32Array stop_ids = p.Get("stopTokenIds").As<Napi::Int32Array>();
+        request->stop_token_ids.assign(stop_ids.Data(), stop_ids.Data() + stop_ids.ElementLength());
+        request->ignore_eos = p.Get("ignoreEos").As<Napi::Boolean>().Value();
+        request->top_logprobs = p.Get("topLogprobs").As<Napi::Number>().Int32Value();
         request->sampler = BuildSampler(env, p, &request->argmax_only);
         Napi::Value trace = p.Get("traceId");
         if (trace.IsString()) {

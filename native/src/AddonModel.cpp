@@ -99,6 +99,7 @@ AddonModel::AddonModel(const Napi::CallbackInfo & info) : Napi::ObjectWrap<Addon
 AddonModel::~AddonModel() { Free(); }
 
 void AddonModel::Free() {
+    chat.reset();
     if (model != nullptr) {
         llama_model_free(model);
         model = nullptr;
@@ -170,6 +171,37 @@ Napi::Value AddonModel::Info(const Napi::CallbackInfo & info) {
     out.Set("nParams", static_cast<double>(llama_model_n_params(model)));
     out.Set("addBos", llama_vocab_get_add_bos(vocab));
     return out;
+}
+
+// applyChatTemplate(messages: [{ role, content }], template: string ('' = the model's own),
+//                   kwargs: { name: JSON text }) -> string, the prompt ending with the assistant's turn.
+// Throws "<field>: <why>" (messages, chat_template) for the caller to turn into INVALID_ARGUMENT.
+Napi::Value AddonModel::ApplyChatTemplate(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (model == nullptr) {
+        throw Napi::Error::New(env, "model not loaded");
+    }
+    std::vector<ChatMessage> messages;
+    Napi::Array list = info[0].As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); i++) {
+        Napi::Object m = list.Get(i).As<Napi::Object>();
+        messages.push_back({m.Get("role").As<Napi::String>().Utf8Value(), m.Get("content").As<Napi::String>().Utf8Value()});
+    }
+    std::map<std::string, std::string> kwargs;
+    Napi::Object k = info[2].As<Napi::Object>();
+    Napi::Array names = k.GetPropertyNames();
+    for (uint32_t i = 0; i < names.Length(); i++) {
+        const std::string name = names.Get(i).As<Napi::String>().Utf8Value();
+        kwargs[name] = k.Get(name).As<Napi::String>().Utf8Value();
+    }
+    if (!chat) {
+        chat = std::make_unique<ChatTemplates>(model);
+    }
+    try {
+        return Napi::String::New(env, chat->render(messages, info[1].As<Napi::String>().Utf8Value(), kwargs));
+    } catch (const ChatInputError & e) {
+        throw Napi::Error::New(env, e.field + ": " + e.what());
+    }
 }
 
 // tokenize(text, addSpecial, parseSpecial) -> Int32Array
@@ -262,6 +294,7 @@ Napi::Function AddonModel::Init(Napi::Env env) {
                            InstanceMethod("tokenize", &AddonModel::Tokenize),
                            InstanceMethod("detokenize", &AddonModel::Detokenize),
                            InstanceMethod("tokenBytes", &AddonModel::TokenBytes),
+                           InstanceMethod("applyChatTemplate", &AddonModel::ApplyChatTemplate),
                            InstanceMethod("dispose", &AddonModel::Dispose),
                        });
 }

@@ -3,9 +3,11 @@
 
 #include <napi.h>
 
+#include "ChatTemplate.h"
 #include "llama.h"
 
 #include <exception>
+#include <memory>
 #include <string>
 
 class AddonModel : public Napi::ObjectWrap<AddonModel> {
@@ -24,9 +26,11 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
     Napi::Value Tokenize(const Napi::CallbackInfo & info);
     Napi::Value Detokenize(const Napi::CallbackInfo & info);
     Napi::Value TokenBytes(const Napi::CallbackInfo & info);
+    Napi::Value ApplyChatTemplate(const Napi::CallbackInfo & info);
     Napi::Value Dispose(const Napi::CallbackInfo & info);
 
     void Free();
     Napi::Error TokenizerError(Napi::Env env, const char * what, const std::exception & e) const;
     int64_t reported_bytes = 0;
+    std::unique_ptr<ChatTemplates> chat;  // created on first use, after load
 };

@@ -398,6 +398,11 @@ void BatchScheduler::step() {
                 // sampling reads the logits, which waits for an asynchronous backend: time after it
                 const llama_token token = slot.request->argmax_only ? Argmax(ctx, vocab, slot.i_batch)
                                                                     : llama_sampler_sample(slot.request->sampler, ctx, slot.i_batch);
+                TokenLogprob logprob;
+                const bool with_logprob = slot.request->top_logprobs >= 0;
+                if (with_logprob) {
+                    logprob = TokenLogprobOf(llama_get_logits_ith(ctx, slot.i_batch), llama_vocab_n_tokens(vocab), token, slot.request->top_logprobs);
+                }
                 const int64_t now = ggml_time_us();
                 if (slot.prefilling) {
                     slot.prefilling = false;
@@ -410,7 +415,7 @@ void BatchScheduler::step() {
                     slot.t_first_us = now;
                 }
                 slot.t_last_us = now;
-                on_token(slot, token, events);
+                on_token(slot, token, with_logprob ? &logprob : nullptr, events);
             }
         }
     }
@@ -429,14 +434,18 @@ void BatchScheduler::step() {
     }
 }
 
-void BatchScheduler::on_token(Slot & slot, llama_token token, std::vector<GenerationEvent> & events) {
-    if (llama_vocab_is_eog(vocab, token)) {
+void BatchScheduler::on_token(Slot & slot, llama_token token, TokenLogprob * logprob, std::vector<GenerationEvent> & events) {
+    const auto & stop_ids = slot.request->stop_token_ids;
+    if ((!slot.request->ignore_eos && llama_vocab_is_eog(vocab, token)) || std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
         finish(slot, "stop", events);
         return;
     }
     slot.n_generated++;
     total_completion_tokens++;
     slot.new_tokens.push_back(token);
+    if (logprob != nullptr) {
+        slot.new_logprobs.push_back(std::move(*logprob));
+    }
     slot.last_token = token;
     slot.pending_text += TokenPiece(vocab, token);
 
@@ -464,6 +473,7 @@ void BatchScheduler::emit_chunk(Slot & slot, std::vector<GenerationEvent> & even
     GenerationEvent e;
     e.id = slot.request->id;
     e.tokens.swap(slot.new_tokens);
+    e.logprobs.swap(slot.new_logprobs);
     e.text = slot.pending_text.substr(0, text_len);
     slot.pending_text.erase(0, text_len);
     events.push_back(std::move(e));

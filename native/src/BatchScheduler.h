@@ -5,6 +5,7 @@
 #pragma once
 
 #include "RoutingLog.h"
+#include "TokenLogprobs.h"
 #include "llama.h"
 
 #include <atomic>
@@ -27,6 +28,9 @@ struct GenerationRequest {
     std::vector<llama_token> prompt;
     int32_t max_tokens = 256;
     std::vector<std::string> stops;
+    std::vector<llama_token> stop_token_ids;  // sampling one ends the generation (STOP); it is not emitted
+    bool ignore_eos = false;                  // end-of-generation tokens are emitted like any other
+    int32_t top_logprobs = -1;                // -1: no log-probabilities; else the alternatives per token (0-20)
     llama_sampler * sampler = nullptr;  // owned: a sampler chain built for this request
     bool argmax_only = false;           // the chain is plain greedy: pick the top logit without building candidates
     std::atomic<bool> cancelled{false};
@@ -44,6 +48,7 @@ struct GenerationEvent {
     uint64_t id = 0;
     bool is_final = false;
     std::vector<llama_token> tokens;
+    std::vector<TokenLogprob> logprobs;  // one per token, when the request asked for them
     std::string text;
     // final only
     std::string finish_reason;  // stop | length | cancelled | error
@@ -101,6 +106,7 @@ class BatchScheduler {
         llama_token last_token = 0;
         int32_t n_generated = 0;
         std::vector<llama_token> new_tokens;  // sampled since the last chunk event
+        std::vector<TokenLogprob> new_logprobs;
         std::string pending_text;             // bytes not yet emitted (incomplete UTF-8 or a possible stop prefix)
         int64_t t_admit_us = 0, t_prefill_done_us = 0, t_first_us = 0, t_last_us = 0;
         std::vector<uint64_t> expert_mask;    // [n_layer][words]: experts this request's tokens were routed to
@@ -114,7 +120,7 @@ class BatchScheduler {
     void observe_expert_cache();
     void admit_locked();
     void step();
-    void on_token(Slot & slot, llama_token token, std::vector<GenerationEvent> & events);
+    void on_token(Slot & slot, llama_token token, TokenLogprob * logprob, std::vector<GenerationEvent> & events);
     void emit_chunk(Slot & slot, std::vector<GenerationEvent> & events, size_t text_len);
     void finish(Slot & slot, const char * reason, std::vector<GenerationEvent> & events,
                 const std::string & error = "", const std::string & matched_stop = "");

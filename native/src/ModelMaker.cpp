@@ -80,6 +80,7 @@ struct Spec {
     uint64_t seed = 0;
     unsigned threads = 0;
     size_t chunk_bytes = kDefaultChunkBytes;
+    std::string chat_template;  // tokenizer.chat_template; empty: none
 };
 
 // A spec error names the field as the TypeScript ModelSpec spells it, so callers (the CLI) can point at the flag.
@@ -126,6 +127,8 @@ Spec ParseSpec(Napi::Env env, const Napi::Value & value) {
     s.path = path.As<Napi::String>().Utf8Value();
     Napi::Value name = obj.Get("name");
     s.name = name.IsString() ? name.As<Napi::String>().Utf8Value() : "moeflash-random";
+    Napi::Value chat_template = obj.Get("chatTemplate");
+    s.chat_template = chat_template.IsString() ? chat_template.As<Napi::String>().Utf8Value() : "";
 
     Napi::Value type = obj.Get("type");
     s.type_name = type.IsString() ? type.As<Napi::String>().Utf8Value() : "";
@@ -609,6 +612,9 @@ GgufPtr BuildMetadata(const Spec & s, const Vocab & vocab) {
     gguf_set_val_u32(c, "tokenizer.ggml.eos_token_id", kEosId);
     gguf_set_val_bool(c, "tokenizer.ggml.add_bos_token", true);
     gguf_set_val_bool(c, "tokenizer.ggml.add_eos_token", false);
+    if (!s.chat_template.empty()) {
+        gguf_set_val_str(c, "tokenizer.chat_template", s.chat_template.c_str());
+    }
 
     return WithAlignment(c);
 }

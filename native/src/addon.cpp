@@ -1,6 +1,7 @@
 // Entry point of the moeflash Node-API addon.
 #include "addon.h"
 
+#include "ChatTemplate.h"
 #include "llama.h"
 
 // What the loaded ggml was built with, e.g. "CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | ..." (the CPU backend reports
@@ -9,9 +10,19 @@ static Napi::Value SystemInfo(const Napi::CallbackInfo & info) {
     return Napi::String::New(info.Env(), llama_print_system_info());
 }
 
+// jsonSchemaToGrammar(schema: string) -> string (GBNF); throws "json_schema: <why>"
+static Napi::Value JsonSchemaGrammar(const Napi::CallbackInfo & info) {
+    try {
+        return Napi::String::New(info.Env(), JsonSchemaToGrammar(info[0].As<Napi::String>().Utf8Value()));
+    } catch (const ChatInputError & e) {
+        throw Napi::Error::New(info.Env(), e.field + ": " + e.what());
+    }
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     llama_backend_init();
     exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
+    exports.Set("jsonSchemaToGrammar", Napi::Function::New(env, JsonSchemaGrammar));
     InitLlamaLog(env, exports);
     InitAddonModel(env, exports);
     InitAddonEngine(env, exports);

@@ -1,13 +1,14 @@
 import { open } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 
-import { InvalidArgumentError, ModelLoadError, UnavailableError } from '../common/errors';
+import { InvalidArgumentError, ModelLoadError, UnavailableError, type FieldViolation } from '../common/errors';
 import { AsyncQueue } from './AsyncQueue';
 import { checkModelMetadata } from './checkModelMetadata';
 import { readRoutingLog } from './readRoutingLog';
 import { expertBytesPerLayer } from './expertLayout';
 import { addonBackend, loadAddon, type GgufLayout, type NativeEngine, type NativeEvent, type NativeModel } from './loadAddon';
 import type {
+  ChatPrompt,
   EngineLike,
   EngineStats,
   ExpertCacheStats,
@@ -17,7 +18,7 @@ import type {
   LoadOptions,
   ModelInfo,
 } from './types';
-import { DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING, validateGenerate, validateLoad } from './validateOptions';
+import { DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING, validateChat, validateGenerate, validateLoad } from './validateOptions';
 
 /**
  * Default batch (and ubatch) with the expert cache on a GPU: a prefill ubatch copies the experts it needs once per
@@ -171,6 +172,26 @@ export class Engine implements EngineLike {
     }
   }
 
+  /**
+   * A conversation rendered with the model's chat template (or the given one), ending with the assistant's turn,
+   * as llama-server renders it. Throws InvalidArgumentError naming messages or chat_template.
+   */
+  renderChat(chat: ChatPrompt): string {
+    const violations: FieldViolation[] = [];
+    validateChat(chat, violations);
+    if (violations.length > 0) throw new InvalidArgumentError(violations);
+    try {
+      return this.model.applyChatTemplate(chat.messages, chat.template ?? '', chat.kwargs ?? {});
+    } catch (e) {
+      throw fieldError(e, ['messages', 'chat_template']);
+    }
+  }
+
+  /** A conversation's prompt tokens, exactly as generate() makes them. */
+  tokenizeChat(chat: ChatPrompt): number[] {
+    return this.tokenize(this.renderChat(chat), { addSpecial: true, parseSpecial: true });
+  }
+
   detokenize(tokenIds: number[]): string {
     this.checkTokenIds('token_ids', tokenIds);
     return this.model.detokenize(Int32Array.from(tokenIds));
@@ -211,8 +232,17 @@ export class Engine implements EngineLike {
   generate(options: GenerateOptions): AsyncIterable<GenerationEvent> {
     if (this.closed) throw new UnavailableError('engine is closed');
     validateGenerate(options, this.info.contextSize);
-    const prompt = options.promptTokens ?? this.tokenize(options.prompt ?? '');
+    const prompt = options.promptTokens ?? (options.chat ? this.tokenizeChat(options.chat) : this.tokenize(options.prompt ?? ''));
     if (options.promptTokens) this.checkTokenIds('prompt_token_ids', prompt);
+    if (options.stopTokenIds) this.checkTokenIds('stop_token_ids', options.stopTokenIds);
+    let grammar = options.sampling?.grammar ?? '';
+    if (options.jsonSchema !== undefined) {
+      try {
+        grammar = loadAddon().jsonSchemaToGrammar(options.jsonSchema);
+      } catch (e) {
+        throw fieldError(e, ['json_schema']);
+      }
+    }
     if (prompt.length === 0) throw InvalidArgumentError.field('prompt', 'the prompt has no tokens');
     if (prompt.length >= this.info.contextSize)
       throw InvalidArgumentError.field('prompt', `${prompt.length} tokens do not fit the context of ${this.info.contextSize} tokens per sequence`);
@@ -221,8 +251,11 @@ export class Engine implements EngineLike {
       ...s,
       maxTokens: options.maxTokens ?? DEFAULT_MAX_TOKENS,
       stops: options.stop ?? [],
+      stopTokenIds: Int32Array.from(options.stopTokenIds ?? []),
+      ignoreEos: options.ignoreEos ?? false,
+      topLogprobs: options.topLogprobs ?? -1,
       seed: options.sampling?.seed ?? Math.floor(Math.random() * 0xffffffff),
-      grammar: options.sampling?.grammar ?? '',
+      grammar,
       traceId: options.traceId,
     };
     const id = this.nextId++;
@@ -237,9 +270,8 @@ export class Engine implements EngineLike {
       this.native.submit(id, Int32Array.from(prompt), params);
     } catch (e) {
       this.listeners.delete(id);
-      const message = (e as Error).message;
-      if (message.startsWith('sampling.grammar')) throw InvalidArgumentError.field('sampling.grammar', message.replace(/^sampling\.grammar: /, ''));
-      throw e;
+      // a grammar made from json_schema that llama.cpp's parser refuses is the schema's problem
+      throw fieldError(e, ['sampling.grammar'], options.jsonSchema !== undefined ? 'json_schema' : undefined);
     }
     if (this.inFlight++ === 0) loadAddon().refEngineEvents(this.native, true);
     return this.stream(id, queue, options.signal);
@@ -263,7 +295,8 @@ export class Engine implements EngineLike {
 
   private deliver(id: number, event: NativeEvent, queue: AsyncQueue<GenerationEvent>, promptTokens: number): void {
     if (!event.final) {
-      queue.push({ type: 'chunk', tokenIds: Array.from(event.tokens), text: event.text, promptTokens });
+      const logprobs = event.logprobs?.map((l) => ({ tokenId: l.token, logprob: l.logprob, top: l.top.map((t) => ({ tokenId: t.token, logprob: t.logprob })) }));
+      queue.push({ type: 'chunk', tokenIds: Array.from(event.tokens), text: event.text, promptTokens, ...(logprobs && { logprobs }) });
       return;
     }
     const completion = event.completionTokens ?? 0;
@@ -340,4 +373,14 @@ function cancelledBeforeStart(promptTokens: number): GenerationEvent {
     completionTokens: 0,
     timings: { queueMs: 0, prefillMs: 0, ttftMs: 0, decodeMs: 0, decodeTokensPerSecond: 0, prefillTokensPerSecond: 0 },
   };
+}
+
+/**
+ * The addon reports a request's mistake as '<field>: <why>'; for one of `fields` that becomes InvalidArgumentError
+ * naming the field (or `rename`), anything else is rethrown as it is.
+ */
+function fieldError(e: unknown, fields: readonly string[], rename?: string): unknown {
+  const message = e instanceof Error ? e.message : '';
+  const field = fields.find((f) => message.startsWith(`${f}: `));
+  return field ? InvalidArgumentError.field(rename ?? field, message.slice(field.length + 2)) : e;
 }

@@ -12,6 +12,8 @@ export interface NativeAddon {
   setLlamaLogVerbose(verbose: boolean): void;
   /** llama_print_system_info(): the backends and the CPU instruction sets this build was compiled with. */
   systemInfo(): string;
+  /** GBNF for a JSON Schema (text), by llama.cpp's json-schema-to-grammar; throws 'json_schema: <why>'. */
+  jsonSchemaToGrammar(schema: string): string;
   /** Host -> device GB/s of the first GPU from pinned memory (what expert-cache copies use); 0 without a GPU. */
   measureLinkBandwidth(bytes?: number): number;
   /** The synthetic routing trace bench:cache replays, without a model: [tokens][layers][expertsUsed] expert ids. */
@@ -157,6 +159,8 @@ export interface NativeModel {
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
   detokenize(tokens: Int32Array): string;
   tokenBytes(tokens: Int32Array): Buffer;
+  /** Throws '<field>: <why>' (messages, chat_template). */
+  applyChatTemplate(messages: { role: string; content: string }[], template: string, kwargs: Record<string, string>): string;
   dispose(): void;
 }
 
@@ -186,6 +190,10 @@ export interface NativeEngine {
 export interface NativeSamplingParams {
   maxTokens: number;
   stops: string[];
+  stopTokenIds: Int32Array;
+  ignoreEos: boolean;
+  /** -1: none. */
+  topLogprobs: number;
   temperature: number;
   topK: number;
   topP: number;
@@ -202,6 +210,7 @@ export interface NativeEvent {
   id: number;
   final: boolean;
   tokens: Int32Array;
+  logprobs?: { token: number; logprob: number; top: { token: number; logprob: number }[] }[];
   text: string;
   finishReason?: string;
   matchedStop?: string;

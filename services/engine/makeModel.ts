@@ -50,7 +50,25 @@ export interface ModelSpec extends Partial<ModelShape> {
   threads?: number;
   /** Bytes generated per write (default 32 MiB). The output does not depend on it. */
   chunkBytes?: number;
+  /** tokenizer.chat_template (Jinja). Default CHATML_TEMPLATE; '' writes none. */
+  chatTemplate?: string;
 }
+
+/**
+ * The ChatML template made models carry (as Qwen's do, thinking switch included), so chat is served end to end.
+ * The generated vocabulary has no <|im_start|> token: the markers tokenize as plain text, which changes nothing
+ * about how the template is applied.
+ */
+export const CHATML_TEMPLATE =
+  "{%- for message in messages -%}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{%- endfor -%}" +
+  "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}" +
+  "{%- if enable_thinking is defined and not enable_thinking -%}{{ '<think>\n\n</think>\n\n' }}{%- endif -%}{%- endif -%}";
+
+/**
+ * What a made model's file holds beyond its shape and seed; part of the names under which tests and benchmarks
+ * cache made models, so that a cache written before a change is not reused after it.
+ */
+export const MADE_MODEL_FORMAT = 'chatml';
 
 export interface MakeModelResult {
   /** Absolute path of the written file. */
@@ -81,7 +99,7 @@ export const MODEL_PRESETS: Readonly<Record<ModelPresetName, Readonly<ModelShape
 });
 
 /** The shape makeModel would write for `spec` (preset with the overrides applied; validated by the addon). */
-export function resolveModelSpec(spec: ModelSpec = {}): ModelShape & { seed: number; name: string; preset: ModelPresetName } {
+export function resolveModelSpec(spec: ModelSpec = {}): ModelShape & { seed: number; name: string; preset: ModelPresetName; chatTemplate: string } {
   const preset = (spec.preset ?? 'tiny') as ModelPresetName;
   if (!Object.prototype.hasOwnProperty.call(MODEL_PRESETS, preset)) {
     throw InvalidArgumentError.field('preset', `must be one of ${Object.keys(MODEL_PRESETS).join(', ')} (got '${preset}')`);
@@ -89,7 +107,7 @@ export function resolveModelSpec(spec: ModelSpec = {}): ModelShape & { seed: num
   const base = MODEL_PRESETS[preset];
   // Explicit `undefined` fields (unset CLI flags) keep the preset's value.
   const overrides = Object.fromEntries(Object.entries(spec).filter(([, v]) => v !== undefined));
-  return { ...base, seed: 1, name: `moeflash-${preset}`, ...overrides, preset };
+  return { ...base, seed: 1, name: `moeflash-${preset}`, chatTemplate: CHATML_TEMPLATE, ...overrides, preset };
 }
 
 /**

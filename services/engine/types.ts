@@ -182,11 +182,36 @@ export interface SamplingOptions {
   grammar?: string;
 }
 
+/** One turn of a conversation. */
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+/** A conversation and how to render it: the model's chat template unless `template` is given. */
+export interface ChatPrompt {
+  messages: ChatMessage[];
+  /** A Jinja template instead of the model's own. */
+  template?: string;
+  /** Template variables, each value JSON text ({ enable_thinking: 'false' }). */
+  kwargs?: Record<string, string>;
+}
+
 export interface GenerateOptions {
   /** Raw prompt text (no chat template); BOS is added when the model's metadata says so. */
   prompt?: string;
-  /** Pre-tokenized prompt; takes precedence over `prompt`. */
+  /** Pre-tokenized prompt. Exactly one of prompt, promptTokens and chat. */
   promptTokens?: number[];
+  /** A conversation rendered with its chat template. */
+  chat?: ChatPrompt;
+  /** A JSON Schema (JSON text) the output must match; not with sampling.grammar. */
+  jsonSchema?: string;
+  /** Sampling one of these tokens ends the generation (stop); it is not emitted. */
+  stopTokenIds?: number[];
+  /** Emit end-of-generation tokens like any other instead of stopping at them. */
+  ignoreEos?: boolean;
+  /** Log-probabilities with each chunk's tokens, with this many alternatives per token (0-20). */
+  topLogprobs?: number;
   /** Default 256. */
   maxTokens?: number;
   sampling?: SamplingOptions;
@@ -216,10 +241,19 @@ export interface GenerationTimings {
   prefillTokensPerSecond: number;
 }
 
+/** A generated token's log-probability and the most likely alternatives of its step, most likely first. */
+export interface TokenLogprob {
+  tokenId: number;
+  logprob: number;
+  top: { tokenId: number; logprob: number }[];
+}
+
 /** One step's output for a request: new token ids and the text they completed. */
 export interface GenerationChunk {
   type: 'chunk';
   tokenIds: number[];
+  /** With topLogprobs: one per token id. */
+  logprobs?: TokenLogprob[];
   /** Text delta; may lag the tokens while a UTF-8 sequence or a possible stop string is incomplete. */
   text: string;
   /** Tokens of the prompt (for cumulative usage). */
@@ -258,6 +292,8 @@ export interface EngineStats {
 export interface EngineLike {
   readonly info: ModelInfo;
   tokenize(text: string, options?: { addSpecial?: boolean; parseSpecial?: boolean }): number[];
+  /** A conversation's prompt tokens, exactly as generate() makes them from `chat`. */
+  tokenizeChat(chat: ChatPrompt): number[];
   detokenize(tokenIds: number[]): string;
   /**
    * Validates the options synchronously (throws InvalidArgumentError naming the field), then streams chunks and

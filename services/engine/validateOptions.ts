@@ -1,5 +1,5 @@
 import { InvalidArgumentError, type FieldViolation } from '../common/errors';
-import type { GenerateOptions, LoadOptions, SamplingOptions } from './types';
+import type { ChatPrompt, GenerateOptions, LoadOptions, SamplingOptions } from './types';
 
 /** Sampling values a request may leave out: llama.cpp's own defaults. */
 export const DEFAULT_SAMPLING: Required<Omit<SamplingOptions, 'grammar' | 'seed'>> = {
@@ -56,14 +56,43 @@ export function validateSampling(s: SamplingOptions | undefined): void {
   ]);
 }
 
+/** The most alternatives per token a request may ask log-probabilities for (as OpenAI's API). */
+export const MAX_TOP_LOGPROBS = 20;
+
+/** Messages need a role and text content; template variables must be JSON text. */
+export function validateChat(chat: ChatPrompt | undefined, v: FieldViolation[]): void {
+  if (!chat) return;
+  if (chat.messages.length === 0) v.push({ field: 'messages', description: 'at least one message is required' });
+  chat.messages.forEach((m, i) => {
+    if (typeof m.role !== 'string' || m.role.length === 0) v.push({ field: `messages[${i}].role`, description: 'a role is required (system, user, assistant, ...)' });
+    if (typeof m.content !== 'string') v.push({ field: `messages[${i}].content`, description: 'must be text' });
+  });
+  for (const [name, value] of Object.entries(chat.kwargs ?? {})) {
+    try {
+      JSON.parse(value);
+    } catch (e) {
+      v.push({ field: `chat_template_kwargs.${name}`, description: `must be JSON text (true, 3, "text"): ${(e as Error).message}` });
+    }
+  }
+}
+
 /** Checks the request-level fields that do not need the model (prompt length is checked after tokenizing). */
 export function validateGenerate(o: GenerateOptions, contextSize: number): void {
   validateSampling(o.sampling);
   run([
     integer('max_tokens', o.maxTokens, 1, contextSize),
     (v) => {
-      if (o.prompt === undefined && (o.promptTokens === undefined || o.promptTokens.length === 0))
-        v.push({ field: 'prompt', description: 'a prompt or prompt_token_ids is required' });
+      const forms = [o.prompt !== undefined, o.promptTokens !== undefined && o.promptTokens.length > 0, o.chat !== undefined].filter(Boolean).length;
+      if (forms === 0) v.push({ field: 'prompt', description: 'a prompt, prompt_token_ids or messages is required' });
+      if (forms > 1) v.push({ field: 'prompt', description: 'set one of prompt, prompt_token_ids and messages' });
+    },
+    (v) => validateChat(o.chat, v),
+    integer('top_logprobs', o.topLogprobs, 0, MAX_TOP_LOGPROBS),
+    (v) => {
+      if (o.jsonSchema !== undefined && o.sampling?.grammar) v.push({ field: 'json_schema', description: 'set at most one of grammar and json_schema' });
+      (o.stopTokenIds ?? []).forEach((id, i) => {
+        if (!Number.isInteger(id) || id < 0) v.push({ field: `stop_token_ids[${i}]`, description: `must be a token id, got ${id}` });
+      });
     },
     (v) => {
       const stop = o.stop ?? [];

@@ -21,7 +21,7 @@ import type { EngineLike, FinishReason as EngineFinishReason } from '../engine/t
 import type { EngineHost } from './EngineHost';
 import { InferenceMetrics } from './metrics';
 import { RecentRequests } from './RecentRequests';
-import { toGenerateOptions } from './toGenerateOptions';
+import { toChatPrompt, toGenerateOptions } from './toGenerateOptions';
 import { toModelMessage } from './toModelMessage';
 import { toRequestSummary } from './toRequestSummary';
 import { toTimingsMessage } from './toTimingsMessage';
@@ -80,7 +80,7 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
             promptTokens = event.promptTokens;
             completionTokens += event.tokenIds.length;
             yield {
-              event: { $case: 'chunk', value: { tokenIds: event.tokenIds, text: event.text, usage: { promptTokens, completionTokens } } },
+              event: { $case: 'chunk', value: { tokenIds: event.tokenIds, text: event.text, usage: { promptTokens, completionTokens }, logprobs: event.logprobs ?? [] } },
             };
             continue;
           }
@@ -118,7 +118,9 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
 
     async tokenize(request) {
       const engine = engineFor(request.model);
-      return { tokenIds: engine.tokenize(request.text, { addSpecial: request.addSpecial, parseSpecial: request.parseSpecial }) };
+      const chat = toChatPrompt(request);
+      if (chat && request.text.length > 0) throw InvalidArgumentError.field('text', 'set either text or messages, not both');
+      return { tokenIds: chat ? engine.tokenizeChat(chat) : engine.tokenize(request.text, { addSpecial: request.addSpecial, parseSpecial: request.parseSpecial }) };
     },
 
     async detokenize(request) {

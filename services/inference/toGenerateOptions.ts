@@ -1,11 +1,27 @@
-import type { GenerateRequest } from '../../gen/moeflash/v1/generation';
+import type { GenerateRequest, TokenizeRequest } from '../../gen/moeflash/v1/generation';
 import { InvalidArgumentError, type FieldViolation } from '../common/errors';
-import type { GenerateOptions } from '../engine/types';
+import type { ChatPrompt, GenerateOptions } from '../engine/types';
 
 const MAX_REQUEST_ID_LENGTH = 128;
 
+/** The conversation of a request with messages (and its template settings); undefined without messages. */
+export function toChatPrompt(request: Pick<GenerateRequest | TokenizeRequest, 'messages' | 'chatTemplate' | 'chatTemplateKwargs'>): ChatPrompt | undefined {
+  const violations: FieldViolation[] = [];
+  if (request.messages.length === 0) {
+    if (request.chatTemplate.length > 0) violations.push({ field: 'chat_template', description: 'applies to messages only' });
+    if (Object.keys(request.chatTemplateKwargs).length > 0) violations.push({ field: 'chat_template_kwargs', description: 'apply to messages only' });
+    if (violations.length > 0) throw new InvalidArgumentError(violations);
+    return undefined;
+  }
+  return {
+    messages: request.messages.map(({ role, content }) => ({ role, content })),
+    template: request.chatTemplate || undefined,
+    kwargs: request.chatTemplateKwargs,
+  };
+}
+
 /**
- * Maps a GenerateRequest onto the engine's options. Checks what only the wire format can get wrong (both prompt
+ * Maps a GenerateRequest onto the engine's options. Checks what only the wire format can get wrong (several prompt
  * forms set, proto3's empty string for "no prompt"); the engine validates the values themselves. `traceId` is
  * the request's W3C trace id, if traced.
  */
@@ -13,8 +29,11 @@ export function toGenerateOptions(request: GenerateRequest, signal: AbortSignal,
   const violations: FieldViolation[] = [];
   const hasText = request.prompt.length > 0;
   const hasTokens = request.promptTokenIds.length > 0;
-  if (hasText && hasTokens) violations.push({ field: 'prompt', description: 'set either prompt or prompt_token_ids, not both' });
-  if (!hasText && !hasTokens) violations.push({ field: 'prompt', description: 'a prompt or prompt_token_ids is required' });
+  const chat = toChatPrompt(request);
+  const forms = [hasText, hasTokens, chat !== undefined].filter(Boolean).length;
+  if (forms > 1) violations.push({ field: 'prompt', description: 'set one of prompt, prompt_token_ids and messages' });
+  if (forms === 0) violations.push({ field: 'prompt', description: 'a prompt, prompt_token_ids or messages is required' });
+  if (request.grammar.length > 0 && request.jsonSchema.length > 0) violations.push({ field: 'json_schema', description: 'set at most one of grammar and json_schema' });
   if (request.requestId.length > MAX_REQUEST_ID_LENGTH)
     violations.push({ field: 'request_id', description: `at most ${MAX_REQUEST_ID_LENGTH} characters` });
   if (violations.length > 0) throw new InvalidArgumentError(violations);
@@ -22,17 +41,23 @@ export function toGenerateOptions(request: GenerateRequest, signal: AbortSignal,
   return {
     prompt: hasText ? request.prompt : undefined,
     promptTokens: hasTokens ? request.promptTokenIds : undefined,
+    chat,
+    jsonSchema: request.jsonSchema || undefined,
+    stopTokenIds: request.stopTokenIds.length > 0 ? request.stopTokenIds : undefined,
+    ignoreEos: request.ignoreEos || undefined,
+    topLogprobs: request.topLogprobs,
     maxTokens: request.maxTokens,
-    sampling: s && {
-      temperature: s.temperature,
-      topK: s.topK,
-      topP: s.topP,
-      minP: s.minP,
-      repeatPenalty: s.repeatPenalty,
-      presencePenalty: s.presencePenalty,
-      frequencyPenalty: s.frequencyPenalty,
-      seed: s.seed,
-    },
+    sampling: (s !== undefined || request.grammar.length > 0) ? {
+      temperature: s?.temperature,
+      topK: s?.topK,
+      topP: s?.topP,
+      minP: s?.minP,
+      repeatPenalty: s?.repeatPenalty,
+      presencePenalty: s?.presencePenalty,
+      frequencyPenalty: s?.frequencyPenalty,
+      seed: s?.seed,
+      grammar: request.grammar || undefined,
+    } : undefined,
     stop: request.stop,
     requestId: request.requestId || undefined,
     signal,

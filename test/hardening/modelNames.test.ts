@@ -92,7 +92,7 @@ describe('hardening: a request model name is only ever a registry key', function
         assertModelRejected(await failure((o) => client.getModel({ model }, o)), model, 'router GetModel');
         // The backend, for a caller that bypasses the router.
         assertModelRejected(await failure(() => backend.unary('getModel', { model })), model, 'inference GetModel');
-        assertModelRejected(await failure(() => backend.unary('tokenize', { model, text: 'hi', addSpecial: false, parseSpecial: false })), model, 'inference Tokenize');
+        assertModelRejected(await failure(() => backend.unary('tokenize', { model, text: 'hi', addSpecial: false, parseSpecial: false, messages: [], chatTemplate: '', chatTemplateKwargs: {} })), model, 'inference Tokenize');
         assertModelRejected(await failure(() => drain(backend.serverStream('generate', generateRequest({ model, prompt: 'hi', maxTokens: 1 })))), model, 'inference Generate');
       }
       spy.restore();

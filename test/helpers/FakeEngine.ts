@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { InvalidArgumentError } from '../../services/common/errors';
 import { validateGenerate } from '../../services/engine/validateOptions';
 import type {
+  ChatPrompt,
   EngineLike,
   EngineStats,
   GenerateOptions,
@@ -80,6 +81,11 @@ export class FakeEngine extends EventEmitter<{ change: [] }> implements EngineLi
     return options.addSpecial ?? true ? [BOS, ...ids] : ids;
   }
 
+  /** A ChatML-like rendering, enough for tests of the service around the engine (the real one is llama.cpp's). */
+  tokenizeChat(chat: ChatPrompt): number[] {
+    return this.tokenize(chat.messages.map((m) => `<${m.role}>${m.content}\n`).join('') + '<assistant>');
+  }
+
   detokenize(tokenIds: number[]): string {
     this.checkIds('token_ids', tokenIds);
     return Buffer.from(tokenIds.filter((t) => t >= BYTE_BASE).map((t) => t - BYTE_BASE)).toString('utf8');
@@ -95,7 +101,7 @@ export class FakeEngine extends EventEmitter<{ change: [] }> implements EngineLi
   generate(options: GenerateOptions): AsyncIterable<GenerationEvent> {
     if (this.closing.signal.aborted) throw new Error('engine is closed');
     validateGenerate(options, this.info.contextSize);
-    const prompt = options.promptTokens ?? this.tokenize(options.prompt ?? '');
+    const prompt = options.promptTokens ?? (options.chat ? this.tokenizeChat(options.chat) : this.tokenize(options.prompt ?? ''));
     if (options.promptTokens) this.checkIds('prompt_token_ids', prompt);
     if (prompt.length >= this.info.contextSize) throw InvalidArgumentError.field('prompt', 'does not fit the context');
     return this.run(prompt, options);

@@ -64,5 +64,21 @@ export async function failure(call: (options: { onTrailer(trailer: Metadata): vo
 
 /** A Generate request with defaults for tests. */
 export function generateRequest(fields: Partial<GenerateRequest>): GenerateRequest {
-  return { model: 'fake', prompt: '', promptTokenIds: [], sampling: undefined, stop: [], requestId: '', priority: 0, ...fields };
+  return {
+    model: 'fake',
+    prompt: '',
+    promptTokenIds: [],
+    sampling: undefined,
+    stop: [],
+    requestId: '',
+    priority: 0,
+    messages: [],
+    chatTemplate: '',
+    chatTemplateKwargs: {},
+    grammar: '',
+    jsonSchema: '',
+    stopTokenIds: [],
+    ignoreEos: false,
+    ...fields,
+  };
 }

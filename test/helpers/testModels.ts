@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { makeModel } from '../../services/engine/makeModel';
+import { MADE_MODEL_FORMAT, makeModel } from '../../services/engine/makeModel';
 import { repoRoot } from '../../services/engine/loadAddon';
 
 export type TestPreset = 'tiny' | 'small';
@@ -12,7 +12,7 @@ export type TestPreset = 'tiny' | 'small';
  */
 export async function testModel(preset: TestPreset = 'tiny', seed = 1): Promise<string> {
   const dir = join(repoRoot(), 'build', 'test-models');
-  const path = join(dir, `${preset}-seed${seed}.gguf`);
+  const path = join(dir, `${preset}-seed${seed}-${MADE_MODEL_FORMAT}.gguf`);
   if (!existsSync(path)) {
     mkdirSync(dir, { recursive: true });
     await makeModel(path, { preset, seed });
