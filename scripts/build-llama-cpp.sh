@@ -46,7 +46,7 @@ fi
 generator=(); command -v ninja >/dev/null && generator=(-G Ninja)
 
 if [ "$variant" = patched ]; then
-  targets=(llama ggml llama-bench test-backend-ops test-gguf)
+  targets=(llama ggml llama-common llama-bench test-backend-ops test-gguf)
 else
   targets=(llama-simple llama-completion llama-bench)
 fi

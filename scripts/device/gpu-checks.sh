@@ -36,7 +36,7 @@ setup() {
 
 cpu() {
   log "cpu: build-native (CPU backend, GPU hidden)"
-  CUDA_VISIBLE_DEVICES= MOEFLASH_BACKEND=cpu MOEFLASH_LLAMA_TARGETS="llama ggml" bash scripts/build-native.sh > "$out/cpu-build.log" 2>&1 \
+  CUDA_VISIBLE_DEVICES= MOEFLASH_BACKEND=cpu MOEFLASH_LLAMA_TARGETS="llama ggml llama-common" bash scripts/build-native.sh > "$out/cpu-build.log" 2>&1 \
     || { tail -40 "$out/cpu-build.log"; return 1; }
   grep '^build-native' "$out/cpu-build.log"
   cp native/build/cpu-cpu-build.json "$out/cpu-build-xeon.json"
@@ -60,7 +60,7 @@ cpu() {
 
 cuda_bg() {
   log "cuda: build started in the background"
-  setsid nohup bash -c "MOEFLASH_BACKEND=cuda MOEFLASH_LLAMA_TARGETS='llama ggml llama-bench test-backend-ops' bash scripts/build-native.sh > build/cuda-build.log 2>&1; echo \"exit \$?\" >> build/cuda-build.log" > /dev/null 2>&1 &
+  setsid nohup bash -c "MOEFLASH_BACKEND=cuda MOEFLASH_LLAMA_TARGETS='llama ggml llama-common llama-bench test-backend-ops' bash scripts/build-native.sh > build/cuda-build.log 2>&1; echo \"exit \$?\" >> build/cuda-build.log" > /dev/null 2>&1 &
 }
 
 cuda_wait() {

@@ -4,22 +4,29 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { Engine } from '../../services/engine/Engine';
 import { FakeEngine } from '../helpers/FakeEngine';
 import { drain, generateRequest, generationClient } from '../helpers/grpcClients';
 import { startStack } from '../helpers/startStack';
+import { testModel } from '../helpers/testModels';
 
 const run = promisify(execFile);
 const root = path.resolve(__dirname, '..', '..', '..');
 const PROTOS = ['moeflash/v1/generation.proto', 'google/rpc/status.proto', 'google/rpc/error_details.proto'];
 
-/** The first Python with grpcio and grpcio-tools (Debian's python3-grpcio, python3-grpc-tools), or MOEFLASH_PYTHON. */
+/**
+ * The first Python with grpcio, grpcio-tools, Jinja2 and jsonschema (Debian's python3-grpcio, python3-grpc-tools,
+ * python3-jinja2, python3-jsonschema), or MOEFLASH_PYTHON.
+ */
 async function findPython(): Promise<string> {
   const candidates = [process.env.MOEFLASH_PYTHON, 'python3', '/usr/bin/python3'].filter((p): p is string => !!p);
   for (const python of candidates) {
-    const ok = await run(python, ['-c', 'import grpc, grpc_tools.protoc']).then(() => true, () => false);
+    const ok = await run(python, ['-c', 'import grpc, grpc_tools.protoc, jinja2, jsonschema']).then(() => true, () => false);
     if (ok) return python;
   }
-  throw new Error(`no Python with grpcio and grpcio-tools among ${candidates.join(', ')} (apt install python3-grpcio python3-grpc-tools)`);
+  throw new Error(
+    `no Python with grpcio, grpcio-tools, jinja2 and jsonschema among ${candidates.join(', ')} (apt install python3-grpcio python3-grpc-tools python3-jinja2 python3-jsonschema)`,
+  );
 }
 
 /**
@@ -107,6 +114,29 @@ describe('Python client', () => {
     } finally {
       channel.close();
       await stack.stop();
+    }
+  });
+
+  it("chat through the router: the model's template applied as Jinja2 renders it, JSON of a schema, top logprobs", async () => {
+    const gguf = await testModel('tiny');
+    const engine = await Engine.load({ path: gguf, contextSize: 1024, parallel: 2, threads: 2 });
+    const stack = await startStack({ tiny: engine });
+    try {
+      const script = path.join(root, 'test', 'python', 'chat_client.py');
+      const { stdout } = await run(python, [script, stubs, stack.router.address, 'tiny', gguf]);
+      const found = JSON.parse(stdout.trim());
+      assert.equal(found.template_matches_reference, true, 'the served prompt tokens equal those of the Jinja2 rendering');
+      assert.equal(found.generate_prompt_tokens, found.prompt_tokens, 'Generate and Tokenize count the same chat prompt');
+      assert.equal(found.finish_reason, 'FINISH_REASON_STOP');
+      assert.equal(found.json_valid, true);
+      assert.equal(found.logprobs_per_token, true);
+      assert.deepEqual(found.top_sizes, [3]);
+      assert.equal(found.logprobs_negative, true);
+      assert.equal(found.bad_schema, 'INVALID_ARGUMENT');
+      assert.equal(found.bad_schema_names_field, true);
+    } finally {
+      await stack.stop();
+      await engine.close();
     }
   });
 });

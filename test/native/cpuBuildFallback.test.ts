@@ -42,7 +42,7 @@ describe('CPU build fallback (install probe)', function () {
       MOEFLASH_BACKEND: 'cpu',
       MOEFLASH_LLAMA_BUILD_DIR: llamaDir,
       MOEFLASH_ADDON_BUILD_DIR: addonDir,
-      MOEFLASH_LLAMA_TARGETS: 'llama ggml',
+      MOEFLASH_LLAMA_TARGETS: 'llama ggml llama-common',
       MOEFLASH_CPU_PROBE_FAULT: faultTier,
     };
     const build = await run('bash', ['scripts/build-native.sh'], env);
