@@ -7,10 +7,12 @@ import { ClientError, createChannel, createClient, Metadata, Status, type Channe
 import { FinishReason, finishReasonToJSON, GenerationServiceDefinition, type GenerateComplete } from '../../gen/moeflash/v1/generation';
 import { InvalidArgumentError } from '../../services/common/errors';
 import { decodeStatusDetails, STATUS_DETAILS_KEY } from '../../services/common/StatusDetails';
+import { parsePromptFlags, PROMPT_FLAGS } from '../promptFlags';
 import { parseSamplingFlags, SAMPLING_FLAGS } from '../samplingFlags';
 
 const USAGE = `usage:
-  moeflash client generate --addr HOST:PORT --model NAME --prompt TEXT [--max-tokens N] [--temperature T]
+  moeflash client generate --addr HOST:PORT --model NAME (--prompt TEXT | [--system TEXT] --chat TEXT)
+                           [--json-schema JSON|@FILE] [--logprobs N] [--max-tokens N] [--temperature T]
                            [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--stop S]... [--json]
   moeflash client models [--addr HOST:PORT] [--json]
 `;
@@ -31,17 +33,20 @@ async function generate(argv: string[]): Promise<number> {
     options: {
       addr: { type: 'string', default: DEFAULT_ADDR },
       model: { type: 'string' },
-      prompt: { type: 'string' },
+      ...PROMPT_FLAGS,
       ...SAMPLING_FLAGS,
       json: { type: 'boolean', default: false },
     },
     strict: true,
   });
   if (!values.model) throw InvalidArgumentError.field('--model', 'required (a model name, see `moeflash client models`)');
-  if (values.prompt === undefined) throw InvalidArgumentError.field('--prompt', 'required');
+  const input = parsePromptFlags(values);
   const request = {
     model: values.model,
-    prompt: values.prompt,
+    prompt: input.prompt ?? '',
+    messages: input.chat?.messages ?? [],
+    jsonSchema: input.jsonSchema ?? '',
+    topLogprobs: input.topLogprobs,
     ...parseSamplingFlags(values),
     stop: values.stop ?? [],
   };
@@ -51,8 +56,8 @@ async function generate(argv: string[]): Promise<number> {
     for await (const response of client.generate(request, { signal, onTrailer })) {
       const event = response.event;
       if (event?.$case === 'chunk') {
-        const { tokenIds, text } = event.value;
-        process.stdout.write(values.json ? JSON.stringify({ tokens: tokenIds, text }) + '\n' : text);
+        const { tokenIds, text, logprobs } = event.value;
+        process.stdout.write(values.json ? JSON.stringify({ tokens: tokenIds, text, ...(logprobs.length > 0 && { logprobs }) }) + '\n' : text);
       } else if (event?.$case === 'complete') {
         complete = event.value;
       }

@@ -7,6 +7,7 @@ import { Engine } from '../../services/engine/Engine';
 import type { GenerationFinal } from '../../services/engine/types';
 import { EXPERT_CACHE_FLAGS, formatExpertCacheLine, formatPrefetchLine, parseExpertCacheFlags } from '../expertCacheFlags';
 import { parseNumber } from '../parseNumber';
+import { parsePromptFlags, PROMPT_FLAGS } from '../promptFlags';
 import { parseSamplingFlags, SAMPLING_FLAGS } from '../samplingFlags';
 
 export async function generateCommand(argv: string[]): Promise<number> {
@@ -14,7 +15,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     args: argv,
     options: {
       model: { type: 'string' },
-      prompt: { type: 'string' },
+      ...PROMPT_FLAGS,
       ...SAMPLING_FLAGS,
       grammar: { type: 'string' },
       'grammar-file': { type: 'string' },
@@ -28,7 +29,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     strict: true,
   });
   if (!values.model) throw InvalidArgumentError.field('--model', 'required (path to a GGUF file)');
-  if (values.prompt === undefined) throw InvalidArgumentError.field('--prompt', 'required');
+  const input = parsePromptFlags(values);
 
   const engine = await Engine.load({
     path: values.model,
@@ -47,14 +48,14 @@ export async function generateCommand(argv: string[]): Promise<number> {
     let final: GenerationFinal | undefined;
     const { maxTokens, sampling } = parseSamplingFlags(values);
     for await (const event of engine.generate({
-      prompt: values.prompt,
+      ...input,
       maxTokens,
       stop: values.stop,
       signal: abort.signal,
       sampling: { ...sampling, grammar },
     })) {
       if (event.type === 'chunk') {
-        process.stdout.write(values.json ? JSON.stringify({ tokens: event.tokenIds, text: event.text }) + '\n' : event.text);
+        process.stdout.write(values.json ? JSON.stringify({ tokens: event.tokenIds, text: event.text, ...(event.logprobs && { logprobs: event.logprobs }) }) + '\n' : event.text);
       } else {
         final = event;
       }

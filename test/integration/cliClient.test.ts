@@ -4,6 +4,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { FakeEngine } from '../helpers/FakeEngine';
 import { startStack } from '../helpers/startStack';
+import { testModel } from '../helpers/testModels';
 
 const run = promisify(execFile);
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'moeflash.js');
@@ -35,6 +36,31 @@ describe('moeflash client', () => {
     assert.equal(lines.length, 4);
     assert.deepEqual(lines.slice(0, 3).flatMap((l) => l.tokens), engine.expectedTokens({ prompt: 'hi', maxTokens: 3 }));
     assert.equal(lines[3].finishReason, 'length');
+  });
+
+  it('generate --system/--chat sends messages, rendered by the model\'s template', async () => {
+    const { stderr } = await run(process.execPath, [
+      BIN, 'client', 'generate', '--addr', stack.router.address, '--model', 'fake', '--system', 'be brief', '--chat', 'hi', '--max-tokens', '2',
+    ]);
+    const chat = { messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hi' }] };
+    assert.match(stderr, new RegExp(`prompt_tokens=${engine.tokenizeChat(chat).length} `));
+    await assert.rejects(
+      run(process.execPath, [BIN, 'client', 'generate', '--addr', stack.router.address, '--model', 'fake', '--prompt', 'x', '--chat', 'y']),
+      (err: { code?: number; stderr?: string }) => err.code === 2 && /--prompt: give exactly one of --prompt/.test(err.stderr ?? ''),
+    );
+  });
+
+  it('generate (in-process engine) --chat --json-schema --logprobs: JSON of the schema, log-probabilities per token', async () => {
+    const schema = { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'], additionalProperties: false };
+    const { stdout } = await run(process.execPath, [
+      BIN, 'generate', '--model', await testModel('tiny'), '--chat', 'count', '--json-schema', JSON.stringify(schema), '--logprobs', '2',
+      '--max-tokens', '64', '--temperature', '0', '--threads', '1', '--json',
+    ]);
+    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const chunks = lines.slice(0, -1);
+    assert.equal(lines.at(-1).finishReason, 'stop');
+    assert.ok(Number.isInteger(JSON.parse(chunks.map((c) => c.text).join('')).n));
+    for (const c of chunks) assert.deepEqual(c.logprobs.map((l: { tokenId: number; top: unknown[] }) => [l.tokenId, l.top.length]), c.tokens.map((t: number) => [t, 2]));
   });
 
   it('models lists the served models', async () => {
