@@ -26,7 +26,7 @@ import { repoRoot } from '../services/engine/loadAddon';
 import { generateRequest } from '../test/helpers/grpcClients';
 import { spawnService, type SpawnedService } from '../test/helpers/spawnService';
 import { testModel } from '../test/helpers/testModels';
-import { OtlpTraceReceiver } from '../test/observability/OtlpTraceReceiver';
+import { OtlpReceiver } from '../test/observability/OtlpReceiver';
 import { median, printTable, writeResult } from './benchTable';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 20);
@@ -84,7 +84,7 @@ async function main(): Promise<void> {
   const modelsFile = join(dir, 'models.json');
   // no hint channel: the expert-store is not part of this measure
   writeFileSync(modelsFile, JSON.stringify({ m: { path: model, options: { threads, parallel: 1, contextSize: 512 } } }));
-  const receiver = await OtlpTraceReceiver.start();
+  const receiver = await OtlpReceiver.start();
   const env: Record<ConfigName, Record<string, string>> = {
     off: { OTEL_TRACES_EXPORTER: 'none', OTEL_TRACES_SAMPLER: 'always_off' },
     default: { OTEL_TRACES_EXPORTER: 'none' },

@@ -19,7 +19,7 @@ import { drain, generateRequest } from '../helpers/grpcClients';
 import { spawnService, type SpawnedService } from '../helpers/spawnService';
 import { testModel } from '../helpers/testModels';
 import { freePort } from '../helpers/freePort';
-import { OtlpTraceReceiver, type ReceivedSpan } from './OtlpTraceReceiver';
+import { OtlpReceiver, type ReceivedSpan } from './OtlpReceiver';
 
 const run = promisify(execFile);
 const BIN = join(repoRoot(), 'bin', 'moeflash.js');
@@ -53,14 +53,14 @@ function valueFor(text: string, name: string): number {
 }
 
 describe('observability: expert cache metrics, span attributes and trace-summary (real engine, CPU, MOEFLASH_EXPERT_CACHE_SLOTS)', function () {
-  let receiver: OtlpTraceReceiver;
+  let receiver: OtlpReceiver;
   let inference: SpawnedService | undefined;
   let metricsPort: number;
   let ready: Record<string, unknown>;
   let generation: ReceivedSpan;
 
   before(async () => {
-    receiver = await OtlpTraceReceiver.start();
+    receiver = await OtlpReceiver.start();
     metricsPort = await freePort();
     inference = await spawnService(MAIN, {
       MOEFLASH_MODEL: await testModel('tiny'),

@@ -15,7 +15,7 @@ import { until } from '../expert-store/writeTestGguf';
 import { drain, generateRequest, generationClient } from '../helpers/grpcClients';
 import { spawnService, type SpawnedService } from '../helpers/spawnService';
 import { testModel } from '../helpers/testModels';
-import { OTLP_KIND, OtlpTraceReceiver, type ReceivedSpan } from './OtlpTraceReceiver';
+import { OTLP_KIND, OtlpReceiver, type ReceivedSpan } from './OtlpReceiver';
 
 const SERVICES = { router: 'moeflash-router', inference: 'moeflash-inference', expertStore: 'moeflash-expert-store' };
 const MAX_TOKENS = 12;
@@ -27,10 +27,10 @@ async function stop(service: SpawnedService | undefined): Promise<void> {
   await exited;
 }
 
-for (const protocol of ['grpc', 'http/protobuf', 'http/json'] as const) describe(`observability: OTLP (${protocol}) traces across the router, inference and expert-store processes`, function () {
+for (const protocol of ['grpc', 'http/protobuf', 'http/json'] as const) describe(`observability: OTLP (${protocol}) traces and metrics across the router, inference and expert-store processes`, function () {
   const dir = mkdtempSync(join(tmpdir(), 'moeflash-otlp-'));
   const hintChannel = `moeflash-test-otlp-${process.pid}-${protocol.replace('/', '-')}`;
-  let receiver: OtlpTraceReceiver;
+  let receiver: OtlpReceiver;
   let inference: SpawnedService | undefined;
   let router: SpawnedService | undefined;
   let store: SpawnedExpertStore | undefined;
@@ -38,12 +38,14 @@ for (const protocol of ['grpc', 'http/protobuf', 'http/json'] as const) describe
   let trace: ReceivedSpan[];
 
   before(async () => {
-    receiver = await OtlpTraceReceiver.start(protocol);
+    receiver = await OtlpReceiver.start(protocol);
     const otel = {
       OTEL_TRACES_EXPORTER: 'otlp',
       OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
       OTEL_BSP_SCHEDULE_DELAY: '50', // export within ~50 ms instead of 5 s
+      OTEL_METRICS_EXPORTER: 'otlp',
+      OTEL_METRIC_EXPORT_INTERVAL: '200',
       MOEFLASH_METRICS_ADDR: 'off', // no fixed Prometheus ports that other suites might hold
     };
     const model = await testModel('tiny');
@@ -98,6 +100,13 @@ for (const protocol of ['grpc', 'http/protobuf', 'http/json'] as const) describe
     assert.equal(found.length, 1, `one ${service} span '${name}' in the trace: ${trace.map((s) => `${s.service}:${s.name}`).join(', ')}`);
     return found[0];
   };
+
+  it("metrics reach the collector too: the router's and the inference's GenAI durations and the router's queue", async () => {
+    const generated = (service: string, name: string) => (m: { service: string; name: string; points: number }) => m.service === service && m.name === name && m.points > 0;
+    await receiver.waitForMetric('the router\'s client duration', generated(SERVICES.router, 'gen_ai.client.operation.duration'));
+    await receiver.waitForMetric('the router\'s queue wait', generated(SERVICES.router, 'moeflash.router.queue.wait'));
+    await receiver.waitForMetric('the inference\'s server duration', generated(SERVICES.inference, 'gen_ai.server.request.duration'));
+  });
 
   it('router server -> router client -> inference server -> text_completion, one trace id across the processes', () => {
     const routerServer = one('grpc.moeflash.v1.GenerationService/Generate', SERVICES.router, OTLP_KIND.server);

@@ -4,9 +4,9 @@ import { registerInstrumentations } from '@opentelemetry/instrumentation';
 import { GrpcInstrumentation } from '@opentelemetry/instrumentation-grpc';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 
-import { otlpTraceExporter } from './otlpTraceExporter';
+import { otlpMetricExporter, otlpTraceExporter } from './otlpExporters';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { MeterProvider, type MetricReader } from '@opentelemetry/sdk-metrics';
+import { ConsoleMetricExporter, MeterProvider, PeriodicExportingMetricReader, type MetricReader } from '@opentelemetry/sdk-metrics';
 import {
   BatchSpanProcessor,
   ConsoleSpanExporter,
@@ -45,14 +45,34 @@ export interface Telemetry {
   readonly serviceName: string;
   readonly tracer: Tracer;
   readonly meter: Meter;
-  /** Undefined when MOEFLASH_METRICS_ADDR=off. */
+  /** Undefined when MOEFLASH_METRICS_ADDR=off or OTEL_METRICS_EXPORTER leaves prometheus out. */
   readonly prometheus?: PrometheusExporter;
   /** host:port the Prometheus exporter serves (or would serve, without its own server). */
   readonly metricsAddress?: string;
   /** Which trace exporters OTEL_TRACES_EXPORTER configured ([] for none). */
   readonly traceExporters: string[];
+  /** Which metric exporters OTEL_METRICS_EXPORTER configured ([] for none). */
+  readonly metricExporters: string[];
   /** Flushes pending spans and stops the exporters. Idempotent. */
   shutdown(): Promise<void>;
+}
+
+/** A comma-separated OTEL_*_EXPORTER list without 'none'; an exporter not in `known` is an error naming the variable. */
+function exporterList(env: NodeJS.ProcessEnv, name: string, fallback: string, known: readonly string[]): string[] {
+  const kinds = (env[name] || fallback)
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter((s) => s && s !== 'none');
+  for (const kind of kinds) if (!known.includes(kind)) throw new Error(`${name}: unsupported exporter '${kind}' (${[...known, 'none'].join(', ')})`);
+  return kinds;
+}
+
+function positiveMs(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const ms = Number(raw);
+  if (!Number.isInteger(ms) || ms <= 0) throw new Error(`${name}: expected a positive number of milliseconds, got '${raw}'`);
+  return ms;
 }
 
 function parseHostPort(value: string): { host: string; port: number } {
@@ -64,10 +84,13 @@ function parseHostPort(value: string): { host: string; port: number } {
 /**
  * Starts OpenTelemetry for one service process, from the standard OTEL_* variables only:
  * OTEL_SERVICE_NAME (default moeflash-<service>), OTEL_TRACES_EXPORTER (otlp | console | none, comma-separated;
- * default none: no exporter unless configured), OTEL_EXPORTER_OTLP_PROTOCOL / _TRACES_PROTOCOL (grpc, http/protobuf
- * or http/json; default http/protobuf) and OTEL_EXPORTER_OTLP_ENDPOINT / _TRACES_ENDPOINT (read by the exporter), OTEL_TRACES_SAMPLER / _ARG (read by the SDK). W3C trace context propagates
- * through instrumentation-grpc's client and server spans. A Prometheus exporter serves the service's metrics on
- * loopback (shared/INTERFACES.md ports; MOEFLASH_METRICS_ADDR=host:port overrides, 'off' disables).
+ * default none), OTEL_METRICS_EXPORTER (prometheus | otlp | console | none; default prometheus, where the
+ * specification says otlp: a scrape needs no collector), OTEL_EXPORTER_OTLP_PROTOCOL / _TRACES_PROTOCOL /
+ * _METRICS_PROTOCOL (grpc, http/protobuf or http/json; default http/protobuf), OTEL_EXPORTER_OTLP_ENDPOINT and the
+ * per-signal endpoints (read by the exporters), OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT, OTEL_TRACES_SAMPLER / _ARG
+ * (read by the SDK). W3C trace context propagates through instrumentation-grpc's client and server spans. The
+ * Prometheus exporter serves on loopback (shared/INTERFACES.md ports; MOEFLASH_METRICS_ADDR=host:port overrides,
+ * 'off' disables).
  *
  * Must run before @grpc/grpc-js is first required, or gRPC calls are not traced: load it through the service's
  * `register` module (each main.ts's first import). OTLP exporters are required lazily for the same reason.
@@ -78,14 +101,22 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   const resource = resourceFromAttributes({ 'service.name': serviceName, 'service.namespace': 'moeflash' });
 
   const readers: MetricReader[] = [...(options.metricReaders ?? [])];
+  const metricExporters = exporterList(env, 'OTEL_METRICS_EXPORTER', 'prometheus', ['otlp', 'prometheus', 'console']);
   const metricsAddr = env.MOEFLASH_METRICS_ADDR ?? `127.0.0.1:${METRICS_PORTS[options.service]}`;
   let prometheus: PrometheusExporter | undefined;
   let metricsAddress: string | undefined;
-  if (metricsAddr !== 'off') {
+  if (metricExporters.includes('prometheus') && metricsAddr !== 'off') {
     const { host, port } = parseHostPort(metricsAddr);
     prometheus = new PrometheusExporter({ host, port, preventServerStart: options.prometheusWithoutServer ?? false, withoutScopeInfo: true });
     metricsAddress = metricsAddr;
     readers.push(prometheus);
+  }
+  // OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT as the specification names them (60 s / 30 s by default)
+  const interval = positiveMs(env, 'OTEL_METRIC_EXPORT_INTERVAL', 60_000);
+  const timeout = Math.min(interval, positiveMs(env, 'OTEL_METRIC_EXPORT_TIMEOUT', 30_000));
+  for (const kind of metricExporters.filter((k) => k !== 'prometheus')) {
+    const exporter = kind === 'otlp' ? otlpMetricExporter(env) : new ConsoleMetricExporter();
+    readers.push(new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: interval, exportTimeoutMillis: timeout }));
   }
   const meterProvider = new MeterProvider({ resource, readers });
   metrics.setGlobalMeterProvider(meterProvider);
@@ -97,15 +128,11 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
     instrumentations: [new GrpcInstrumentation({ ignoreGrpcMethods: UNTRACED_GRPC_METHODS })],
   });
 
-  const traceExporters = (env.OTEL_TRACES_EXPORTER ?? 'none')
-    .split(',')
-    .map((s) => s.trim().toLowerCase())
-    .filter((s) => s && s !== 'none');
+  const traceExporters = exporterList(env, 'OTEL_TRACES_EXPORTER', 'none', ['otlp', 'console']);
   const processors: SpanProcessor[] = (options.spanExporters ?? []).map((e) => new SimpleSpanProcessor(e));
   for (const kind of traceExporters) {
     if (kind === 'console') processors.push(new SimpleSpanProcessor(new ConsoleSpanExporter()));
-    else if (kind === 'otlp') processors.push(new BatchSpanProcessor(otlpTraceExporter(env)));
-    else throw new Error(`OTEL_TRACES_EXPORTER: unsupported exporter '${kind}' (otlp, console or none)`);
+    else processors.push(new BatchSpanProcessor(otlpTraceExporter(env)));
   }
   // Always registered, exporter or not: trace ids still reach the logs and the expert-store hint records.
   // The joining id generator lets the expert-store put its spans into a request's trace (startSpanInTrace).
@@ -120,6 +147,7 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
     prometheus,
     metricsAddress,
     traceExporters,
+    metricExporters,
     shutdown() {
       stopped ??= Promise.allSettled([tracerProvider.shutdown(), meterProvider.shutdown()]).then(() => undefined);
       return stopped;

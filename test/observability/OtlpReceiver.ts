@@ -87,6 +87,24 @@ const attributesOf = (list: WireKeyValue[]) => Object.fromEntries(list.map((kv) 
 const nanosToMs = (n: string) => Number(BigInt(n) / 1000n) / 1000;
 
 const TRACE_PROTO = () => join(repoRoot(), 'test', 'observability', 'otlp', 'trace_service.proto');
+const METRICS_PROTO = () => join(repoRoot(), 'test', 'observability', 'otlp', 'metrics_service.proto');
+
+/** One metric of one export as the receiver got it: the sending service, the name, how many data points. */
+export interface ReceivedMetric {
+  service: string;
+  name: string;
+  points: number;
+}
+
+interface WireMetricsExport {
+  resourceMetrics: { resource?: { attributes: { key: string; value?: { stringValue?: string } }[] }; scopeMetrics: { metrics: WireMetric[] }[] }[];
+}
+interface WireMetric {
+  name: string;
+  gauge?: { dataPoints: unknown[] };
+  sum?: { dataPoints: unknown[] };
+  histogram?: { dataPoints: unknown[] };
+}
 
 /** OTLP/JSON to the shape proto-loader decodes protobuf into: ids hex -> bytes, the AnyValue oneof named. */
 function fromJson(body: unknown): WireExport {
@@ -124,12 +142,13 @@ function fromJson(body: unknown): WireExport {
 }
 
 /**
- * A minimal OTLP trace receiver on 127.0.0.1 over any of the specification's protocols: gRPC
- * (opentelemetry.proto.collector.trace.v1.TraceService/Export), or HTTP POST /v1/traces with a protobuf or JSON
- * body. It keeps every span it is sent: what a collector would see from the services' OTLP exporters.
+ * A minimal OTLP receiver on 127.0.0.1 over any of the specification's protocols: gRPC (the collector's
+ * TraceService/Export and MetricsService/Export), or HTTP POST /v1/traces and /v1/metrics with a protobuf or JSON
+ * body. It keeps every span and metric it is sent: what a collector would see from the services' OTLP exporters.
  */
-export class OtlpTraceReceiver {
+export class OtlpReceiver {
   readonly spans: ReceivedSpan[] = [];
+  readonly metrics: ReceivedMetric[] = [];
   private readonly received = new EventEmitter<{ export: [] }>();
 
   private constructor(
@@ -138,52 +157,60 @@ export class OtlpTraceReceiver {
     readonly endpoint: string,
   ) {}
 
-  static async start(protocol: 'grpc' | 'http/protobuf' | 'http/json' = 'grpc'): Promise<OtlpTraceReceiver> {
-    return protocol === 'grpc' ? OtlpTraceReceiver.startGrpc() : OtlpTraceReceiver.startHttp();
+  static async start(protocol: 'grpc' | 'http/protobuf' | 'http/json' = 'grpc'): Promise<OtlpReceiver> {
+    return protocol === 'grpc' ? OtlpReceiver.startGrpc() : OtlpReceiver.startHttp();
   }
 
-  private static async startHttp(): Promise<OtlpTraceReceiver> {
+  private static async startHttp(): Promise<OtlpReceiver> {
     const request = protobuf.loadSync(TRACE_PROTO()).lookupType('opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest');
-    let receiver: OtlpTraceReceiver | undefined;
+    const metricsRequest = protobuf.loadSync(METRICS_PROTO()).lookupType('opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest');
+    const decode = (type: protobuf.Type, body: Buffer) => type.toObject(type.decode(body), { longs: String, oneofs: true, defaults: true, bytes: Buffer });
+    let receiver: OtlpReceiver | undefined;
     const server = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         const body = Buffer.concat(chunks);
         const json = (req.headers['content-type'] ?? '').includes('json');
-        if (req.method !== 'POST' || req.url !== '/v1/traces') {
+        if (req.method !== 'POST' || (req.url !== '/v1/traces' && req.url !== '/v1/metrics')) {
           res.writeHead(404).end();
           return;
         }
-        receiver?.accept(
-          json
-            ? fromJson(JSON.parse(body.toString('utf8')))
-            : (request.toObject(request.decode(body), { longs: String, oneofs: true, defaults: true, bytes: Buffer }) as WireExport),
-        );
+        if (req.url === '/v1/metrics')
+          receiver?.acceptMetrics(json ? (JSON.parse(body.toString('utf8')) as WireMetricsExport) : (decode(metricsRequest, body) as WireMetricsExport));
+        else receiver?.accept(json ? fromJson(JSON.parse(body.toString('utf8'))) : (decode(request, body) as WireExport));
         res.writeHead(200, { 'content-type': json ? 'application/json' : 'application/x-protobuf' }).end(json ? '{}' : undefined);
       });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const port = (server.address() as { port: number }).port;
-    receiver = new OtlpTraceReceiver(() => new Promise((resolve) => server.close(() => resolve())), `http://127.0.0.1:${port}`);
+    receiver = new OtlpReceiver(() => new Promise((resolve) => server.close(() => resolve())), `http://127.0.0.1:${port}`);
     return receiver;
   }
 
-  private static async startGrpc(): Promise<OtlpTraceReceiver> {
+  private static async startGrpc(): Promise<OtlpReceiver> {
     const definition = loadSync(TRACE_PROTO(), { longs: String, oneofs: true, defaults: true });
     const service = (definition['opentelemetry.proto.collector.trace.v1.TraceService'] as grpc.ServiceDefinition);
+    const metricsDefinition = loadSync(METRICS_PROTO(), { longs: String, oneofs: true, defaults: true });
+    const metricsService = metricsDefinition['opentelemetry.proto.collector.metrics.v1.MetricsService'] as grpc.ServiceDefinition;
     const server = new grpc.Server();
-    let receiver: OtlpTraceReceiver | undefined;
+    let receiver: OtlpReceiver | undefined;
     server.addService(service, {
       Export(call: grpc.ServerUnaryCall<WireExport, object>, callback: grpc.sendUnaryData<object>) {
         receiver?.accept(call.request);
         callback(null, {});
       },
     });
+    server.addService(metricsService, {
+      Export(call: grpc.ServerUnaryCall<WireMetricsExport, object>, callback: grpc.sendUnaryData<object>) {
+        receiver?.acceptMetrics(call.request);
+        callback(null, {});
+      },
+    });
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
     );
-    receiver = new OtlpTraceReceiver(() => new Promise((resolve) => server.tryShutdown(() => resolve())), `http://127.0.0.1:${port}`);
+    receiver = new OtlpReceiver(() => new Promise((resolve) => server.tryShutdown(() => resolve())), `http://127.0.0.1:${port}`);
     return receiver;
   }
 
@@ -211,6 +238,21 @@ export class OtlpTraceReceiver {
       }
     }
     this.received.emit('export');
+  }
+
+  /** OTLP/JSON and decoded protobuf have the same shape here (camelCase, the data oneof as its field). */
+  private acceptMetrics(request: WireMetricsExport): void {
+    for (const rm of request.resourceMetrics ?? []) {
+      const service = rm.resource?.attributes.find((a) => a.key === 'service.name')?.value?.stringValue ?? '';
+      for (const sm of rm.scopeMetrics ?? [])
+        for (const m of sm.metrics ?? []) this.metrics.push({ service, name: m.name, points: (m.gauge ?? m.sum ?? m.histogram)?.dataPoints?.length ?? 0 });
+    }
+    this.received.emit('export');
+  }
+
+  /** Resolves with the first metric `check` accepts, re-checked as exports arrive; rejects after `ms` naming `what`. */
+  async waitForMetric(what: string, check: (m: ReceivedMetric) => boolean, ms = 30_000): Promise<ReceivedMetric> {
+    return this.waitFor(what, () => this.metrics.find(check), ms);
   }
 
   /**
