@@ -1,27 +1,45 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 const root = path.resolve(__dirname, '..', '..', '..');
 const buf = path.join(root, 'node_modules', '.bin', 'buf');
-/** What `buf breaking` compares proto/ with; CI sets it to the target branch. */
-const against = process.env.MOEFLASH_BUF_AGAINST ?? 'main';
+/**
+ * The last released contract, an image committed beside the sources (npm run proto:release writes it when a
+ * release is cut): what clients built against it must keep working with.
+ */
+const RELEASED = 'proto/released.binpb';
 
 describe('proto contract', () => {
   it('passes buf lint (STANDARD)', async () => {
     await run(buf, ['lint'], { cwd: root });
   });
 
-  it(`has no breaking change against ${against} (buf breaking, FILE)`, async function () {
-    // Until the contract is on the branch there is nothing to break.
-    const hasBase = await run('git', ['cat-file', '-e', `${against}:buf.yaml`], { cwd: root }).then(
-      () => true,
-      () => false,
-    );
-    if (!hasBase) this.skip();
-    await run(buf, ['breaking', '--against', `.git#branch=${against}`], { cwd: root });
+  it(`has no breaking change against the released contract, ${RELEASED} (buf breaking, FILE)`, async () => {
+    await run(buf, ['breaking', '--against', RELEASED], { cwd: root });
+  });
+
+  it('the breaking check fails on a breaking change (a field renumbered in a copy of proto/)', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'moeflash-buf-'));
+    try {
+      await cp(path.join(root, 'proto'), path.join(dir, 'proto'), { recursive: true });
+      await cp(path.join(root, 'buf.yaml'), path.join(dir, 'buf.yaml'));
+      const file = path.join(dir, 'proto', 'moeflash', 'v1', 'generation.proto');
+      const source = await readFile(file, 'utf8');
+      const broken = source.replace('uint32 max_tokens = 4;', 'uint32 max_tokens = 99;');
+      assert.notEqual(broken, source);
+      await writeFile(file, broken);
+      await assert.rejects(run(buf, ['breaking', '--against', path.join(root, RELEASED)], { cwd: dir }), (err: { stdout?: string }) => {
+        assert.match(err.stdout ?? '', /max_tokens/);
+        return true;
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('documents every service, rpc, message, field and enum value', async () => {
