@@ -45,7 +45,7 @@ async function ours(path: string): Promise<{ pp: number; tg: number }> {
       // random prompt tokens like llama-bench; the first repetition warms up and is not counted
       const prompt = Array.from({ length: PP }, (_, i) => 3 + ((i * 7919 + r * 104729) % (vocab - 3)));
       const p = await final(engine.generate({ promptTokens: prompt, maxTokens: 1, sampling: { temperature: 0 } }));
-      const t = await final(engine.generate({ promptTokens: [1], maxTokens: TG, sampling: { temperature: 0, grammar: undefined } }));
+      const t = await final(engine.generate({ promptTokens: [1], maxTokens: TG, sampling: { temperature: 0 } }));
       if (r === 0) continue;
       pp.push(p.timings.prefillTokensPerSecond);
       if (t.completionTokens === TG) tg.push(t.timings.decodeTokensPerSecond);

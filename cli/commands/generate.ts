@@ -52,7 +52,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
       maxTokens,
       stop: values.stop,
       signal: abort.signal,
-      sampling: { ...sampling, grammar },
+      sampling,
+      grammar,
     })) {
       if (event.type === 'chunk') {
         process.stdout.write(values.json ? JSON.stringify({ tokens: event.tokenIds, text: event.text, ...(event.logprobs && { logprobs: event.logprobs }) }) + '\n' : event.text);

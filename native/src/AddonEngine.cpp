@@ -216,7 +216,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
             if (g == nullptr) {
                 llama_sampler_free(chain);
                 std::string why = TakeLlamaErrors();
-                throw Napi::Error::New(env, "sampling.grammar: invalid GBNF grammar" + (why.empty() ? "" : ": " + why));
+                throw Napi::Error::New(env, "grammar: invalid GBNF grammar" + (why.empty() ? "" : ": " + why));
             }
             llama_sampler_chain_add(chain, g);
         }

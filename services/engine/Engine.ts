@@ -235,7 +235,7 @@ export class Engine implements EngineLike {
     const prompt = options.promptTokens ?? (options.chat ? this.tokenizeChat(options.chat) : this.tokenize(options.prompt ?? ''));
     if (options.promptTokens) this.checkTokenIds('prompt_token_ids', prompt);
     if (options.stopTokenIds) this.checkTokenIds('stop_token_ids', options.stopTokenIds);
-    let grammar = options.sampling?.grammar ?? '';
+    let grammar = options.grammar ?? '';
     if (options.jsonSchema !== undefined) {
       try {
         grammar = loadAddon().jsonSchemaToGrammar(options.jsonSchema);
@@ -271,7 +271,7 @@ export class Engine implements EngineLike {
     } catch (e) {
       this.listeners.delete(id);
       // a grammar made from json_schema that llama.cpp's parser refuses is the schema's problem
-      throw fieldError(e, ['sampling.grammar'], options.jsonSchema !== undefined ? 'json_schema' : undefined);
+      throw fieldError(e, ['grammar'], options.jsonSchema !== undefined ? 'json_schema' : undefined);
     }
     if (this.inFlight++ === 0) loadAddon().refEngineEvents(this.native, true);
     return this.stream(id, queue, options.signal);

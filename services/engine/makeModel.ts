@@ -65,8 +65,9 @@ export const CHATML_TEMPLATE =
   "{%- if enable_thinking is defined and not enable_thinking -%}{{ '<think>\n\n</think>\n\n' }}{%- endif -%}{%- endif -%}";
 
 /**
- * What a made model's file holds beyond its shape and seed; part of the names under which tests and benchmarks
- * cache made models, so that a cache written before a change is not reused after it.
+ * What a made model's file holds beyond its shape and seed; the folder under which tests and benchmarks cache made
+ * models (file names, and so served model names, stay as they were), so a cache written before a change is not
+ * reused after it.
  */
 export const MADE_MODEL_FORMAT = 'chatml';
 

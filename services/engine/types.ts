@@ -178,8 +178,6 @@ export interface SamplingOptions {
   presencePenalty?: number;
   frequencyPenalty?: number;
   seed?: number;
-  /** GBNF grammar (root rule `root`) constraining the output. */
-  grammar?: string;
 }
 
 /** One turn of a conversation. */
@@ -204,7 +202,9 @@ export interface GenerateOptions {
   promptTokens?: number[];
   /** A conversation rendered with its chat template. */
   chat?: ChatPrompt;
-  /** A JSON Schema (JSON text) the output must match; not with sampling.grammar. */
+  /** A GBNF grammar (root rule `root`) the output must match; not with jsonSchema. */
+  grammar?: string;
+  /** A JSON Schema (JSON text) the output must match, through a grammar made from it; not with grammar. */
   jsonSchema?: string;
   /** Sampling one of these tokens ends the generation (stop); it is not emitted. */
   stopTokenIds?: number[];

@@ -2,7 +2,7 @@ import { InvalidArgumentError, type FieldViolation } from '../common/errors';
 import type { ChatPrompt, GenerateOptions, LoadOptions, SamplingOptions } from './types';
 
 /** Sampling values a request may leave out: llama.cpp's own defaults. */
-export const DEFAULT_SAMPLING: Required<Omit<SamplingOptions, 'grammar' | 'seed'>> = {
+export const DEFAULT_SAMPLING: Required<Omit<SamplingOptions, 'seed'>> = {
   temperature: 0.8,
   topK: 40,
   topP: 0.95,
@@ -89,7 +89,7 @@ export function validateGenerate(o: GenerateOptions, contextSize: number): void 
     (v) => validateChat(o.chat, v),
     integer('top_logprobs', o.topLogprobs, 0, MAX_TOP_LOGPROBS),
     (v) => {
-      if (o.jsonSchema !== undefined && o.sampling?.grammar) v.push({ field: 'json_schema', description: 'set at most one of grammar and json_schema' });
+      if (o.jsonSchema !== undefined && o.grammar) v.push({ field: 'json_schema', description: 'set at most one of grammar and json_schema' });
       (o.stopTokenIds ?? []).forEach((id, i) => {
         if (!Number.isInteger(id) || id < 0) v.push({ field: `stop_token_ids[${i}]`, description: `must be a token id, got ${id}` });
       });

@@ -95,7 +95,7 @@ describe('engine: chat, structured output, logprobs', function () {
       assert.ok(['apples', 'pears'].includes(value.unit as string), out.text);
     }
     assert.throws(() => engine.generate({ prompt: 'x', jsonSchema: '{"type": ' }), invalid(['json_schema'], /not valid JSON/));
-    assert.throws(() => engine.generate({ prompt: 'x', jsonSchema: '{}', sampling: { grammar: 'root ::= "a"' } }), invalid(['json_schema'], /at most one/));
+    assert.throws(() => engine.generate({ prompt: 'x', jsonSchema: '{}', grammar: 'root ::= "a"' }), invalid(['json_schema'], /at most one/));
   });
 
   it('top_logprobs: one entry per token with its log-probability and the most likely alternatives, in order', async function () {
@@ -130,10 +130,10 @@ describe('engine: chat, structured output, logprobs', function () {
   it('ignore_eos generates past the end-of-generation token, which is emitted', async function () {
     // A grammar that matches "ab" allows only end-of-generation once it is complete: the model must stop there.
     const grammar = 'root ::= "ab"';
-    const ended = await collect(engine.generate({ prompt: 'Say ab', maxTokens: 8, sampling: { temperature: 0, grammar } }));
+    const ended = await collect(engine.generate({ prompt: 'Say ab', maxTokens: 8, grammar, sampling: { temperature: 0 } }));
     assert.equal(ended.final.finishReason, 'stop');
     assert.equal(ended.text, 'ab');
-    const past = await collect(engine.generate({ prompt: 'Say ab', maxTokens: ended.tokens.length + 3, ignoreEos: true, sampling: { temperature: 0, grammar } }));
+    const past = await collect(engine.generate({ prompt: 'Say ab', maxTokens: ended.tokens.length + 3, ignoreEos: true, grammar, sampling: { temperature: 0 } }));
     assert.equal(past.final.finishReason, 'length');
     assert.deepEqual(past.tokens.slice(0, ended.tokens.length), ended.tokens);
     // Made models' end-of-generation token is id 2 (tokenizer.ggml.eos_token_id).

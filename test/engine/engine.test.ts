@@ -115,7 +115,7 @@ describe('engine', function () {
   });
 
   it('a GBNF grammar constrains the output', async function () {
-    const out = await collect(engine.generate({ prompt: 'Answer:', maxTokens: 16, sampling: { temperature: 0, grammar: 'root ::= ("yes" | "no") "."' } }));
+    const out = await collect(engine.generate({ prompt: 'Answer:', maxTokens: 16, grammar: 'root ::= ("yes" | "no") "."', sampling: { temperature: 0 } }));
     assert.match(out.text, /^(yes|no)\.$/);
   });
 
@@ -141,7 +141,7 @@ describe('engine', function () {
       ['empty stop string', { prompt: 'x', stop: [''] }, 'stop[0]'],
       ['token id outside the vocabulary', { promptTokens: [1, 999999] }, 'prompt_token_ids[1]'],
       ['prompt longer than the context', { prompt: 'word '.repeat(2000) }, 'prompt'],
-      ['invalid grammar', { prompt: 'x', sampling: { grammar: 'root ::= (' } }, 'sampling.grammar'],
+      ['invalid grammar', { prompt: 'x', grammar: 'root ::= (' }, 'grammar'],
     ];
     for (const [name, options, field] of cases) {
       it(name, function () {

@@ -11,8 +11,8 @@ export type TestPreset = 'tiny' | 'small';
  * cached file is the same file a fresh run would write).
  */
 export async function testModel(preset: TestPreset = 'tiny', seed = 1): Promise<string> {
-  const dir = join(repoRoot(), 'build', 'test-models');
-  const path = join(dir, `${preset}-seed${seed}-${MADE_MODEL_FORMAT}.gguf`);
+  const dir = join(repoRoot(), 'build', 'test-models', MADE_MODEL_FORMAT);
+  const path = join(dir, `${preset}-seed${seed}.gguf`);
   if (!existsSync(path)) {
     mkdirSync(dir, { recursive: true });
     await makeModel(path, { preset, seed });
