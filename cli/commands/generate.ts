@@ -2,11 +2,11 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
-import { InvalidArgumentError } from '../../services/common/errors';
+import { InvalidArgumentError, type FieldViolation } from '../../services/common/errors';
+import { loadOptionFlags, loadOptionsFromText } from '../../services/common/options/optionTable';
 import { Engine } from '../../services/engine/Engine';
 import type { GenerationFinal } from '../../services/engine/types';
-import { EXPERT_CACHE_FLAGS, formatExpertCacheLine, formatPrefetchLine, parseExpertCacheFlags } from '../expertCacheFlags';
-import { parseNumber } from '../parseNumber';
+import { formatExpertCacheLine, formatPrefetchLine } from '../expertCacheLines';
 import { parsePromptFlags, PROMPT_FLAGS } from '../promptFlags';
 import { parseSamplingFlags, SAMPLING_FLAGS } from '../samplingFlags';
 
@@ -19,11 +19,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       ...SAMPLING_FLAGS,
       grammar: { type: 'string' },
       'grammar-file': { type: 'string' },
-      'n-gpu-layers': { type: 'string' },
-      'n-cpu-moe': { type: 'string' },
-      'ctx-size': { type: 'string' },
-      threads: { type: 'string' },
-      ...EXPERT_CACHE_FLAGS,
+      ...loadOptionFlags(),
       json: { type: 'boolean', default: false },
     },
     strict: true,
@@ -31,15 +27,11 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if (!values.model) throw InvalidArgumentError.field('--model', 'required (path to a GGUF file)');
   const input = parsePromptFlags(values);
 
-  const engine = await Engine.load({
-    path: values.model,
-    nGpuLayers: parseNumber('n-gpu-layers', values['n-gpu-layers'], true),
-    nCpuMoe: parseNumber('n-cpu-moe', values['n-cpu-moe'], true),
-    contextSize: parseNumber('ctx-size', values['ctx-size'], true),
-    threads: parseNumber('threads', values.threads, true),
-    parallel: 1,
-    expertCache: parseExpertCacheFlags(values),
-  });
+  const violations: FieldViolation[] = [];
+  const options = loadOptionsFromText((o) => (values as Record<string, unknown>)[o.flag] as string | boolean | undefined, (o) => `--${o.flag}`, violations);
+  if (violations.length > 0) throw new InvalidArgumentError(violations);
+  // one prompt: one sequence unless asked otherwise
+  const engine = await Engine.load({ parallel: 1, ...options, path: values.model });
   const abort = new AbortController();
   const onSignal = () => abort.abort();
   process.once('SIGINT', onSignal);

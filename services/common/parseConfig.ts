@@ -1,5 +1,6 @@
-import { parseByteSize } from './parseByteSize';
-import type { ExpertCacheOptions } from '../engine/types';
+import type { LoadOptions } from '../engine/types';
+import { LOAD_OPTIONS } from './options/loadOptionTable';
+import { loadOptionsFromText } from './options/optionTable';
 import { InvalidArgumentError, type FieldViolation } from './errors';
 
 /** Settings of the moeflash services, from flags over environment over defaults (ports from INTERFACES.md). */
@@ -46,10 +47,11 @@ export interface InferenceConfig {
   /** JSON file { "<name>": { "path": "...", "options": { LoadOptions } } } (MOEFLASH_MODELS). */
   modelsFile?: string;
   /**
-   * The default model's expert slot cache (MOEFLASH_EXPERT_CACHE_SLOTS / _MEM / _POLICY); undefined when neither
-   * slots nor memory is set. Models of the MOEFLASH_MODELS file set `options.expertCache` there instead.
+   * The default model's engine options from the option table's flags and variables (MOEFLASH_N_GPU_LAYERS,
+   * MOEFLASH_EXPERT_CACHE_SLOTS, ...; services/common/options/loadOptionTable.ts). Models of the MOEFLASH_MODELS
+   * file set the same options, by the table's keys, in their `options`.
    */
-  expertCache?: ExpertCacheOptions;
+  modelOptions?: Partial<LoadOptions>;
   /** MOEFLASH_STATE_DIR: where the service keeps what must outlive a crash (first-decode markers). Default ./.state */
   stateDir: string;
 }
@@ -95,35 +97,6 @@ const hostPortList: Parse<string[]> = (raw, v, field) => {
 
 const commaList: Parse<string[]> = (raw) => raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
 
-/** A positive integer, or `auto` (undefined slots: the engine sizes the cache from the budget or free device memory). */
-const cacheSlots: Parse<number | 'auto'> = (raw, v, field) => (raw.trim() === 'auto' ? 'auto' : integer(1, 1 << 20)(raw, v, field));
-
-const byteSize: Parse<number> = (raw, v, field) => {
-  try {
-    const bytes = parseByteSize(field, raw);
-    if (bytes > 0) return bytes;
-    v.push({ field, description: `must be a positive size, got '${raw}'` });
-  } catch (err) {
-    v.push({ field, description: err instanceof InvalidArgumentError ? err.violations[0].description : String(err) });
-  }
-  return undefined;
-};
-
-const boolean: Parse<boolean> = (raw, v, field) => {
-  const value = raw.trim().toLowerCase();
-  if (['1', 'true', 'on', 'yes'].includes(value)) return true;
-  if (['0', 'false', 'off', 'no'].includes(value)) return false;
-  v.push({ field, description: `must be true or false (1/0, on/off), got '${raw}'` });
-  return undefined;
-};
-
-const CACHE_POLICIES = ['lru', 'lru2', 'slru'] as const;
-const cachePolicy: Parse<ExpertCacheOptions['policy']> = (raw, v, field) => {
-  const policy = CACHE_POLICIES.find((p) => p === raw.trim());
-  if (!policy) v.push({ field, description: `must be one of ${CACHE_POLICIES.join(', ')}, got '${raw}'` });
-  return policy;
-};
-
 const logLevel: Parse<string> = (raw, v, field) => {
   if (LOG_LEVELS.includes(raw)) return raw;
   v.push({ field, description: `must be one of ${LOG_LEVELS.join(', ')}, got '${raw}'` });
@@ -150,10 +123,6 @@ const SETTINGS = {
   model: { flag: 'model', env: 'MOEFLASH_MODEL', parse: text },
   modelsFile: { flag: 'models', env: 'MOEFLASH_MODELS', parse: text },
   stateDir: { flag: 'state-dir', env: 'MOEFLASH_STATE_DIR', parse: text },
-  expertCacheSlots: { flag: 'expert-cache-slots', env: 'MOEFLASH_EXPERT_CACHE_SLOTS', parse: cacheSlots },
-  expertCacheMem: { flag: 'expert-cache-mem', env: 'MOEFLASH_EXPERT_CACHE_MEM', parse: byteSize },
-  expertCachePolicy: { flag: 'expert-cache-policy', env: 'MOEFLASH_EXPERT_CACHE_POLICY', parse: cachePolicy },
-  expertCachePrefetch: { flag: 'expert-cache-prefetch', env: 'MOEFLASH_EXPERT_CACHE_PREFETCH', parse: boolean },
 } satisfies Record<string, Setting<unknown>>;
 
 /**
@@ -191,39 +160,22 @@ export function parseConfig(argv: readonly string[] = process.argv.slice(2), env
       apiKeysFile: get(SETTINGS.apiKeysFile),
       apiKeys: get(SETTINGS.apiKeys),
     },
-    inference: { model: get(SETTINGS.model), modelsFile: get(SETTINGS.modelsFile), expertCache: expertCacheConfig(get, violations), stateDir: get(SETTINGS.stateDir, './.state') },
+    inference: { model: get(SETTINGS.model), modelsFile: get(SETTINGS.modelsFile), modelOptions: modelOptions(flags, env, violations), stateDir: get(SETTINGS.stateDir, './.state') },
   };
   for (const flag of flags.keys()) violations.push({ field: `--${flag}`, description: 'unknown option' });
   if (violations.length > 0) throw new InvalidArgumentError(violations);
   return config;
 }
 
-/**
- * The default model's expert cache: on when slots (a number or `auto`) or a memory budget is set; a policy alone
- * is an error rather than silently nothing.
- */
-function expertCacheConfig(get: <T>(setting: Setting<T>) => T | undefined, violations: FieldViolation[]): ExpertCacheOptions | undefined {
-  const before = violations.length;
-  const slots = get(SETTINGS.expertCacheSlots);
-  const memBytes = get(SETTINGS.expertCacheMem);
-  const policy = get(SETTINGS.expertCachePolicy);
-  const prefetch = get(SETTINGS.expertCachePrefetch);
-  if (violations.length > before) return undefined;
-  if (slots === undefined && memBytes === undefined) {
-    const needsCache = (setting: Setting<unknown>) =>
-      violations.push({
-        field: `--${setting.flag} (${setting.env})`,
-        description: 'needs MOEFLASH_EXPERT_CACHE_SLOTS or MOEFLASH_EXPERT_CACHE_MEM (the cache is off without them)',
-      });
-    if (policy !== undefined) needsCache(SETTINGS.expertCachePolicy);
-    if (prefetch) needsCache(SETTINGS.expertCachePrefetch);
-    return undefined;
-  }
-  return definedOnly({ slots: slots === 'auto' ? undefined : slots, memBytes, policy, prefetch });
-}
-
-function definedOnly<T extends object>(o: T): T {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+/** The default model's engine options, by the option table: flags over variables, named '--flag (VARIABLE)'. */
+function modelOptions(flags: Map<string, string>, env: NodeJS.ProcessEnv, violations: FieldViolation[]): Partial<LoadOptions> {
+  const options = loadOptionsFromText(
+    (o) => flags.get(o.flag) ?? env[o.env],
+    (o) => `--${o.flag} (${o.env})`,
+    violations,
+  );
+  for (const o of LOAD_OPTIONS) flags.delete(o.flag);
+  return options as Partial<LoadOptions>;
 }
 
 function parseFlags(argv: readonly string[], violations: FieldViolation[]): Map<string, string> {

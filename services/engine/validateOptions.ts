@@ -1,4 +1,5 @@
 import { InvalidArgumentError, type FieldViolation } from '../common/errors';
+import { checkLoadOptions } from '../common/options/optionTable';
 import type { ChatPrompt, GenerateOptions, LoadOptions, SamplingOptions } from './types';
 
 /** Sampling values a request may leave out: llama.cpp's own defaults. */
@@ -105,42 +106,17 @@ export function validateGenerate(o: GenerateOptions, contextSize: number): void 
   ]);
 }
 
-/** Checks LoadOptions; names the option in each violation. */
+/** Checks LoadOptions; names the option in each violation. The option table's entries are checked by the table. */
 export function validateLoad(o: LoadOptions): void {
   run([
     (v) => {
       if (typeof o.path !== 'string' || o.path.length === 0) v.push({ field: 'path', description: 'a model path is required' });
     },
-    integer('nGpuLayers', o.nGpuLayers, -1, 100_000),
-    integer('nCpuMoe', o.nCpuMoe, 0, 100_000),
-    integer('contextSize', o.contextSize, 16, 1 << 24),
-    integer('parallel', o.parallel, 1, 256),
-    integer('batchSize', o.batchSize, 1, 1 << 16),
-    integer('threads', o.threads, 1, 1024),
+    (v) => checkLoadOptions(o, v),
     (v) => {
-      if (o.loadMode !== undefined && !['mmap', 'none', 'mlock'].includes(o.loadMode))
-        v.push({ field: 'loadMode', description: `must be mmap, none or mlock, got '${o.loadMode}'` });
-    },
-    integer('expertCache.slots', o.expertCache?.slots, 1, 1 << 20),
-    (v) => {
-      const mem = o.expertCache?.memBytes;
-      if (mem !== undefined && !(Number.isSafeInteger(mem) && mem > 0))
-        v.push({ field: 'expertCache.memBytes', description: `must be a positive number of bytes, got ${mem}` });
-      const host = o.expertCache?.hostMemory;
-      if (host !== undefined && host !== 'pinned' && host !== 'mmap')
-        v.push({ field: 'expertCache.hostMemory', description: `must be pinned or mmap, got '${host}'` });
-      const prefetch = o.expertCache?.prefetch;
-      if (prefetch !== undefined && typeof prefetch !== 'boolean')
-        v.push({ field: 'expertCache.prefetch', description: `must be true or false, got ${JSON.stringify(prefetch)}` });
       const replay = o.expertCache?.replayRouting;
       if (replay !== undefined && (typeof replay !== 'string' || replay === ''))
         v.push({ field: 'expertCache.replayRouting', description: 'must be a file path' });
-      const resolve = o.expertCache?.resolve;
-      if (resolve !== undefined && resolve !== 'device' && resolve !== 'host')
-        v.push({ field: 'expertCache.resolve', description: `must be device or host, got '${resolve}'` });
-      const policy = o.expertCache?.policy;
-      if (policy !== undefined && policy !== 'lru' && policy !== 'lru2' && policy !== 'slru')
-        v.push({ field: 'expertCache.policy', description: `must be lru, lru2 or slru, got '${policy}'` });
     },
   ]);
 }

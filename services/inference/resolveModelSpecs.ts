@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { InvalidArgumentError, type FieldViolation } from '../common/errors';
 import type { InferenceConfig } from '../common/parseConfig';
+import { LOAD_OPTIONS } from '../common/options/loadOptionTable';
+import { loadOptionValue } from '../common/options/optionTable';
 import type { LoadOptions } from '../engine/types';
 
 /** A model to host: the name requests use and how to load it. */
@@ -16,22 +18,24 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
  * The models an inference process hosts: MOEFLASH_MODEL's file (named after it: `dir/qwen3-30b-a3b.gguf` ->
  * `qwen3-30b-a3b`, split suffix `-00001-of-00003` dropped) and every entry of the MOEFLASH_MODELS file,
  * `{ "<name>": { "path": "<gguf>", "options": { <LoadOptions but path> } } }`, relative paths resolved against the
- * file's directory. The engine validates the options when it loads. The expert cache settings of the environment
- * (MOEFLASH_EXPERT_CACHE_*) apply to MOEFLASH_MODEL's model; a models file sets `options.expertCache` per model.
+ * file's directory. The engine validates the options when it loads. The engine options of the flags and
+ * environment (the option table's, MOEFLASH_EXPERT_CACHE_* among them) apply to MOEFLASH_MODEL's model; a models
+ * file sets the same options per model in `options`.
  */
 export function resolveModelSpecs(config: Omit<InferenceConfig, 'stateDir'>, readFile: (file: string) => string = (f) => readFileSync(f, 'utf8')): ModelSpec[] {
   const specs: ModelSpec[] = [];
   const violations: FieldViolation[] = [];
+  const defaults = config.modelOptions ?? {};
   if (config.model) {
-    const expertCache = config.expertCache ? { expertCache: config.expertCache } : {};
-    specs.push({ name: modelName(config.model), options: { path: config.model, ...expertCache } });
-  } else if (config.expertCache) {
-    violations.push({
-      field: config.expertCache.slots === undefined && config.expertCache.memBytes !== undefined ? 'MOEFLASH_EXPERT_CACHE_MEM' : 'MOEFLASH_EXPERT_CACHE_SLOTS',
-      description:
-        'the MOEFLASH_EXPERT_CACHE_* settings configure the MOEFLASH_MODEL model, and none is set: ' +
-        'give models of MOEFLASH_MODELS options.expertCache instead',
-    });
+    specs.push({ name: modelName(config.model), options: { ...defaults, path: config.model } });
+  } else {
+    // Named by the first variable given, so the message points at what to move into the models file.
+    const given = LOAD_OPTIONS.find((o) => loadOptionValue(defaults, o.key) !== undefined);
+    if (given)
+      violations.push({
+        field: given.env,
+        description: `the engine option variables configure the MOEFLASH_MODEL model, and none is set: give models of MOEFLASH_MODELS options.${given.key} instead`,
+      });
   }
   if (config.modelsFile) specs.push(...readModelsFile(config.modelsFile, readFile, violations));
   if (specs.length === 0) violations.push({ field: 'MOEFLASH_MODEL', description: 'no model configured: set MOEFLASH_MODEL or MOEFLASH_MODELS' });

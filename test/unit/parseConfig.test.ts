@@ -49,27 +49,29 @@ describe('parseConfig', () => {
     assert.throws(() => parseConfig(['--model'], {}), /--model: needs a value/);
   });
 
-  describe('the default model\'s expert cache (MOEFLASH_EXPERT_CACHE_*)', () => {
-    it('is off unless slots or a memory budget is set', () => {
-      assert.equal(parseConfig([], {}).inference.expertCache, undefined);
+  describe("the default model's engine options (the option table's flags and MOEFLASH_* variables)", () => {
+    const modelOptions = (argv: string[], env: Record<string, string>) => parseConfig(argv, env).inference.modelOptions;
+
+    it('are empty unless set; the expert cache is off unless slots or a memory budget is set', () => {
+      assert.deepEqual(modelOptions([], {}), {});
     });
 
-    it('reads slots, a memory budget with a unit and the policy', () => {
-      const env = { MOEFLASH_EXPERT_CACHE_SLOTS: '16', MOEFLASH_EXPERT_CACHE_MEM: '40GiB', MOEFLASH_EXPERT_CACHE_POLICY: 'lru' };
-      assert.deepEqual(parseConfig([], env).inference.expertCache, { slots: 16, memBytes: 40 * 1024 ** 3, policy: 'lru' });
-      assert.deepEqual(parseConfig(['--expert-cache-mem', '512MiB'], {}).inference.expertCache, { memBytes: 512 * 1024 ** 2 });
+    it('reads slots, a memory budget with a unit, the policy (slru included) and GPU placement', () => {
+      const env = { MOEFLASH_EXPERT_CACHE_SLOTS: '16', MOEFLASH_EXPERT_CACHE_MEM: '40GiB', MOEFLASH_EXPERT_CACHE_POLICY: 'slru', MOEFLASH_N_GPU_LAYERS: '99' };
+      assert.deepEqual(modelOptions([], env), { nGpuLayers: 99, expertCache: { slots: 16, memBytes: 40 * 1024 ** 3, policy: 'slru' } });
+      assert.deepEqual(modelOptions(['--expert-cache-mem', '512MiB', '--n-cpu-moe', '4'], {}), { nCpuMoe: 4, expertCache: { memBytes: 512 * 1024 ** 2 } });
     });
 
-    it('reads predictive prefetch as a boolean', () => {
-      assert.deepEqual(parseConfig([], { MOEFLASH_EXPERT_CACHE_SLOTS: '8', MOEFLASH_EXPERT_CACHE_PREFETCH: 'on' }).inference.expertCache, { slots: 8, prefetch: true });
-      assert.deepEqual(parseConfig(['--expert-cache-prefetch', '0'], { MOEFLASH_EXPERT_CACHE_SLOTS: '8' }).inference.expertCache, { slots: 8, prefetch: false });
+    it('reads booleans from 1/0, true/false, on/off', () => {
+      assert.deepEqual(modelOptions([], { MOEFLASH_EXPERT_CACHE_SLOTS: '8', MOEFLASH_EXPERT_CACHE_PREFETCH: 'on' }), { expertCache: { slots: 8, prefetch: true } });
+      assert.deepEqual(modelOptions(['--expert-cache-prefetch', '0'], { MOEFLASH_EXPERT_CACHE_SLOTS: '8' }), { expertCache: { slots: 8, prefetch: false } });
     });
 
     it('`auto` slots turn the cache on, sized by the engine', () => {
-      assert.deepEqual(parseConfig([], { MOEFLASH_EXPERT_CACHE_SLOTS: 'auto' }).inference.expertCache, {});
+      assert.deepEqual(modelOptions([], { MOEFLASH_EXPERT_CACHE_SLOTS: 'auto' }), { expertCache: {} });
     });
 
-    it('names the variable of each bad value', () => {
+    it('names the flag and variable of each bad value', () => {
       const fieldsOf = (env: Record<string, string>) => {
         try {
           parseConfig([], env);
@@ -80,30 +82,27 @@ describe('parseConfig', () => {
         assert.fail('expected InvalidArgumentError');
       };
       assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_SLOTS: 'many' }), [
-        "--expert-cache-slots (MOEFLASH_EXPERT_CACHE_SLOTS): must be an integer in [1, 1048576], got 'many'",
+        "--expert-cache-slots (MOEFLASH_EXPERT_CACHE_SLOTS): expected an integer in [1, 1048576], or auto, got 'many'",
       ]);
-      assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_SLOTS: '0' }), ["--expert-cache-slots (MOEFLASH_EXPERT_CACHE_SLOTS): must be an integer in [1, 1048576], got '0'"]);
+      assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_SLOTS: '0' }), ["--expert-cache-slots (MOEFLASH_EXPERT_CACHE_SLOTS): expected an integer in [1, 1048576], or auto, got '0'"]);
       assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_MEM: '40 parsecs' }), [
-        "--expert-cache-mem (MOEFLASH_EXPERT_CACHE_MEM): expected a size such as 40GiB or 512MiB, got '40 parsecs'",
+        "--expert-cache-mem (MOEFLASH_EXPERT_CACHE_MEM): expected a size in bytes, with an optional unit (40GiB, 512MiB), got '40 parsecs'",
       ]);
-      assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_MEM: '0' }), ["--expert-cache-mem (MOEFLASH_EXPERT_CACHE_MEM): must be a positive size, got '0'"]);
       assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_SLOTS: '8', MOEFLASH_EXPERT_CACHE_POLICY: 'fifo' }), [
-        "--expert-cache-policy (MOEFLASH_EXPERT_CACHE_POLICY): must be one of lru, lru2, slru, got 'fifo'",
+        "--expert-cache-policy (MOEFLASH_EXPERT_CACHE_POLICY): expected one of lru2, lru, slru, got 'fifo'",
       ]);
       assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_SLOTS: '8', MOEFLASH_EXPERT_CACHE_PREFETCH: 'maybe' }), [
-        "--expert-cache-prefetch (MOEFLASH_EXPERT_CACHE_PREFETCH): must be true or false (1/0, on/off), got 'maybe'",
+        "--expert-cache-prefetch (MOEFLASH_EXPERT_CACHE_PREFETCH): expected true or false (1 or 0), got 'maybe'",
       ]);
+      assert.deepEqual(fieldsOf({ MOEFLASH_N_GPU_LAYERS: '-2' }), ["--n-gpu-layers (MOEFLASH_N_GPU_LAYERS): expected an integer in [-1, 100000], got '-2'"]);
       assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_PREFETCH: '1' }), [
-        '--expert-cache-prefetch (MOEFLASH_EXPERT_CACHE_PREFETCH): needs MOEFLASH_EXPERT_CACHE_SLOTS or MOEFLASH_EXPERT_CACHE_MEM (the cache is off without them)',
-      ]);
-      assert.deepEqual(fieldsOf({ MOEFLASH_EXPERT_CACHE_POLICY: 'lru' }), [
-        '--expert-cache-policy (MOEFLASH_EXPERT_CACHE_POLICY): needs MOEFLASH_EXPERT_CACHE_SLOTS or MOEFLASH_EXPERT_CACHE_MEM (the cache is off without them)',
+        '--expert-cache-prefetch (MOEFLASH_EXPERT_CACHE_PREFETCH): needs --expert-cache-slots (MOEFLASH_EXPERT_CACHE_SLOTS) or --expert-cache-mem (MOEFLASH_EXPERT_CACHE_MEM)',
       ]);
     });
 
-    it('goes to the MOEFLASH_MODEL model only; with a models file alone it is an error naming the variable', () => {
-      const { inference } = parseConfig([], { MOEFLASH_MODEL: '/m/tiny.gguf', MOEFLASH_EXPERT_CACHE_SLOTS: '4' });
-      assert.deepEqual(resolveModelSpecs(inference), [{ name: 'tiny', options: { path: '/m/tiny.gguf', expertCache: { slots: 4 } } }]);
+    it('go to the MOEFLASH_MODEL model only; with a models file alone it is an error naming the variable', () => {
+      const { inference } = parseConfig([], { MOEFLASH_MODEL: '/m/tiny.gguf', MOEFLASH_EXPERT_CACHE_SLOTS: '4', MOEFLASH_THREADS: '2' });
+      assert.deepEqual(resolveModelSpecs(inference), [{ name: 'tiny', options: { path: '/m/tiny.gguf', threads: 2, expertCache: { slots: 4 } } }]);
       const fileOnly = parseConfig([], { MOEFLASH_MODELS: '/etc/models.json', MOEFLASH_EXPERT_CACHE_MEM: '1GiB' }).inference;
       assert.throws(
         () => resolveModelSpecs(fileOnly, () => '{"a": {"path": "a.gguf"}}'),
