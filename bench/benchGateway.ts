@@ -9,9 +9,9 @@
 import { performance } from 'node:perf_hooks';
 
 import { Engine } from '../services/engine/Engine';
-import { FakeEngine } from '../test/helpers/FakeEngine';
-import { generationClient } from '../test/helpers/grpcClients';
-import { startStack } from '../test/helpers/startStack';
+import { FakeEngine } from '../harness/FakeEngine';
+import { generationClient } from '../harness/grpcClients';
+import { startStack } from '../harness/startStack';
 import { benchModel } from './benchModel';
 import { median, printTable, writeResult } from './benchTable';
 

@@ -23,10 +23,10 @@ import { createChannel, createClient, type Channel } from 'nice-grpc';
 
 import { InferenceServiceDefinition, type InferenceServiceClient } from '../gen/moeflash/v1/inference';
 import { repoRoot } from '../services/engine/loadAddon';
-import { generateRequest } from '../test/helpers/grpcClients';
-import { spawnService, type SpawnedService } from '../test/helpers/spawnService';
-import { testModel } from '../test/helpers/testModels';
-import { OtlpReceiver } from '../test/observability/OtlpReceiver';
+import { generateRequest } from '../harness/grpcClients';
+import { spawnService, type SpawnedService } from '../harness/spawnService';
+import { testModel } from '../harness/testModels';
+import { OtlpReceiver } from '../harness/OtlpReceiver';
 import { median, printTable, writeResult } from './benchTable';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 20);

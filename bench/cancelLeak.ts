@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../services/engine/loadAddon';
-import { runCancelLeak } from '../test/hardening/cancelLeak';
+import { runCancelLeak } from '../harness/cancelLeak';
 
 /**
  * The long cancel-leak run: `node dist/bench/cancelLeak.js [cancels=1000] [warmup=200] [callsPerSecond=30, 0: unpaced]`. Mid-stream cancels

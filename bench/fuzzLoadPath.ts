@@ -9,10 +9,10 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../services/engine/loadAddon';
-import { GgufMutator } from '../test/hardening/GgufMutator';
-import { knownFindingOf } from '../test/hardening/knownLoadPathFindings';
-import { fuzzLoadPath } from '../test/hardening/loadPathFuzz';
-import { writeMicroModel } from '../test/hardening/writeMicroModel';
+import { GgufMutator } from '../harness/GgufMutator';
+import { knownFindingOf } from '../harness/knownLoadPathFindings';
+import { fuzzLoadPath } from '../harness/loadPathFuzz';
+import { writeMicroModel } from '../harness/writeMicroModel';
 
 /** `repro SEED INDEX`: writes that one mutation of the micro model and says how to load it stage by stage. */
 async function repro(seed: number, index: number): Promise<void> {
@@ -21,7 +21,7 @@ async function repro(seed: number, index: number): Promise<void> {
   const { bytes, label } = GgufMutator(readFileSync(await writeMicroModel(join(dir, 'micro-seed.gguf'))), seed)(index);
   const file = join(dir, `repro-seed${seed}-${index}.gguf`);
   writeFileSync(file, bytes);
-  console.log(`${file}: ${label}\nload it stage by stage: node dist/test/hardening/loadPathWorker.js ${file}`);
+  console.log(`${file}: ${label}\nload it stage by stage: node dist/harness/loadPathWorker.js ${file}`);
 }
 
 async function main(): Promise<void> {

@@ -7,9 +7,9 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeMinimalGguf } from '../test/helpers/writeMinimalGguf';
-import { GGUF_TYPE, serializeGguf, type GgufKv } from '../test/hardening/GgufFile';
-import { writeMicroModel } from '../test/hardening/writeMicroModel';
+import { writeMinimalGguf } from '../harness/writeMinimalGguf';
+import { GGUF_TYPE, serializeGguf, type GgufKv } from '../harness/GgufFile';
+import { writeMicroModel } from '../harness/writeMicroModel';
 
 const u32 = (n: number) => {
   const b = Buffer.alloc(4);

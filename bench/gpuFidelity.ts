@@ -14,8 +14,8 @@ import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
 
 import { Engine } from '../services/engine/Engine';
-import { collect } from '../test/helpers/collect';
-import { stockGreedyCompletion } from '../test/helpers/stockLlama';
+import { collect } from '../harness/collect';
+import { stockGreedyCompletion } from '../harness/stockLlama';
 import { printTable, writeResult } from './benchTable';
 
 const PROMPTS = ['The quick brown fox', 'Once upon a time, in a land far away,', 'def fibonacci(n):'];

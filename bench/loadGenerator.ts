@@ -25,9 +25,9 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { join } from 'node:path';
 
 import { repoRoot } from '../services/engine/loadAddon';
-import { generateRequest, rawGenerationClient } from '../test/helpers/grpcClients';
-import { spawnService, type SpawnedService } from '../test/helpers/spawnService';
-import { runOverload, type OverloadReport } from '../test/hardening/runOverload';
+import { generateRequest, rawGenerationClient } from '../harness/grpcClients';
+import { spawnService, type SpawnedService } from '../harness/spawnService';
+import { runOverload, type OverloadReport } from '../harness/runOverload';
 import { benchModel } from './benchModel';
 import { runBurst, runFairness, type BurstReport, type FairnessReport } from './loadPhases';
 import { printTable, writeResult } from './benchTable';

@@ -1,8 +1,8 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { Status } from 'nice-grpc';
 import type { GenerateRequest } from '../gen/moeflash/v1/generation';
-import { latencySummary, percentile, type LatencySummary } from '../test/hardening/latencySummary';
-import { timedGenerate, type CallOutcome, type GenerationClient } from '../test/hardening/offerLoad';
+import { latencySummary, percentile, type LatencySummary } from '../harness/latencySummary';
+import { timedGenerate, type CallOutcome, type GenerationClient } from '../harness/offerLoad';
 
 export interface BurstReport {
   calls: number;

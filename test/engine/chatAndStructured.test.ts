@@ -8,8 +8,8 @@ import { InvalidArgumentError } from '../../services/common/errors';
 import { Engine } from '../../services/engine/Engine';
 import { makeModel } from '../../services/engine/makeModel';
 import type { ChatPrompt } from '../../services/engine/types';
-import { collect } from '../helpers/collect';
-import { testModel } from '../helpers/testModels';
+import { collect } from '../../harness/collect';
+import { testModel } from '../../harness/testModels';
 
 /** The field names of an InvalidArgumentError, and its descriptions joined. */
 function invalid(fields: string[], description?: RegExp): (err: unknown) => boolean {

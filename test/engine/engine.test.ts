@@ -4,8 +4,8 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 import { InvalidArgumentError } from '../../services/common/errors';
 import { Engine } from '../../services/engine/Engine';
-import { collect } from '../helpers/collect';
-import { testModel } from '../helpers/testModels';
+import { collect } from '../../harness/collect';
+import { testModel } from '../../harness/testModels';
 
 describe('engine', function () {
   let engine: Engine;

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 
 import { InvalidArgumentError, ModelLoadError } from '../../services/common/errors';
 import { Engine } from '../../services/engine/Engine';
-import { writeMinimalGguf } from '../helpers/writeMinimalGguf';
-import { testModel } from '../helpers/testModels';
+import { writeMinimalGguf } from '../../harness/writeMinimalGguf';
+import { testModel } from '../../harness/testModels';
 
 describe('engine load errors', function () {
   let dir: string;

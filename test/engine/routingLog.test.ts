@@ -9,8 +9,8 @@ import { join } from 'node:path';
 
 import { InvalidArgumentError } from '../../services/common/errors';
 import { Engine } from '../../services/engine/Engine';
-import { collect } from '../helpers/collect';
-import { testModel } from '../helpers/testModels';
+import { collect } from '../../harness/collect';
+import { testModel } from '../../harness/testModels';
 
 describe('routing log and replay', function () {
   let dir: string;

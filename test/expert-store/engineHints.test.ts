@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import type { ExpertStoreServiceClient } from '../../gen/moeflash/v1/expert_store';
 import { Engine } from '../../services/engine/Engine';
 import type { GenerationEvent } from '../../services/engine/types';
-import { testModel } from '../helpers/testModels';
+import { testModel } from '../../harness/testModels';
 import { spawnExpertStore, type SpawnedExpertStore } from './spawnExpertStore';
 import { copyModel, until } from './writeTestGguf';
 const PROMPT = 'The quick brown fox jumps over the lazy dog';

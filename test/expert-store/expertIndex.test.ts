@@ -8,7 +8,7 @@ import { ModelLoadError } from '../../services/common/errors';
 import { loadAddon } from '../../services/engine/loadAddon';
 import { modelShardPaths } from '../../services/common/modelShardPaths';
 import { loadExpertIndex, type ExpertIndex, type FileRange } from '../../services/expert-store/ExpertIndex';
-import { testModel } from '../helpers/testModels';
+import { testModel } from '../../harness/testModels';
 import { writeTestGguf, type TestTensor } from './writeTestGguf';
 
 function checkAgainstLayout(index: ExpertIndex, layouts: Awaited<ReturnType<ReturnType<typeof loadAddon>['readGgufLayout']>>[]): void {

@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { Status } from 'nice-grpc';
 
 import { loadAddon, type NativeHintWriter } from '../../services/engine/loadAddon';
-import { failure } from '../helpers/grpcClients';
-import { testModel } from '../helpers/testModels';
+import { failure } from '../../harness/grpcClients';
+import { testModel } from '../../harness/testModels';
 import { spawnExpertStore, type SpawnedExpertStore } from './spawnExpertStore';
 import { copyModel, until } from './writeTestGguf';
 

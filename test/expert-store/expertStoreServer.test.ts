@@ -21,9 +21,9 @@ import { ExpertStore } from '../../services/expert-store/ExpertStore';
 import { HeatMap } from '../../services/expert-store/HeatMap';
 import { PageCache } from '../../services/expert-store/PageCache';
 import { startExpertStoreHttp, type ExpertStoreHttp } from '../../services/expert-store/startExpertStoreHttp';
-import { failure } from '../helpers/grpcClients';
-import { testLog } from '../helpers/startStack';
-import { testModel } from '../helpers/testModels';
+import { failure } from '../../harness/grpcClients';
+import { testLog } from '../../harness/startStack';
+import { testModel } from '../../harness/testModels';
 import { copyModel, until } from './writeTestGguf';
 
 describe('expert-store: ExpertStoreService', function () {

@@ -8,7 +8,7 @@ import { loadExpertIndex, type ExpertIndex } from '../../services/expert-store/E
 import { HeatMap } from '../../services/expert-store/HeatMap';
 import { planWarm } from '../../services/expert-store/Warmer';
 import { writeFileAtomic } from '../../services/expert-store/writeFileAtomic';
-import { testModel } from '../helpers/testModels';
+import { testModel } from '../../harness/testModels';
 
 const MODEL = { path: '/models/m.gguf', size: 1234, name: 'm' };
 const HOUR = 3_600_000;

@@ -11,7 +11,7 @@ import { loadAddon, type NativeHintConsumer, type NativeHintWriter } from '../..
 import { expertRangeTable, loadExpertIndex, type ExpertIndex } from '../../services/expert-store/ExpertIndex';
 import { hintChannelName } from '../../services/common/hintChannelName';
 import { PageCache } from '../../services/expert-store/PageCache';
-import { testModel } from '../helpers/testModels';
+import { testModel } from '../../harness/testModels';
 import { copyModel, until } from './writeTestGguf';
 
 // The documented layout (native/src/HintChannelLayout.h, docs/EXPERT_STORE.md), written from here byte by byte.

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { loadAddon } from '../../services/engine/loadAddon';
 import { loadExpertIndex, rangeTriples, type ExpertIndex, type FileRange } from '../../services/expert-store/ExpertIndex';
 import { PageCache } from '../../services/expert-store/PageCache';
-import { testModel } from '../helpers/testModels';
+import { testModel } from '../../harness/testModels';
 import { copyModel, until } from './writeTestGguf';
 
 const sum = (a: Float64Array) => a.reduce((s, x) => s + x, 0);

@@ -4,7 +4,7 @@ import { createChannel, createClient, type Channel } from 'nice-grpc';
 
 import { ExpertStoreServiceDefinition, type ExpertStoreServiceClient } from '../../gen/moeflash/v1/expert_store';
 import { repoRoot } from '../../services/engine/loadAddon';
-import { spawnService, type SpawnedService } from '../helpers/spawnService';
+import { spawnService, type SpawnedService } from '../../harness/spawnService';
 
 export interface SpawnedExpertStore {
   service: SpawnedService;

@@ -6,9 +6,9 @@
 import assert from 'node:assert/strict';
 
 import { Engine } from '../../services/engine/Engine';
-import { collect } from '../helpers/collect';
-import { stockGreedyCompletion } from '../helpers/stockLlama';
-import { testModel, type TestPreset } from '../helpers/testModels';
+import { collect } from '../../harness/collect';
+import { stockGreedyCompletion } from '../../harness/stockLlama';
+import { testModel, type TestPreset } from '../../harness/testModels';
 
 const PROMPTS = ['The quick brown fox', 'Once upon a time, in a land far away,', 'def fibonacci(n):'];
 const N_PREDICT = 48;

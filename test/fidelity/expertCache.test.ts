@@ -14,9 +14,9 @@ import { promisify } from 'node:util';
 import { Engine } from '../../services/engine/Engine';
 import { repoRoot } from '../../services/engine/loadAddon';
 import type { ExpertCacheStats } from '../../services/engine/types';
-import { collect } from '../helpers/collect';
-import { stockGreedyCompletion } from '../helpers/stockLlama';
-import { testModel, type TestPreset } from '../helpers/testModels';
+import { collect } from '../../harness/collect';
+import { stockGreedyCompletion } from '../../harness/stockLlama';
+import { testModel, type TestPreset } from '../../harness/testModels';
 
 const LONG_PROMPT = Array.from({ length: 12 }, (_, i) => `Paragraph ${i}: the expert cache keeps hot experts resident.`).join(' ');
 const PROMPTS = ['The quick brown fox', 'def fibonacci(n):', 'Once upon a time, in a land far away,', LONG_PROMPT];

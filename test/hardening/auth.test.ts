@@ -8,9 +8,9 @@ import { HealthCheckResponse_ServingStatus } from 'nice-grpc-server-health/lib/p
 import { ApiKeys } from '../../services/common/auth';
 import { InvalidArgumentError } from '../../services/common/errors';
 import { parseConfig } from '../../services/common/parseConfig';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, failure, generateRequest, generationClient } from '../helpers/grpcClients';
-import { routerReady, startInference, startRouter } from '../helpers/startStack';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, failure, generateRequest, generationClient } from '../../harness/grpcClients';
+import { routerReady, startInference, startRouter } from '../../harness/startStack';
 
 const KEY_A = 'moeflash-test-key-aaaaaaaaaaaa';
 const KEY_B = 'moeflash-test-key-bbbbbbbbbbbb';

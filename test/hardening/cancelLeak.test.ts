@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { runCancelLeak } from './cancelLeak';
+import { runCancelLeak } from '../../harness/cancelLeak';
 
 describe('hardening: mid-stream cancels against the real engine', () => {
   it('200 mid-stream cancels leave no active sequence and RSS within 5% of the warmed-up figure', async function () {

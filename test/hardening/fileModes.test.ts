@@ -10,9 +10,9 @@ import { DefinitionClient } from '../../services/common/DefinitionClient';
 import { repoRoot } from '../../services/engine/loadAddon';
 import { ExpertStore } from '../../services/expert-store/ExpertStore';
 import { hintChannelName } from '../../services/common/hintChannelName';
-import { drain, generateRequest } from '../helpers/grpcClients';
-import { spawnService, type SpawnedService } from '../helpers/spawnService';
-import { testModel } from '../helpers/testModels';
+import { drain, generateRequest } from '../../harness/grpcClients';
+import { spawnService, type SpawnedService } from '../../harness/spawnService';
+import { testModel } from '../../harness/testModels';
 import { copyModel, until } from '../expert-store/writeTestGguf';
 
 const mode = (path: string) => statSync(path).mode & 0o777;

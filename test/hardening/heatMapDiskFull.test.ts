@@ -17,7 +17,7 @@ import { ExpertStore } from '../../services/expert-store/ExpertStore';
 import { createExpertStoreServer } from '../../services/expert-store/createExpertStoreServer';
 import { HeatMap } from '../../services/expert-store/HeatMap';
 import { copyModel, until } from '../expert-store/writeTestGguf';
-import { testModel } from '../helpers/testModels';
+import { testModel } from '../../harness/testModels';
 
 const MODEL = { path: '/models/m.gguf', size: 1234, name: 'm' };
 const HOUR = 3_600_000;

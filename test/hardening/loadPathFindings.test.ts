@@ -11,8 +11,8 @@ import { join } from 'node:path';
 import { ModelLoadError } from '../../services/common/errors';
 import { Engine } from '../../services/engine/Engine';
 import { loadExpertIndex } from '../../services/expert-store/ExpertIndex';
-import { GGUF_TYPE, parseGguf, readStringArray, relayoutGguf, serializeGguf, stringArrayRaw, type GgufFile } from './GgufFile';
-import { writeMicroModel } from './writeMicroModel';
+import { GGUF_TYPE, parseGguf, readStringArray, relayoutGguf, serializeGguf, stringArrayRaw, type GgufFile } from '../../harness/GgufFile';
+import { writeMicroModel } from '../../harness/writeMicroModel';
 
 const GGML_TYPE = { F16: 1, Q4_0: 2, Q8_1: 9 } as const;
 

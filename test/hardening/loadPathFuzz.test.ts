@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseGguf, serializeGguf } from './GgufFile';
-import { GgufMutator } from './GgufMutator';
-import { knownFindingOf } from './knownLoadPathFindings';
-import { fuzzLoadPath } from './loadPathFuzz';
-import { writeMicroModel } from './writeMicroModel';
+import { parseGguf, serializeGguf } from '../../harness/GgufFile';
+import { GgufMutator } from '../../harness/GgufMutator';
+import { knownFindingOf } from '../../harness/knownLoadPathFindings';
+import { fuzzLoadPath } from '../../harness/loadPathFuzz';
+import { writeMicroModel } from '../../harness/writeMicroModel';
 
 const MUTATIONS = Number(process.env.MOEFLASH_LOAD_FUZZ_CASES ?? 200);
 const SEED = Number(process.env.MOEFLASH_LOAD_FUZZ_SEED ?? 7);

@@ -9,10 +9,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Status } from 'nice-grpc';
 
-import { drain, failure, generateRequest, generationClient } from '../helpers/grpcClients';
-import { spawnService, type SpawnedService } from '../helpers/spawnService';
-import { routerReady, startRouter, type RouterInstance } from '../helpers/startStack';
-import { testModel } from '../helpers/testModels';
+import { drain, failure, generateRequest, generationClient } from '../../harness/grpcClients';
+import { spawnService, type SpawnedService } from '../../harness/spawnService';
+import { routerReady, startRouter, type RouterInstance } from '../../harness/startStack';
+import { testModel } from '../../harness/testModels';
 
 const UNPRIVILEGED_INFERENCE_MAIN = path.resolve(__dirname, 'unprivilegedInferenceMain.js');
 

@@ -8,9 +8,9 @@ import { InferenceServiceDefinition } from '../../gen/moeflash/v1/inference';
 import { DefinitionClient } from '../../services/common/DefinitionClient';
 import { Engine } from '../../services/engine/Engine';
 import { loadAddon } from '../../services/engine/loadAddon';
-import { drain, failure, generateRequest, type CallFailure } from '../helpers/grpcClients';
-import { startStack } from '../helpers/startStack';
-import { testModel } from '../helpers/testModels';
+import { drain, failure, generateRequest, type CallFailure } from '../../harness/grpcClients';
+import { startStack } from '../../harness/startStack';
+import { testModel } from '../../harness/testModels';
 
 /** Request model names that a path-based lookup would turn into files. */
 function hostileNames(realModelPath: string): string[] {

@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { rawGenerationClient, generateRequest } from '../helpers/grpcClients';
-import { spawnService, type SpawnedService } from '../helpers/spawnService';
-import { runOverload } from './runOverload';
+import { rawGenerationClient, generateRequest } from '../../harness/grpcClients';
+import { spawnService, type SpawnedService } from '../../harness/spawnService';
+import { runOverload } from '../../harness/runOverload';
 
 const dist = path.resolve(__dirname, '..', '..');
 const ROUTER_MAIN = path.join(dist, 'services', 'router', 'main.js');

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { status as GrpcStatus } from '@grpc/grpc-js';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, generateRequest, generationClient } from '../helpers/grpcClients';
-import { startStack } from '../helpers/startStack';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, generateRequest, generationClient } from '../../harness/grpcClients';
+import { startStack } from '../../harness/startStack';
 import { MAX_MESSAGE_BYTES } from '../../services/common/ServiceServer';
-import { allowedCodes, FuzzCases, RawGenerateClient } from './requestFuzz';
+import { allowedCodes, FuzzCases, RawGenerateClient } from '../../harness/requestFuzz';
 
 const CASES = Number(process.env.MOEFLASH_FUZZ_CASES ?? 300);
 const SEED = Number(process.env.MOEFLASH_FUZZ_SEED ?? 7);

@@ -15,10 +15,10 @@ import { repoRoot } from '../../services/engine/loadAddon';
 import { createInferenceServer } from '../../services/inference/createInferenceServer';
 import { EngineHost } from '../../services/inference/EngineHost';
 import { createRouterServer } from '../../services/router/createRouterServer';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, failure, generateRequest } from '../helpers/grpcClients';
-import { spawnService } from '../helpers/spawnService';
-import { routerReady, startInference, TEST_ROUTER_CONFIG, testLog } from '../helpers/startStack';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, failure, generateRequest } from '../../harness/grpcClients';
+import { spawnService } from '../../harness/spawnService';
+import { routerReady, startInference, TEST_ROUTER_CONFIG, testLog } from '../../harness/startStack';
 import { makeTestCertificates, type TestCertificates } from './testCertificates';
 
 const API_KEY = 'moeflash-tls-test-key-aaaaaaaaaa';

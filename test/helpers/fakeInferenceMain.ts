@@ -6,7 +6,7 @@
 import { runService } from '../../services/common/runService';
 import { createInferenceServer } from '../../services/inference/createInferenceServer';
 import { EngineHost } from '../../services/inference/EngineHost';
-import { FakeEngine } from './FakeEngine';
+import { FakeEngine } from '../../harness/FakeEngine';
 
 runService('inference', async (config, log) => {
   const host = new EngineHost();

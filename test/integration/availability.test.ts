@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { Status } from 'nice-grpc';
 import { UnavailableError } from '../../services/common/errors';
 import type { GenerateOptions, GenerationEvent } from '../../services/engine/types';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, failure, generateRequest, generationClient } from '../helpers/grpcClients';
-import { routerReady, startInference, startRouter, waitFor } from '../helpers/startStack';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, failure, generateRequest, generationClient } from '../../harness/grpcClients';
+import { routerReady, startInference, startRouter, waitFor } from '../../harness/startStack';
 
 /** A FakeEngine that fails with UNAVAILABLE: before its first token, or after `afterTokens` of them. */
 class FlakyEngine extends FakeEngine {

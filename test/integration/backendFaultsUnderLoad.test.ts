@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { Status } from 'nice-grpc';
 
-import { generateRequest, rawGenerationClient } from '../helpers/grpcClients';
-import { spawnService, type SpawnedService } from '../helpers/spawnService';
-import { routerReady, startRouter, waitFor, type RouterInstance } from '../helpers/startStack';
-import { timedGenerate, type CallOutcome, type GenerationClient } from '../hardening/offerLoad';
+import { generateRequest, rawGenerationClient } from '../../harness/grpcClients';
+import { spawnService, type SpawnedService } from '../../harness/spawnService';
+import { routerReady, startRouter, waitFor, type RouterInstance } from '../../harness/startStack';
+import { timedGenerate, type CallOutcome, type GenerationClient } from '../../harness/offerLoad';
 
 const FAKE_INFERENCE_MAIN = path.resolve(__dirname, '..', 'helpers', 'fakeInferenceMain.js');
 const TOKEN_MS = 5;

@@ -4,9 +4,9 @@ import { callDeadline } from '../../services/common/deadlineInterceptor';
 import { ServiceServer } from '../../services/common/ServiceServer';
 import { InferenceServiceDefinition } from '../../gen/moeflash/v1/inference';
 import { ModelState } from '../../gen/moeflash/v1/inference';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, failure, generateRequest, generationClient, rawGenerationClient } from '../helpers/grpcClients';
-import { routerReady, startRouter, startStack, testLog } from '../helpers/startStack';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, failure, generateRequest, generationClient, rawGenerationClient } from '../../harness/grpcClients';
+import { routerReady, startRouter, startStack, testLog } from '../../harness/startStack';
 
 describe('cancellation and deadlines', () => {
   it('cancel mid-stream frees the sequence, and the next request succeeds', async () => {

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { startStack } from '../helpers/startStack';
-import { testModel } from '../helpers/testModels';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { startStack } from '../../harness/startStack';
+import { testModel } from '../../harness/testModels';
 
 const run = promisify(execFile);
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'moeflash.js');

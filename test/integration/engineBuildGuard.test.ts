@@ -9,9 +9,9 @@ import { InferenceServiceDefinition, ModelState } from '../../gen/moeflash/v1/in
 import { cpuBuildRecordPath, readCpuBuildRecord } from '../../services/engine/cpuBuild/cpuBuildRecord';
 import { TIER_FEATURE } from '../../services/engine/cpuBuild/probeEngineBuild';
 import { addonBuildDir } from '../../services/engine/loadAddon';
-import { drain, failure, generateRequest, generationClient } from '../helpers/grpcClients';
-import { spawnService } from '../helpers/spawnService';
-import { testModel } from '../helpers/testModels';
+import { drain, failure, generateRequest, generationClient } from '../../harness/grpcClients';
+import { spawnService } from '../../harness/spawnService';
+import { testModel } from '../../harness/testModels';
 import { spawnServe } from './spawnServe';
 
 const INFERENCE_MAIN = path.resolve(__dirname, '..', '..', 'services', 'inference', 'main.js');

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { Status } from 'nice-grpc';
 import type { GenerateRequest } from '../../gen/moeflash/v1/generation';
 import type { EngineLike } from '../../services/engine/types';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, failure, generateRequest, generationClient } from '../helpers/grpcClients';
-import { startStack } from '../helpers/startStack';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, failure, generateRequest, generationClient } from '../../harness/grpcClients';
+import { startStack } from '../../harness/startStack';
 
 /** Each bad request and the field its violation must name. */
 const BAD_REQUESTS: [string, Partial<GenerateRequest>][] = [

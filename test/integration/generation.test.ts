@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { FinishReason } from '../../gen/moeflash/v1/generation';
-import { collect } from '../helpers/collect';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, generateRequest, generationClient } from '../helpers/grpcClients';
-import { startStack } from '../helpers/startStack';
+import { collect } from '../../harness/collect';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, generateRequest, generationClient } from '../../harness/grpcClients';
+import { startStack } from '../../harness/startStack';
 
 describe('Generate through router and inference', () => {
   let engine: FakeEngine;

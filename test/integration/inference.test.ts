@@ -3,9 +3,9 @@ import { Status, createChannel, createClient } from 'nice-grpc';
 import { HealthDefinition } from 'nice-grpc-server-health';
 import { HealthCheckResponse_ServingStatus as ServingStatus } from 'nice-grpc-server-health/lib/proto/grpc/health/v1/health';
 import { InferenceServiceDefinition, ModelState } from '../../gen/moeflash/v1/inference';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, failure, generateRequest } from '../helpers/grpcClients';
-import { startInference } from '../helpers/startStack';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, failure, generateRequest } from '../../harness/grpcClients';
+import { startInference } from '../../harness/startStack';
 
 describe('inference service', () => {
   it('is NOT_SERVING while its models load, reports them LOADING, and refuses them with UNAVAILABLE', async () => {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { Metadata, Status } from 'nice-grpc';
 import { parseConfig } from '../../services/common/parseConfig';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, failure, generateRequest, generationClient } from '../helpers/grpcClients';
-import { startStack, waitFor } from '../helpers/startStack';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, failure, generateRequest, generationClient } from '../../harness/grpcClients';
+import { startStack, waitFor } from '../../harness/startStack';
 
 describe('overload', () => {
   it('RESOURCE_EXHAUSTED with RetryInfo once in-flight slots and the queue are full; queued calls run later', async () => {

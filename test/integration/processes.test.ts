@@ -3,10 +3,10 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Status } from 'nice-grpc';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, failure, generateRequest, generationClient } from '../helpers/grpcClients';
-import { spawnService } from '../helpers/spawnService';
-import { routerReady, startInference, startRouter, waitFor } from '../helpers/startStack';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, failure, generateRequest, generationClient } from '../../harness/grpcClients';
+import { spawnService } from '../../harness/spawnService';
+import { routerReady, startInference, startRouter, waitFor } from '../../harness/startStack';
 
 const dist = path.resolve(__dirname, '..', '..');
 const ROUTER_MAIN = path.join(dist, 'services', 'router', 'main.js');

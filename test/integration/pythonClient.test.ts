@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Engine } from '../../services/engine/Engine';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, generateRequest, generationClient } from '../helpers/grpcClients';
-import { startStack } from '../helpers/startStack';
-import { testModel } from '../helpers/testModels';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, generateRequest, generationClient } from '../../harness/grpcClients';
+import { startStack } from '../../harness/startStack';
+import { testModel } from '../../harness/testModels';
 
 const run = promisify(execFile);
 const root = path.resolve(__dirname, '..', '..', '..');

@@ -10,8 +10,8 @@ import {
 import { fromBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import { ServerReflectionV1alphaService } from '../../services/common/reflectionV1alpha';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { startStack } from '../helpers/startStack';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { startStack } from '../../harness/startStack';
 
 async function* one<T>(value: T): AsyncIterable<T> {
   yield value;

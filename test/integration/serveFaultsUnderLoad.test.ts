@@ -13,10 +13,10 @@ import { createChannel, createClient, Status } from 'nice-grpc';
 import { HealthDefinition } from 'nice-grpc-server-health';
 import { HealthCheckResponse_ServingStatus } from 'nice-grpc-server-health/lib/proto/grpc/health/v1/health';
 
-import { generateRequest, rawGenerationClient } from '../helpers/grpcClients';
-import { testModel } from '../helpers/testModels';
+import { generateRequest, rawGenerationClient } from '../../harness/grpcClients';
+import { testModel } from '../../harness/testModels';
 import { copyModel, until } from '../expert-store/writeTestGguf';
-import { timedGenerate } from '../hardening/offerLoad';
+import { timedGenerate } from '../../harness/offerLoad';
 import { spawnServe, type ServeProcess, type ServiceName } from './spawnServe';
 
 const PROMPTS = ['The quick brown fox', 'Once upon a time', 'In a hole in the ground', 'It was a bright cold day'];

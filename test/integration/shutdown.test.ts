@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { Status } from 'nice-grpc';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, failure, generateRequest, generationClient } from '../helpers/grpcClients';
-import { startStack } from '../helpers/startStack';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, failure, generateRequest, generationClient } from '../../harness/grpcClients';
+import { startStack } from '../../harness/startStack';
 
 describe('graceful shutdown', () => {
   it('lets a stream in flight finish within the grace period', async () => {

@@ -8,7 +8,7 @@ import { cpuBuildRecordPath, readCpuBuildRecord } from '../../services/engine/cp
 import { hostCpu } from '../../services/engine/cpuBuild/hostCpu';
 import { TIER_FEATURE } from '../../services/engine/cpuBuild/probeEngineBuild';
 import { repoRoot } from '../../services/engine/loadAddon';
-import { testModel } from '../helpers/testModels';
+import { testModel } from '../../harness/testModels';
 
 function run(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | string; output: string }> {
   return new Promise((resolve) => {

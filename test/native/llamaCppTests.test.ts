@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
-import { patchedBinary } from '../helpers/stockLlama';
+import { patchedBinary } from '../../harness/stockLlama';
 
 const run = promisify(execFile);
 

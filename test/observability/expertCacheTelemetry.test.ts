@@ -15,11 +15,11 @@ import { createChannel, createClient } from 'nice-grpc';
 import { InferenceServiceDefinition } from '../../gen/moeflash/v1/inference';
 import { repoRoot } from '../../services/engine/loadAddon';
 import { until } from '../expert-store/writeTestGguf';
-import { drain, generateRequest } from '../helpers/grpcClients';
-import { spawnService, type SpawnedService } from '../helpers/spawnService';
-import { testModel } from '../helpers/testModels';
+import { drain, generateRequest } from '../../harness/grpcClients';
+import { spawnService, type SpawnedService } from '../../harness/spawnService';
+import { testModel } from '../../harness/testModels';
 import { freePort } from '../helpers/freePort';
-import { OtlpReceiver, type ReceivedSpan } from './OtlpReceiver';
+import { OtlpReceiver, type ReceivedSpan } from '../../harness/OtlpReceiver';
 
 const run = promisify(execFile);
 const BIN = join(repoRoot(), 'bin', 'moeflash.js');

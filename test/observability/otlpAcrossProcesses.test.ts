@@ -12,10 +12,10 @@ import { join } from 'node:path';
 import { repoRoot } from '../../services/engine/loadAddon';
 import { spawnExpertStore, type SpawnedExpertStore } from '../expert-store/spawnExpertStore';
 import { until } from '../expert-store/writeTestGguf';
-import { drain, generateRequest, generationClient } from '../helpers/grpcClients';
-import { spawnService, type SpawnedService } from '../helpers/spawnService';
-import { testModel } from '../helpers/testModels';
-import { OTLP_KIND, OtlpReceiver, type ReceivedSpan } from './OtlpReceiver';
+import { drain, generateRequest, generationClient } from '../../harness/grpcClients';
+import { spawnService, type SpawnedService } from '../../harness/spawnService';
+import { testModel } from '../../harness/testModels';
+import { OTLP_KIND, OtlpReceiver, type ReceivedSpan } from '../../harness/OtlpReceiver';
 
 const SERVICES = { router: 'moeflash-router', inference: 'moeflash-inference', expertStore: 'moeflash-expert-store' };
 const MAX_TOKENS = 12;

@@ -7,9 +7,9 @@ import { join } from 'node:path';
 
 import { repoRoot } from '../../services/engine/loadAddon';
 import { spawnExpertStore, type SpawnedExpertStore } from '../expert-store/spawnExpertStore';
-import { drain, generateRequest, generationClient } from '../helpers/grpcClients';
-import { spawnService, type SpawnedService } from '../helpers/spawnService';
-import { testModel } from '../helpers/testModels';
+import { drain, generateRequest, generationClient } from '../../harness/grpcClients';
+import { spawnService, type SpawnedService } from '../../harness/spawnService';
+import { testModel } from '../../harness/testModels';
 import { freePort } from '../helpers/freePort';
 
 const PROMETHEUS = '/usr/bin/prometheus';

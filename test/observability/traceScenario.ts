@@ -29,9 +29,9 @@ function flatten(rm: ResourceMetrics): Record<string, unknown[]> {
 }
 
 async function main(): Promise<void> {
-  const { FakeEngine } = await import('../helpers/FakeEngine');
-  const { startStack } = await import('../helpers/startStack');
-  const { generationClient, drain, generateRequest } = await import('../helpers/grpcClients');
+  const { FakeEngine } = await import('../../harness/FakeEngine');
+  const { startStack } = await import('../../harness/startStack');
+  const { generationClient, drain, generateRequest } = await import('../../harness/grpcClients');
   const engineTraceIds: (string | undefined)[] = [];
   // The FakeEngine reports no experts: add a per-layer count as the real engine does, and note the trace id.
   const engine = new FakeEngine({

@@ -12,9 +12,9 @@ import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { InferenceServiceDefinition, RecentRequestsServiceDefinition } from '../../gen/moeflash/v1/inference';
 import type { EngineLike } from '../../services/engine/types';
 import { RecentRequests } from '../../services/inference/RecentRequests';
-import { FakeEngine } from '../helpers/FakeEngine';
-import { drain, generateRequest } from '../helpers/grpcClients';
-import { startInference, type InferenceInstance } from '../helpers/startStack';
+import { FakeEngine } from '../../harness/FakeEngine';
+import { drain, generateRequest } from '../../harness/grpcClients';
+import { startInference, type InferenceInstance } from '../../harness/startStack';
 
 const run = promisify(execFile);
 const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'moeflash.js');

@@ -6,7 +6,7 @@ import '../../services/common/telemetry/register';
 import { runService } from '../../services/common/runService';
 import { createInferenceServer } from '../../services/inference/createInferenceServer';
 import { EngineHost } from '../../services/inference/EngineHost';
-import { FakeEngine } from '../helpers/FakeEngine';
+import { FakeEngine } from '../../harness/FakeEngine';
 
 runService('inference', async (config, log) => {
   const host = new EngineHost();

@@ -11,11 +11,11 @@ import { repoRoot } from '../../services/engine/loadAddon';
 
 const SERVICES = ['router', 'inference', 'expert-store'];
 
-/** The area of a repository path: 'router', 'common', 'engine', 'native', ... or 'other'. */
+/** The area of a repository path: 'router', 'common', 'engine', 'native', 'test', 'bench', 'harness', ... or 'other'. */
 function areaOf(path: string): string {
   const [top, second] = path.split('/');
   if (top === 'services') return second;
-  return top === 'native' ? 'native' : 'other';
+  return ['native', 'test', 'bench', 'harness'].includes(top) ? top : 'other';
 }
 
 /** Import violations of a set of files: { file: repo path, imports: [repo path of each imported module] }. */
@@ -29,6 +29,9 @@ export function importViolations(files: { file: string; imports: { target: strin
       if (SERVICES.includes(from) && SERVICES.includes(to)) out.push(`${file} imports another service: ${target}`);
       if (from === 'router' && (to === 'engine' || to === 'native')) out.push(`${file}: the router loads no engine or addon: ${target}`);
       if (from === 'common' && (SERVICES.includes(to) || (to === 'engine' && !typeOnly))) out.push(`${file}: services/common depends on no service: ${target}`);
+      // What benchmarks and tests share lives in harness/, which needs neither of them.
+      if ((from === 'bench' || from === 'harness') && to === 'test') out.push(`${file}: imports a test (shared helpers live in harness/): ${target}`);
+      if (from === 'harness' && to === 'bench') out.push(`${file}: harness/ depends on no benchmark: ${target}`);
     }
   }
   return out;
@@ -52,10 +55,10 @@ function importsOf(root: string, file: string): { target: string; typeOnly: bool
 
 describe('import graph', () => {
   const root = repoRoot();
-  const files = sources(join(root, 'services')).map((f) => ({ file: relative(root, f), imports: importsOf(root, f) }));
+  const files = ['services', 'harness', 'bench'].flatMap((dir) => sources(join(root, dir))).map((f) => ({ file: relative(root, f), imports: importsOf(root, f) }));
 
-  it('no service imports another, the router loads no engine, services/common depends on no service', () => {
-    assert.ok(files.length > 50, `read ${files.length} files`);
+  it('no service imports another, the router loads no engine, services/common depends on no service, benchmarks and harness/ import no test', () => {
+    assert.ok(files.length > 80, `read ${files.length} files`);
     assert.deepEqual(importViolations(files), []);
   });
 
@@ -64,11 +67,13 @@ describe('import graph', () => {
       ...files,
       { file: 'services/router/planted.ts', imports: [{ target: 'services/inference/EngineHost', typeOnly: false }, { target: 'services/engine/Engine', typeOnly: false }] },
       { file: 'services/common/planted.ts', imports: [{ target: 'services/expert-store/ExpertStore', typeOnly: false }] },
+      { file: 'bench/planted.ts', imports: [{ target: 'test/helpers/something', typeOnly: false }] },
     ];
     assert.deepEqual(importViolations(planted), [
       'services/router/planted.ts imports another service: services/inference/EngineHost',
       'services/router/planted.ts: the router loads no engine or addon: services/engine/Engine',
       'services/common/planted.ts: services/common depends on no service: services/expert-store/ExpertStore',
+      'bench/planted.ts: imports a test (shared helpers live in harness/): test/helpers/something',
     ]);
   });
 });

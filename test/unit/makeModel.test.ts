@@ -12,7 +12,7 @@ import { loadAddon } from '../../services/engine/loadAddon';
 import { MODEL_PRESETS, makeModel } from '../../services/engine/makeModel';
 import type { ModelSpec } from '../../services/engine/makeModel';
 import { makeModelCommand } from '../../cli/commands/makeModel';
-import { stockBinary } from '../helpers/stockLlama';
+import { stockBinary } from '../../harness/stockLlama';
 
 const run = promisify(execFile);
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');

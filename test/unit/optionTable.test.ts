@@ -10,7 +10,7 @@ import { LOAD_OPTIONS } from '../../services/common/options/loadOptionTable';
 import { checkLoadOptions, loadOptionFlags, loadOptionValue, withLoadOptionsTable } from '../../services/common/options/optionTable';
 import { parseConfig } from '../../services/common/parseConfig';
 import { validateLoad } from '../../services/engine/validateOptions';
-import { testModel } from '../helpers/testModels';
+import { testModel } from '../../harness/testModels';
 
 const root = path.resolve(__dirname, '..', '..', '..');
 const BIN = path.join(root, 'bin', 'moeflash.js');

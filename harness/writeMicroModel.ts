@@ -1,4 +1,4 @@
-import { makeModel, type ModelSpec } from '../../services/engine/makeModel';
+import { makeModel, type ModelSpec } from '../services/engine/makeModel';
 
 /**
  * The smallest generated MoE model the engine loads and runs (2 layers x 4 experts, width 64, 260 tokens):

@@ -1,5 +1,5 @@
 import { Client, credentials, Metadata, status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
-import { GenerateResponse } from '../../gen/moeflash/v1/generation';
+import { GenerateResponse } from '../gen/moeflash/v1/generation';
 
 /**
  * Request-validation fuzzing of GenerationService.Generate, over the wire: each case is raw protobuf bytes built

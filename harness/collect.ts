@@ -1,4 +1,4 @@
-import type { GenerationEvent, GenerationFinal, TokenLogprob } from '../../services/engine/types';
+import type { GenerationEvent, GenerationFinal, TokenLogprob } from '../services/engine/types';
 
 export interface Collected {
   tokens: number[];

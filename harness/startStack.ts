@@ -1,12 +1,12 @@
 import { once } from 'node:events';
 import pino from 'pino';
-import type { RouterConfig } from '../../services/common/parseConfig';
-import type { ServiceServer } from '../../services/common/ServiceServer';
-import type { EngineLike } from '../../services/engine/types';
-import { createInferenceServer } from '../../services/inference/createInferenceServer';
-import { EngineHost } from '../../services/inference/EngineHost';
-import { createRouterServer, type RouterServer } from '../../services/router/createRouterServer';
-import { loadDescriptorSet } from '../../services/common/loadDescriptorSet';
+import type { RouterConfig } from '../services/common/parseConfig';
+import type { ServiceServer } from '../services/common/ServiceServer';
+import type { EngineLike } from '../services/engine/types';
+import { createInferenceServer } from '../services/inference/createInferenceServer';
+import { EngineHost } from '../services/inference/EngineHost';
+import { createRouterServer, type RouterServer } from '../services/router/createRouterServer';
+import { loadDescriptorSet } from '../services/common/loadDescriptorSet';
 
 /** Quiet unless MOEFLASH_TEST_LOG_LEVEL asks otherwise. */
 export const testLog = pino({ level: process.env.MOEFLASH_TEST_LOG_LEVEL ?? 'silent' });

@@ -1,8 +1,8 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { MADE_MODEL_FORMAT, makeModel } from '../../services/engine/makeModel';
-import { repoRoot } from '../../services/engine/loadAddon';
+import { MADE_MODEL_FORMAT, makeModel } from '../services/engine/makeModel';
+import { repoRoot } from '../services/engine/loadAddon';
 
 export type TestPreset = 'tiny' | 'small';
 

@@ -1,5 +1,5 @@
 import { Status } from 'nice-grpc';
-import type { GenerateRequest } from '../../gen/moeflash/v1/generation';
+import type { GenerateRequest } from '../gen/moeflash/v1/generation';
 import { latencySummary, type LatencySummary } from './latencySummary';
 import { closedLoop, openLoop, sequentialCalls, type CallOutcome, type GenerationClient } from './offerLoad';
 import { processCpuSeconds } from './processCpuSeconds';

@@ -8,7 +8,7 @@ import { loadSync } from '@grpc/proto-loader';
 // protobufjs, proto-loader's own parser, decodes the HTTP/protobuf bodies from the same .proto
 import * as protobuf from 'protobufjs';
 
-import { repoRoot } from '../../services/engine/loadAddon';
+import { repoRoot } from '../services/engine/loadAddon';
 
 /** OTLP span kinds (the wire numbering, not the JS API's). */
 export const OTLP_KIND = { internal: 1, server: 2, client: 3 } as const;
@@ -86,8 +86,8 @@ function valueOf(v: WireAnyValue | undefined): AttributeValue {
 const attributesOf = (list: WireKeyValue[]) => Object.fromEntries(list.map((kv) => [kv.key, valueOf(kv.value)]));
 const nanosToMs = (n: string) => Number(BigInt(n) / 1000n) / 1000;
 
-const TRACE_PROTO = () => join(repoRoot(), 'test', 'observability', 'otlp', 'trace_service.proto');
-const METRICS_PROTO = () => join(repoRoot(), 'test', 'observability', 'otlp', 'metrics_service.proto');
+const TRACE_PROTO = () => join(repoRoot(), 'harness', 'otlp', 'trace_service.proto');
+const METRICS_PROTO = () => join(repoRoot(), 'harness', 'otlp', 'metrics_service.proto');
 
 /** One metric of one export as the receiver got it: the sending service, the name, how many data points. */
 export interface ReceivedMetric {

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
-import { InvalidArgumentError } from '../../services/common/errors';
-import { validateGenerate } from '../../services/engine/validateOptions';
+import { InvalidArgumentError } from '../services/common/errors';
+import { validateGenerate } from '../services/engine/validateOptions';
 import type {
   ChatPrompt,
   EngineLike,
@@ -9,7 +9,7 @@ import type {
   GenerationEvent,
   GenerationFinal,
   ModelInfo,
-} from '../../services/engine/types';
+} from '../services/engine/types';
 
 export interface FakeEngineOptions {
   /** Time per generated token, on a timer; 0 yields to the event loop between tokens (setImmediate). */

@@ -5,12 +5,12 @@
  * (with the tensor types the layout found), so that when the process dies the parent knows where. A crash of
  * this process is the finding the fuzzer looks for: nothing here catches more than each stage's promise.
  *
- * By hand, on a reproducer: `node dist/test/hardening/loadPathWorker.js FILE` prints the same messages as lines.
+ * By hand, on a reproducer: `node dist/harness/loadPathWorker.js FILE` prints the same messages as lines.
  */
-import { InvalidArgumentError, ModelLoadError } from '../../services/common/errors';
-import { Engine } from '../../services/engine/Engine';
-import { loadAddon } from '../../services/engine/loadAddon';
-import { loadExpertIndex } from '../../services/expert-store/ExpertIndex';
+import { InvalidArgumentError, ModelLoadError } from '../services/common/errors';
+import { Engine } from '../services/engine/Engine';
+import { loadAddon } from '../services/engine/loadAddon';
+import { loadExpertIndex } from '../services/expert-store/ExpertIndex';
 
 export type StageName = 'layout' | 'index' | 'engine';
 

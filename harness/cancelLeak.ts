@@ -1,9 +1,9 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { Engine } from '../../services/engine/Engine';
-import { generateRequest, generationClient } from '../helpers/grpcClients';
-import { startStack } from '../helpers/startStack';
-import { testModel } from '../helpers/testModels';
+import { Engine } from '../services/engine/Engine';
+import { generateRequest, generationClient } from './grpcClients';
+import { startStack } from './startStack';
+import { testModel } from './testModels';
 
 export interface CancelLeakOptions {
   /** Cancels measured (after the warm-up). */

@@ -1,9 +1,9 @@
 import { Channel, credentials } from '@grpc/grpc-js';
 import { ClientError, createChannel, createClient, Metadata, Status } from 'nice-grpc';
-import { GenerationServiceDefinition, type GenerateRequest, type GenerateResponse } from '../../gen/moeflash/v1/generation';
-import { DefinitionClient } from '../../services/common/DefinitionClient';
-import { decodeStatusDetails, STATUS_DETAILS_KEY, type StatusDetails } from '../../services/common/StatusDetails';
-import { UpstreamError } from '../../services/common/UpstreamError';
+import { GenerationServiceDefinition, type GenerateRequest, type GenerateResponse } from '../gen/moeflash/v1/generation';
+import { DefinitionClient } from '../services/common/DefinitionClient';
+import { decodeStatusDetails, STATUS_DETAILS_KEY, type StatusDetails } from '../services/common/StatusDetails';
+import { UpstreamError } from '../services/common/UpstreamError';
 
 /** A nice-grpc GenerationService client (what a TypeScript user writes) and its channel. */
 export function generationClient(address: string) {

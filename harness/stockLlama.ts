@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
-import { repoRoot } from '../../services/engine/loadAddon';
+import { repoRoot } from '../services/engine/loadAddon';
 
 const run = promisify(execFile);
 

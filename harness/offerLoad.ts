@@ -1,9 +1,9 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { Status } from 'nice-grpc';
-import type { GenerateRequest } from '../../gen/moeflash/v1/generation';
-import { decodeStatusDetails } from '../../services/common/StatusDetails';
-import { UpstreamError } from '../../services/common/UpstreamError';
-import type { rawGenerationClient } from '../helpers/grpcClients';
+import type { GenerateRequest } from '../gen/moeflash/v1/generation';
+import { decodeStatusDetails } from '../services/common/StatusDetails';
+import { UpstreamError } from '../services/common/UpstreamError';
+import type { rawGenerationClient } from './grpcClients';
 
 export type GenerationClient = ReturnType<typeof rawGenerationClient>['client'];
 
