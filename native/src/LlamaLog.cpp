@@ -2,7 +2,11 @@
 // with MOEFLASH_LLAMA_LOG=1, and error/warning lines kept per thread so a failed call can say why.
 #include "addon.h"
 
+#ifdef MOEFLASH_IO_ONLY
+#include "ggml.h"  // the I/O addon has ggml's base library only: its log is the gguf reader's
+#else
 #include "llama.h"
+#endif
 
 #include <atomic>
 #include <cstdio>
@@ -42,6 +46,10 @@ static Napi::Value SetLlamaLogVerbose(const Napi::CallbackInfo & info) {
 void InitLlamaLog(Napi::Env env, Napi::Object exports) {
     const char * env_flag = getenv("MOEFLASH_LLAMA_LOG");
     g_verbose = env_flag != nullptr && env_flag[0] == '1';
-    llama_log_set(OnLlamaLog, nullptr);
+#ifdef MOEFLASH_IO_ONLY
+    ggml_log_set(OnLlamaLog, nullptr);
+#else
+    llama_log_set(OnLlamaLog, nullptr);  // llama.cpp's log, and ggml's through it
+#endif
     exports.Set("setLlamaLogVerbose", Napi::Function::New(env, SetLlamaLogVerbose));
 }

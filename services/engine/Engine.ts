@@ -2,10 +2,10 @@ import { open } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 
 import { InvalidArgumentError, ModelLoadError, UnavailableError, type FieldViolation } from '../common/errors';
-import { AsyncQueue } from './AsyncQueue';
+import { AsyncQueue } from '../common/AsyncQueue';
 import { checkModelMetadata } from './checkModelMetadata';
 import { readRoutingLog } from './readRoutingLog';
-import { expertBytesPerLayer } from './expertLayout';
+import { expertBytesPerLayer } from '../common/expertLayout';
 import { addonBackend, loadAddon, type GgufLayout, type NativeEngine, type NativeEvent, type NativeModel } from './loadAddon';
 import type {
   ChatPrompt,

@@ -1,14 +1,35 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 
+import { addonBackend, addonBuildDir, type NativeIoAddon } from '../common/native/ioAddon';
 import type { ExpertCacheOptions, ExpertCacheStats } from './types';
 
-/** The native addon's surface, as seen from TypeScript. Only services/engine talks to it directly. */
-export interface NativeAddon {
+// What the engine side imports from here, defined with the I/O addon.
+export {
+  addonBackend,
+  addonBuildDir,
+  repoRoot,
+  type GgufLayout,
+  type GgufTensorInfo,
+  type NativeHintChannelInfo,
+  type NativeHintConsumer,
+  type NativeHintConsumerOptions,
+  type NativeHintConsumerStats,
+  type NativeHintWriter,
+  type NativeHintWriterOptions,
+  type NativeIoMode,
+  type NativePrefetchOptions,
+  type NativePrefetchResult,
+} from '../common/native/ioAddon';
+
+/**
+ * The engine addon's surface, as seen from TypeScript: the engine, the model maker and, for the engine's own use,
+ * the I/O functions the expert-store gets from the I/O addon. Only services/engine talks to it directly.
+ */
+export interface NativeAddon extends NativeIoAddon {
   AddonModel: new () => NativeModel;
   AddonEngine: new (model: NativeModel, onEvents: (events: NativeEvent[]) => void) => NativeEngine;
   refEngineEvents(engine: NativeEngine, ref: boolean): void;
-  readGgufLayout(path: string): Promise<GgufLayout>;
   setLlamaLogVerbose(verbose: boolean): void;
   /** llama_print_system_info(): the backends and the CPU instruction sets this build was compiled with. */
   systemInfo(): string;
@@ -19,138 +40,6 @@ export interface NativeAddon {
   /** The synthetic routing trace bench:cache replays, without a model: [tokens][layers][expertsUsed] expert ids. */
   syntheticRoutingTrace(spec: { layers: number; experts: number; expertsUsed: number; tokens: number; seed?: number; reusePrevious?: number; reuseWindow?: number }): Int32Array;
   makeModel(spec: Record<string, unknown>, onProgress?: (done: number, total: number) => void): Promise<{ path: string; bytes: number; tensors: number }>;
-  // Expert I/O (native/src/ExpertIo.cpp). `ranges`: Float64Array of (file index, offset, length) triples.
-  ioUringStatus(): { available: boolean; reason: string | null; residencyMethod: 'cachestat' | 'mincore' };
-  prefetchRanges(
-    files: string[],
-    ranges: Float64Array,
-    options?: NativePrefetchOptions,
-    onProgress?: (bytesDone: number, groupsDone: number) => void,
-  ): Promise<NativePrefetchResult>;
-  residency(files: string[], ranges: Float64Array): Promise<{ method: 'cachestat' | 'mincore'; resident: Float64Array }>;
-  /** DONTNEED advice over the ranges (widened to pages), or over the whole files when ranges is null. */
-  evict(files: string[], ranges: Float64Array | null): Promise<{ bytes: number }>;
-  // Hint channel (native/src/HintChannel.cpp).
-  HintWriter: new (name: string, options?: NativeHintWriterOptions) => NativeHintWriter;
-  HintConsumer: new (options: NativeHintConsumerOptions) => NativeHintConsumer;
-  /** The header of a hint channel; throws with the reason a consumer would refuse it. */
-  inspectHintChannel(name: string, expect?: { nLayer?: number; nExpert?: number }): NativeHintChannelInfo;
-}
-
-export type NativeIoMode = 'auto' | 'uring' | 'fadvise';
-
-export interface NativePrefetchOptions {
-  mode?: NativeIoMode;
-  /** Reads in flight (io_uring), default 32. */
-  queueDepth?: number;
-  /** Bytes per read, a multiple of 4096 (default 1 MiB). */
-  chunkBytes?: number;
-  /** Read in file order instead of the given order. */
-  sort?: boolean;
-  /** Group of each range (-1: none): progress counts groups whose ranges are all read. */
-  groups?: Int32Array;
-  /** Set element 0 to non-zero (Atomics.store) to stop issuing reads; an Int32Array over a SharedArrayBuffer. */
-  cancel?: Int32Array;
-}
-
-export interface NativePrefetchResult {
-  mode: 'uring' | 'fadvise';
-  /** Why io_uring was not used in mode auto, else null. */
-  fallbackReason: string | null;
-  bytes: number;
-  spans: number;
-  requests: number;
-  ms: number;
-  groupsDone: number;
-  cancelled: boolean;
-}
-
-export interface NativeHintWriterOptions {
-  capacity?: number;
-  nLayer?: number;
-  nExpert?: number;
-  model?: string;
-  unlinkOnClose?: boolean;
-}
-
-export interface NativeHintWriter {
-  /** Publishes one step's expert ids at a layer (+ predicted ids for layer + 1, + trace id); returns records written. */
-  publish(layer: number, ids: Int32Array | number[], predicted?: Int32Array | number[] | null, traceId?: Buffer | string): number;
-  published(): number;
-  readonly path: string | null;
-  close(): void;
-}
-
-export interface NativeHintConsumerOptions {
-  name: string;
-  files: string[];
-  nLayer: number;
-  nExpert: number;
-  /** Float64Array of (layer, expert, file index, offset, length) tuples. */
-  ranges: Float64Array;
-  mode?: NativeIoMode;
-  queueDepth?: number;
-  chunkBytes?: number;
-  recentMs?: number;
-  skipResident?: boolean;
-  predictedMaxInFlight?: number;
-  attachRetryMs?: number;
-  checkMs?: number;
-  pollMaxUs?: number;
-}
-
-export interface NativeHintConsumerStats {
-  attached: boolean;
-  path: string;
-  producerPid: number;
-  writeIndex: number;
-  readIndex: number;
-  attaches: number;
-  records: number;
-  hints: number;
-  steps: number;
-  dropped: number;
-  malformed: number;
-  demandIds: number;
-  predictedIds: number;
-  prefetchedExperts: number;
-  prefetchedBytes: number;
-  alreadyResident: number;
-  deduplicated: number;
-  useful: number;
-  late: number;
-  ioErrors: number;
-  inFlight: number;
-  queued: number;
-  mode: 'uring' | 'fadvise';
-  fallbackReason: string | null;
-  lastTraceId: string | null;
-  lastError: string | null;
-}
-
-export interface NativeHintConsumer {
-  start(): void;
-  /** Joins the thread and releases the files; the object cannot be used afterwards. */
-  stop(): void;
-  stats(): NativeHintConsumerStats;
-  forget(): void;
-  /** Demand uses per (layer, expert), index layer * nExpert + expert, since the last call. */
-  takeCounts(): Float64Array;
-}
-
-export interface NativeHintChannelInfo {
-  path: string;
-  version: number;
-  capacity: number;
-  nLayer: number;
-  nExpert: number;
-  producerPid: number;
-  writeIndex: number;
-  createdNs: number;
-  writerOpens: number;
-  model: string;
-  recordSize: number;
-  headerSize: number;
 }
 
 export interface NativeModel {
@@ -225,51 +114,7 @@ export interface NativeEvent {
   expertCache?: { hits: Uint32Array; misses: Uint32Array; bytesCopied: number; copyMs: number; stallMs: number };
 }
 
-export interface GgufTensorInfo {
-  name: string;
-  /** ggml type name, e.g. q4_0, f16, iq2_xs. */
-  type: string;
-  ne: number[];
-  /** Absolute offset of the tensor's data in the file. */
-  offset: number;
-  nbytes: number;
-}
-
-export interface GgufLayout {
-  path: string;
-  version: number;
-  fileSize: number;
-  alignment: number;
-  dataOffset: number;
-  /** Scalar metadata by key; arrays appear as { arrayLength }. */
-  metadata: Record<string, string | number | boolean | { arrayLength: number }>;
-  tensors: GgufTensorInfo[];
-}
-
-/** The repository root: the nearest folder above this file with a package.json (works from dist/ too). */
-export function repoRoot(): string {
-  let dir = __dirname;
-  while (!existsSync(join(dir, 'package.json'))) {
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error(`no package.json above ${__dirname}`);
-    dir = parent;
-  }
-  return dir;
-}
-
 let cached: NativeAddon | undefined;
-
-/** The ggml backend whose addon to load: MOEFLASH_BACKEND, else the one built last, else cpu. */
-export function addonBackend(): string {
-  if (process.env.MOEFLASH_BACKEND) return process.env.MOEFLASH_BACKEND;
-  const marker = join(repoRoot(), 'native', 'build', 'BACKEND');
-  return existsSync(marker) ? readFileSync(marker, 'utf8').trim() : 'cpu';
-}
-
-/** The addon's build folder for a backend: MOEFLASH_ADDON_BUILD_DIR (a second build, as the CPU fallback test makes), else native/build/<backend>. */
-export function addonBuildDir(backend = addonBackend()): string {
-  return process.env.MOEFLASH_ADDON_BUILD_DIR ?? join(repoRoot(), 'native', 'build', backend);
-}
 
 /** The addon file for a backend (built by `npm run build:native`). */
 export function addonPath(backend = addonBackend()): string {

@@ -2,8 +2,8 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 
 import { ModelLoadError } from '../common/errors';
-import { EXPERT_TENSOR_PATTERN } from '../engine/expertLayout';
-import { loadAddon, type GgufLayout } from '../engine/loadAddon';
+import { EXPERT_TENSOR_PATTERN } from '../common/expertLayout';
+import { loadIoAddon, type GgufLayout } from '../common/native/ioAddon';
 import { modelShardPaths } from '../common/modelShardPaths';
 
 /** One file of the model (a single GGUF, or one shard of a split one). */
@@ -82,7 +82,7 @@ function metaNumber(layout: GgufLayout, key: string): number | undefined {
 export async function loadExpertIndex(modelPath: string): Promise<ExpertIndex> {
   const path = resolve(modelPath);
   const paths = modelShardPaths(path);
-  const addon = loadAddon();
+  const addon = loadIoAddon();
   const layouts: GgufLayout[] = [];
   for (const [i, p] of paths.entries()) {
     if (!existsSync(p)) {

@@ -3,7 +3,7 @@ import { basename, join } from 'node:path';
 
 import { InvalidArgumentError, NotFoundError } from '../common/errors';
 import type { Logger } from 'pino';
-import { loadAddon, type NativeHintConsumer, type NativeHintConsumerStats, type NativeIoMode } from '../engine/loadAddon';
+import { loadIoAddon, type NativeHintConsumer, type NativeHintConsumerStats, type NativeIoMode } from '../common/native/ioAddon';
 import { expertRangeTable, loadExpertIndex, type ExpertIndex, type FileRange } from './ExpertIndex';
 import { HeatMap, type HeatMapModel } from './HeatMap';
 import { hintChannelName } from '../common/hintChannelName';
@@ -138,7 +138,7 @@ export class ExpertStore {
   }
 
   private startConsumer(): void {
-    const addon = loadAddon();
+    const addon = loadIoAddon();
     this.consumer = new addon.HintConsumer({
       name: this.hintChannel,
       files: this.index.files.map((f) => f.path),

@@ -1,5 +1,5 @@
 import { CancelledError } from '../common/errors';
-import { loadAddon, type NativeIoMode, type NativePrefetchResult } from '../engine/loadAddon';
+import { loadIoAddon, type NativeIoMode, type NativePrefetchResult } from '../common/native/ioAddon';
 import { rangeTriples, type FileRange } from './ExpertIndex';
 
 export interface PageCacheOptions {
@@ -41,7 +41,7 @@ export class PageCache {
     options.signal?.throwIfAborted();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const result = await loadAddon().prefetchRanges(
+      const result = await loadIoAddon().prefetchRanges(
         this.paths,
         rangeTriples(ranges),
         {
@@ -63,17 +63,17 @@ export class PageCache {
 
   /** Resident bytes of each range, and how they were measured. */
   async residency(ranges: readonly FileRange[]): Promise<{ method: string; resident: Float64Array }> {
-    return loadAddon().residency(this.paths, rangeTriples(ranges));
+    return loadIoAddon().residency(this.paths, rangeTriples(ranges));
   }
 
   /** Drops the ranges (widened to whole pages) from the page cache, or the whole files when ranges is null. */
   async evict(ranges: readonly FileRange[] | null): Promise<number> {
-    return (await loadAddon().evict(this.paths, ranges ? rangeTriples(ranges) : null)).bytes;
+    return (await loadIoAddon().evict(this.paths, ranges ? rangeTriples(ranges) : null)).bytes;
   }
 
   /** Whether io_uring can be used here, and why not. */
   static ioUringStatus(): { available: boolean; reason: string | null } {
-    const s = loadAddon().ioUringStatus();
+    const s = loadIoAddon().ioUringStatus();
     return { available: s.available, reason: s.reason };
   }
 }

@@ -1,6 +1,6 @@
 import { trace, type Attributes, type Tracer } from '@opentelemetry/api';
 import { startSpanInTrace } from '../common/telemetry/startSpanInTrace';
-import type { NativeHintConsumerStats } from '../engine/loadAddon';
+import type { NativeHintConsumerStats } from '../common/native/ioAddon';
 
 /** Counters of the hint consumer that a prefetch batch span reports as deltas, and their attribute names. */
 const BATCH_COUNTERS = {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 
 import { InvalidArgumentError } from '../common/errors';
-import { AsyncQueue } from '../engine/AsyncQueue';
+import { AsyncQueue } from '../common/AsyncQueue';
 import type { ExpertEntry, ExpertIndex, FileRange } from './ExpertIndex';
 import type { HotExpert } from './HeatMap';
 import { PageCache } from './PageCache';

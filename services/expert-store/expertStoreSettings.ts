@@ -1,5 +1,5 @@
 import { InvalidArgumentError, type FieldViolation } from '../common/errors';
-import type { NativeIoMode } from '../engine/loadAddon';
+import type { NativeIoMode } from '../common/native/ioAddon';
 
 /** Expert-store settings beyond the shared service config (parseConfig): environment variables only. */
 export interface ExpertStoreSettings {

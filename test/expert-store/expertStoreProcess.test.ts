@@ -4,7 +4,7 @@
  * on the next start.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -81,6 +81,15 @@ describe('expert-store: process', function () {
     assert.equal(warmed.experts, 3);
     const heat = await client.getHeatMap({});
     assert.equal(heat.layers[0].counts[3], 1);
+  });
+
+  it("runs on the I/O addon alone: llama.cpp's engine library is never mapped into the process", async () => {
+    const { service, client } = await start();
+    // Attached to the hint channel, index read, prefetch ready: everything the store loads is loaded.
+    await until('the store to attach', async () => (await client.stats({})).hintChannelAttached);
+    const maps = readFileSync(`/proc/${service.child.pid}/maps`, 'utf8');
+    assert.match(maps, /moeflash_io\.node/);
+    assert.doesNotMatch(maps, /libllama\.so|moeflash\.node|libggml-cpu/);
   });
 
   it('without a model it serves health and Stats, and UNAVAILABLE for the rest', async () => {

@@ -28,6 +28,7 @@ export function importViolations(files: { file: string; imports: { target: strin
       if (to === from || to === 'other') continue;
       if (SERVICES.includes(from) && SERVICES.includes(to)) out.push(`${file} imports another service: ${target}`);
       if (from === 'router' && (to === 'engine' || to === 'native')) out.push(`${file}: the router loads no engine or addon: ${target}`);
+      if (from === 'expert-store' && to === 'engine') out.push(`${file}: the expert-store loads no engine (its native face is the I/O addon): ${target}`);
       if (from === 'common' && (SERVICES.includes(to) || (to === 'engine' && !typeOnly))) out.push(`${file}: services/common depends on no service: ${target}`);
       // What benchmarks and tests share lives in harness/, which needs neither of them.
       if ((from === 'bench' || from === 'harness') && to === 'test') out.push(`${file}: imports a test (shared helpers live in harness/): ${target}`);
@@ -57,7 +58,7 @@ describe('import graph', () => {
   const root = repoRoot();
   const files = ['services', 'harness', 'bench'].flatMap((dir) => sources(join(root, dir))).map((f) => ({ file: relative(root, f), imports: importsOf(root, f) }));
 
-  it('no service imports another, the router loads no engine, services/common depends on no service, benchmarks and harness/ import no test', () => {
+  it('no service imports another, the router and the expert-store load no engine, services/common depends on no service, benchmarks and harness/ import no test', () => {
     assert.ok(files.length > 80, `read ${files.length} files`);
     assert.deepEqual(importViolations(files), []);
   });
@@ -68,12 +69,14 @@ describe('import graph', () => {
       { file: 'services/router/planted.ts', imports: [{ target: 'services/inference/EngineHost', typeOnly: false }, { target: 'services/engine/Engine', typeOnly: false }] },
       { file: 'services/common/planted.ts', imports: [{ target: 'services/expert-store/ExpertStore', typeOnly: false }] },
       { file: 'bench/planted.ts', imports: [{ target: 'test/helpers/something', typeOnly: false }] },
+      { file: 'services/expert-store/planted.ts', imports: [{ target: 'services/engine/loadAddon', typeOnly: false }] },
     ];
     assert.deepEqual(importViolations(planted), [
       'services/router/planted.ts imports another service: services/inference/EngineHost',
       'services/router/planted.ts: the router loads no engine or addon: services/engine/Engine',
       'services/common/planted.ts: services/common depends on no service: services/expert-store/ExpertStore',
       'bench/planted.ts: imports a test (shared helpers live in harness/): test/helpers/something',
+      'services/expert-store/planted.ts: the expert-store loads no engine (its native face is the I/O addon): services/engine/loadAddon',
     ]);
   });
 });

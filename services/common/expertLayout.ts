@@ -1,4 +1,4 @@
-import type { GgufLayout, GgufTensorInfo } from './loadAddon';
+import type { GgufLayout, GgufTensorInfo } from './native/ioAddon';
 
 /** Routed-expert weight tensors: gate/up/down (or fused gate_up) "_exps", as llama.cpp names them. */
 export const EXPERT_TENSOR_PATTERN = /^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_(ch)?exps\.weight$/;
