@@ -331,16 +331,29 @@ void BatchScheduler::admit_locked() {
     }
 }
 
+// One scheduler step in named phases, as vLLM's EngineCore.step: cancelled requests leave, the batch is built,
+// decoded, its logits sampled, and what the step produced is published. The phases share the slots and this step's
+// events; admission runs before each step (run()).
 void BatchScheduler::step() {
     std::vector<GenerationEvent> events;
+    finish_cancelled(events);
+    if (build_batch(events) > 0 && decode_batch(events)) {
+        sample_batch(events);
+    }
+    publish(events);
+}
 
+void BatchScheduler::finish_cancelled(std::vector<GenerationEvent> & events) {
     for (auto & slot : slots) {
         if (slot.request && slot.request->cancelled) {
             finish(slot, "cancelled", events);
         }
     }
+}
 
-    // Decoding sequences first (one token each), then prompt chunks in the space that is left.
+// Decoding sequences first (one token each), then prompt chunks in the space that is left. Sets each slot's
+// i_batch (where its logits will be, -1 for none) and returns the batch's tokens.
+int32_t BatchScheduler::build_batch(std::vector<GenerationEvent> & events) {
     batch.n_tokens = 0;
     auto add = [&](llama_token token, llama_pos pos, llama_seq_id seq, bool logits) {
         const int32_t i = batch.n_tokens++;
@@ -377,49 +390,61 @@ void BatchScheduler::step() {
         }
         slot.n_prompt_done += n;
     }
+    return batch.n_tokens;
+}
 
-    if (batch.n_tokens > 0) {
-        const int32_t ret = llama_decode(ctx, batch);
-        n_steps++;
-        if (ret != 0) {
-            const std::string why = "llama_decode failed with code " + std::to_string(ret);
-            for (auto & slot : slots) {
-                if (slot.request && (slot.i_batch >= 0 || slot.prefilling)) {
-                    finish(slot, "error", events, why);
-                }
-            }
-        } else {
-            observe_routing();
-            observe_expert_cache();
-            for (auto & slot : slots) {
-                if (!slot.request || slot.i_batch < 0) {
-                    continue;
-                }
-                // sampling reads the logits, which waits for an asynchronous backend: time after it
-                const llama_token token = slot.request->argmax_only ? Argmax(ctx, vocab, slot.i_batch)
-                                                                    : llama_sampler_sample(slot.request->sampler, ctx, slot.i_batch);
-                TokenLogprob logprob;
-                const bool with_logprob = slot.request->top_logprobs >= 0;
-                if (with_logprob) {
-                    logprob = TokenLogprobOf(llama_get_logits_ith(ctx, slot.i_batch), llama_vocab_n_tokens(vocab), token, slot.request->top_logprobs);
-                }
-                const int64_t now = ggml_time_us();
-                if (slot.prefilling) {
-                    slot.prefilling = false;
-                    slot.n_past = (int32_t) slot.request->prompt.size();
-                    slot.t_prefill_done_us = now;
-                } else {
-                    slot.n_past++;
-                }
-                if (slot.t_first_us == 0) {
-                    slot.t_first_us = now;
-                }
-                slot.t_last_us = now;
-                on_token(slot, token, with_logprob ? &logprob : nullptr, events);
+// Runs the batch; on failure every request in it ends with the error. Afterwards the routing and the expert cache
+// counters of the step are taken.
+bool BatchScheduler::decode_batch(std::vector<GenerationEvent> & events) {
+    const int32_t ret = llama_decode(ctx, batch);
+    n_steps++;
+    if (ret != 0) {
+        const std::string why = "llama_decode failed with code " + std::to_string(ret);
+        for (auto & slot : slots) {
+            if (slot.request && (slot.i_batch >= 0 || slot.prefilling)) {
+                finish(slot, "error", events, why);
             }
         }
+        return false;
     }
+    observe_routing();
+    observe_expert_cache();
+    return true;
+}
 
+// Samples a token for every slot with logits in the batch and hands it to on_token.
+void BatchScheduler::sample_batch(std::vector<GenerationEvent> & events) {
+    for (auto & slot : slots) {
+        if (!slot.request || slot.i_batch < 0) {
+            continue;
+        }
+        // sampling reads the logits, which waits for an asynchronous backend: time after it
+        const llama_token token = slot.request->argmax_only ? Argmax(ctx, vocab, slot.i_batch)
+                                                            : llama_sampler_sample(slot.request->sampler, ctx, slot.i_batch);
+        TokenLogprob logprob;
+        const bool with_logprob = slot.request->top_logprobs >= 0;
+        if (with_logprob) {
+            logprob = TokenLogprobOf(llama_get_logits_ith(ctx, slot.i_batch), llama_vocab_n_tokens(vocab), token, slot.request->top_logprobs);
+        }
+        const int64_t now = ggml_time_us();
+        if (slot.prefilling) {
+            slot.prefilling = false;
+            slot.n_past = (int32_t) slot.request->prompt.size();
+            slot.t_prefill_done_us = now;
+        } else {
+            slot.n_past++;
+        }
+        if (slot.t_first_us == 0) {
+            slot.t_first_us = now;
+        }
+        slot.t_last_us = now;
+        on_token(slot, token, with_logprob ? &logprob : nullptr, events);
+    }
+}
+
+// Emits each slot's new tokens with the text that is complete (whole UTF-8, no possible stop string prefix), then
+// hands the step's events to JavaScript.
+void BatchScheduler::publish(std::vector<GenerationEvent> & events) {
     for (auto & slot : slots) {
         if (slot.request && (!slot.new_tokens.empty() || !slot.pending_text.empty())) {
             size_t emit = CompleteUtf8Prefix(slot.pending_text);

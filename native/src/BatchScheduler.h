@@ -120,6 +120,12 @@ class BatchScheduler {
     void observe_expert_cache();
     void admit_locked();
     void step();
+    // step()'s phases, in order
+    void finish_cancelled(std::vector<GenerationEvent> & events);
+    int32_t build_batch(std::vector<GenerationEvent> & events);
+    bool decode_batch(std::vector<GenerationEvent> & events);
+    void sample_batch(std::vector<GenerationEvent> & events);
+    void publish(std::vector<GenerationEvent> & events);
     void on_token(Slot & slot, llama_token token, TokenLogprob * logprob, std::vector<GenerationEvent> & events);
     void emit_chunk(Slot & slot, std::vector<GenerationEvent> & events, size_t text_len);
     void finish(Slot & slot, const char * reason, std::vector<GenerationEvent> & events,
