@@ -18,13 +18,13 @@ export interface InferenceInstance {
   address: string;
 }
 
-/** An inference server on 127.0.0.1 (a free port unless given) hosting `engines` by model name. */
-export async function startInference(engines: Record<string, EngineLike>, port = 0): Promise<InferenceInstance> {
+/** An inference server on 127.0.0.1 (or another loopback address; a free port unless given) hosting `engines`. */
+export async function startInference(engines: Record<string, EngineLike>, port = 0, ip = '127.0.0.1'): Promise<InferenceInstance> {
   const host = new EngineHost();
   for (const [name, engine] of Object.entries(engines)) host.setReady(name, engine);
   const server = createInferenceServer({ host, log: testLog });
-  const bound = await server.listen(`127.0.0.1:${port}`);
-  return { server, host, port: bound, address: `127.0.0.1:${bound}` };
+  const bound = await server.listen(`${ip}:${port}`);
+  return { server, host, port: bound, address: `${ip}:${bound}` };
 }
 
 export const TEST_ROUTER_CONFIG: RouterConfig = {
@@ -33,6 +33,7 @@ export const TEST_ROUTER_CONFIG: RouterConfig = {
   maxQueued: 64,
   maxQueueWaitMs: 30_000,
   queueBurstMs: 250,
+  resolveMs: 5_000,
   retryAfterMs: 250,
   maxAttempts: 3,
   loadPollMs: 200,

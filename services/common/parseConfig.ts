@@ -16,8 +16,12 @@ export interface ServiceConfig {
 }
 
 export interface RouterConfig {
-  /** Inference services to route to, host:port each. */
+  /** Inference services to route to: host:port each, or dns:///name:port for every address the name resolves to. */
   backends: string[];
+  /** How often dns:/// backends are resolved again (also at once when a call finds a backend unavailable). */
+  resolveMs: number;
+  /** DNS servers (host:port) for dns:/// backends instead of the system's (/etc/resolv.conf). */
+  dnsServers?: string[];
   /**
    * Generate calls in flight per backend; unset (the default), the sequences the backend reports it decodes at once
    * (its ready models' capacity in GetLoad), so no call waits in an engine's queue.
@@ -88,9 +92,19 @@ const hostPort: Parse<string> = (raw, v, field) => {
   return raw.trim();
 };
 
+/** The scheme of a backend the router resolves through DNS, as gRPC names it: dns:///name:port. */
+export const DNS_SCHEME = 'dns:///';
+
+/** host:port entries, or dns:///name:port for a name resolved (and re-resolved) into every address it has. */
+const backendList: Parse<string[]> = (raw, v, field) => {
+  const items = raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  if (items.length === 0) v.push({ field, description: 'must list at least one host:port or dns:///name:port' });
+  const parsed = items.map((item) => (item.startsWith(DNS_SCHEME) ? (hostPort(item.slice(DNS_SCHEME.length), v, field) && item) : hostPort(item, v, field)));
+  return parsed.every((p): p is string => p !== undefined) ? parsed : undefined;
+};
+
 const hostPortList: Parse<string[]> = (raw, v, field) => {
   const items = raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  if (items.length === 0) v.push({ field, description: 'must list at least one host:port' });
   const parsed = items.map((item) => hostPort(item, v, field));
   return parsed.every((p): p is string => p !== undefined) ? parsed : undefined;
 };
@@ -109,7 +123,9 @@ const SETTINGS = {
   routerAddr: { flag: 'router-addr', env: 'MOEFLASH_ROUTER_ADDR', parse: hostPort },
   inferenceAddr: { flag: 'inference-addr', env: 'MOEFLASH_INFERENCE_ADDR', parse: hostPort },
   expertStoreAddr: { flag: 'expert-store-addr', env: 'MOEFLASH_EXPERT_STORE_ADDR', parse: hostPort },
-  backends: { flag: 'backends', env: 'MOEFLASH_BACKENDS', parse: hostPortList },
+  backends: { flag: 'backends', env: 'MOEFLASH_BACKENDS', parse: backendList },
+  resolveMs: { flag: 'resolve-ms', env: 'MOEFLASH_ROUTER_RESOLVE_MS', parse: integer(100) },
+  dnsServers: { flag: 'dns-servers', env: 'MOEFLASH_ROUTER_DNS_SERVERS', parse: hostPortList },
   maxInFlightPerBackend: { flag: 'max-in-flight', env: 'MOEFLASH_ROUTER_MAX_IN_FLIGHT', parse: integer(1) },
   maxQueued: { flag: 'max-queued', env: 'MOEFLASH_ROUTER_MAX_QUEUED', parse: integer(0) },
   maxQueueWaitMs: { flag: 'max-queue-wait-ms', env: 'MOEFLASH_ROUTER_MAX_QUEUE_WAIT_MS', parse: integer(0) },
@@ -150,6 +166,8 @@ export function parseConfig(argv: readonly string[] = process.argv.slice(2), env
     expertStoreAddr: get(SETTINGS.expertStoreAddr, '127.0.0.1:50071'),
     router: {
       backends: get(SETTINGS.backends, [inferenceAddr]),
+      resolveMs: get(SETTINGS.resolveMs, 5_000),
+      dnsServers: get(SETTINGS.dnsServers),
       maxInFlightPerBackend: get(SETTINGS.maxInFlightPerBackend),
       maxQueued: get(SETTINGS.maxQueued, 1024),
       maxQueueWaitMs: get(SETTINGS.maxQueueWaitMs, 30_000),

@@ -48,6 +48,8 @@ interface Connection {
   health: DefinitionClient<typeof HealthDefinition>;
   inference: DefinitionClient<typeof InferenceServiceDefinition>;
   restart?: AbortController;
+  /** Aborted when the backend leaves the set (discovery): its watch ends. */
+  removed: AbortController;
   polling: boolean;
 }
 
@@ -60,21 +62,49 @@ export class BackendMonitor {
   private readonly connections = new Map<string, Connection>();
   private readonly closed = new AbortController();
   private pollTimer?: NodeJS.Timeout;
+  private started = false;
 
   constructor(
     private readonly pool: BackendPool,
     private readonly options: BackendMonitorOptions,
   ) {
-    for (const address of pool.addresses) {
-      const channel = new Channel(address, options.credentials ?? credentials.createInsecure(), { ...CHANNEL_OPTIONS, ...options.channelOptions });
-      this.connections.set(address, {
-        channel,
-        health: new DefinitionClient(HealthDefinition, channel, address),
-        inference: new DefinitionClient(InferenceServiceDefinition, channel, address),
-        polling: false,
-      });
-    }
+    for (const address of pool.addresses) this.connect(address);
     pool.on('suspect', (address) => this.connections.get(address)?.restart?.abort());
+  }
+
+  /**
+   * A backend that joined the set: a channel, and once started its health watch. `channelOptions` are added to
+   * this backend's channel (a discovered address keeps the TLS name of the DNS name it came from).
+   */
+  add(address: string, channelOptions: ChannelOptions = {}): void {
+    if (this.connections.has(address)) return;
+    this.pool.add(address);
+    this.connect(address, channelOptions);
+    if (this.started) void this.watch(address);
+  }
+
+  /**
+   * A backend that left the set: out of the pool at once; its channel closes once the calls on it have ended
+   * (grpc-js lets calls in progress finish on a closed channel) and its watch stops.
+   */
+  remove(address: string): void {
+    const connection = this.connections.get(address);
+    if (!connection) return;
+    this.connections.delete(address);
+    this.pool.remove(address);
+    connection.removed.abort();
+    connection.channel.close();
+  }
+
+  private connect(address: string, channelOptions: ChannelOptions = {}): void {
+    const channel = new Channel(address, this.options.credentials ?? credentials.createInsecure(), { ...CHANNEL_OPTIONS, ...this.options.channelOptions, ...channelOptions });
+    this.connections.set(address, {
+      channel,
+      health: new DefinitionClient(HealthDefinition, channel, address),
+      inference: new DefinitionClient(InferenceServiceDefinition, channel, address),
+      removed: new AbortController(),
+      polling: false,
+    });
   }
 
   /** The InferenceService client of a backend. */
@@ -85,6 +115,7 @@ export class BackendMonitor {
   }
 
   start(): void {
+    this.started = true;
     for (const address of this.connections.keys()) void this.watch(address);
     this.pollTimer = setInterval(() => {
       // unhealthy ones too: a backend up but not serving reports why (a failed model) for the router to pass on
@@ -102,11 +133,12 @@ export class BackendMonitor {
   private async watch(address: string): Promise<void> {
     const connection = this.connections.get(address)!;
     const { log } = this.options;
+    const ended = AbortSignal.any([this.closed.signal, connection.removed.signal]);
     let backoffMs = MIN_BACKOFF_MS;
-    while (!this.closed.signal.aborted) {
+    while (!ended.aborted) {
       const restart = new AbortController();
       connection.restart = restart;
-      const signal = AbortSignal.any([this.closed.signal, restart.signal]);
+      const signal = AbortSignal.any([ended, restart.signal]);
       try {
         const stream = connection.health.serverStream('watch', { service: INFERENCE_SERVICE }, { signal, waitForReady: true });
         for await (const { status } of stream) {
@@ -121,18 +153,18 @@ export class BackendMonitor {
       } catch (err) {
         if (!signal.aborted) log.debug({ backend: address, err: (err as Error).message }, 'health watch ended');
       }
-      if (this.closed.signal.aborted) return;
+      if (ended.aborted) return;
       this.pool.setHealth(address, false);
       if (restart.signal.aborted) continue;
       // The watch waits for a connection by itself; this only paces a backend that answers but fails the watch.
-      await delay(backoffMs, undefined, { signal: this.closed.signal }).catch(() => undefined);
+      await delay(backoffMs, undefined, { signal: ended }).catch(() => undefined);
       backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
     }
   }
 
   private async refreshLoad(address: string): Promise<void> {
-    const connection = this.connections.get(address)!;
-    if (connection.polling) return;
+    const connection = this.connections.get(address);
+    if (!connection || connection.polling) return;
     connection.polling = true;
     try {
       const { models } = await connection.inference.unary('getLoad', {}, { signal: this.closed.signal, deadline: Date.now() + 5_000 });

@@ -36,29 +36,51 @@ export class BackendPool extends EventEmitter<{ change: []; suspect: [address: s
     return [...this.backends.keys()];
   }
 
+  /** A backend that appeared (discovery): unhealthy, with no models, until its health watch says otherwise. */
+  add(address: string): void {
+    if (this.backends.has(address)) return;
+    this.backends.set(address, { address, healthy: false, models: new Map() });
+    this.emit('change');
+  }
+
+  /**
+   * A backend that went away (discovery): no new call is routed to it. Calls already on it run on over their
+   * channel (or fail over before their first token, as for any backend that fails).
+   */
+  remove(address: string): void {
+    if (!this.backends.delete(address)) return;
+    this.emit('change');
+  }
+
+  has(address: string): boolean {
+    return this.backends.has(address);
+  }
+
   setHealth(address: string, healthy: boolean): void {
-    const backend = this.backend(address);
-    if (backend.healthy === healthy) return;
+    const backend = this.backends.get(address);
+    if (!backend || backend.healthy === healthy) return;
     backend.healthy = healthy;
     this.emit('change');
   }
 
   setLoad(address: string, models: ReadonlyMap<string, ModelLoadInfo>): void {
-    this.backend(address).models = new Map(models);
+    const backend = this.backends.get(address);
+    if (!backend) return; // removed while its poll was in flight
+    backend.models = new Map(models);
     this.emit('change');
   }
 
   /** A call found `address` unavailable: stop routing to it until its health is confirmed again. */
   markUnavailable(address: string): void {
-    const backend = this.backend(address);
-    if (!backend.healthy) return;
+    const backend = this.backends.get(address);
+    if (!backend?.healthy) return;
     backend.healthy = false;
     this.emit('change');
     this.emit('suspect', address);
   }
 
   isHealthy(address: string): boolean {
-    return this.backend(address).healthy;
+    return this.backends.get(address)?.healthy ?? false;
   }
 
   anyHealthy(): boolean {
@@ -104,7 +126,7 @@ export class BackendPool extends EventEmitter<{ change: []; suspect: [address: s
    */
   capacity(address: string): number {
     let total = 0;
-    for (const load of this.backend(address).models.values()) if (load.state === 'ready') total += Math.max(1, load.capacity);
+    for (const load of this.backends.get(address)?.models.values() ?? []) if (load.state === 'ready') total += Math.max(1, load.capacity);
     return total;
   }
 
@@ -129,11 +151,5 @@ export class BackendPool extends EventEmitter<{ change: []; suspect: [address: s
       }
     }
     return best;
-  }
-
-  private backend(address: string): Backend {
-    const backend = this.backends.get(address);
-    if (!backend) throw new Error(`unknown backend ${address}`);
-    return backend;
   }
 }

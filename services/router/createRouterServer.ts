@@ -24,6 +24,7 @@ import type { BackendCredentials } from '../common/tls';
 import { Admission } from './Admission';
 import { callerOf } from './callerOf';
 
+import { BackendDiscovery } from './BackendDiscovery';
 import { BackendMonitor } from './BackendMonitor';
 import { BackendPool } from './BackendPool';
 import { queueSpanAttributes, RouterMetrics } from './metrics';
@@ -40,6 +41,8 @@ export interface RouterServerOptions {
 export interface RouterServer extends ServiceServer {
   readonly pool: BackendPool;
   readonly admission: Admission;
+  /** Resolves dns:/// backends; resolveSoon() to look them up now. */
+  readonly discovery: BackendDiscovery;
   /** Stops watching the backends and closes their channels; call after shutdown(). */
   close(): void;
 }
@@ -66,7 +69,18 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
     descriptorSet: options.descriptorSet,
     authenticate: apiKeys && bearerAuthMiddleware(apiKeys),
   });
-  const pool = new BackendPool(config.backends);
+  const discovery = new BackendDiscovery({
+    log,
+    entries: config.backends,
+    resolveMs: config.resolveMs,
+    dnsServers: config.dnsServers,
+    tls: options.backendCredentials !== undefined,
+    apply: (added, removed) => {
+      for (const [address, channelOptions] of added) monitor.add(address, channelOptions);
+      for (const address of removed) monitor.remove(address);
+    },
+  });
+  const pool = new BackendPool(discovery.staticBackends);
   const fixedLimit = config.maxInFlightPerBackend;
   const admission = new Admission({
     // Unless overridden, a backend takes as many calls as its engines decode at once: a call beyond that would only
@@ -84,6 +98,8 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
     channelOptions: options.backendCredentials?.channelOptions,
   });
   const metrics = RouterMetrics(admission, pool);
+  // A backend that failed a call may have gone away: look the names up again rather than at the next period.
+  pool.on('suspect', () => void discovery.resolveSoon());
   pool.on('change', () => {
     service.health.setReady(pool.anyHealthy());
     // Queued calls may now have a backend (or none left at all).
@@ -226,10 +242,15 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
   // The public port: a client's malformed bytes are its error (INVALID_ARGUMENT), not the router's (INTERNAL).
   service.server.add(undecodableAsInvalidArgument(GenerationServiceDefinition), implementation);
   monitor.start();
+  void discovery.start();
   return {
     ...service,
     pool,
     admission,
-    close: () => monitor.close(),
+    discovery,
+    close: () => {
+      discovery.close();
+      monitor.close();
+    },
   };
 }
