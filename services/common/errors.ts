@@ -50,7 +50,15 @@ export class ResourceExhaustedError extends MoeflashError {
 }
 
 /** A dependency (backend, model still loading) cannot serve right now. */
-export class UnavailableError extends MoeflashError {}
+export class UnavailableError extends MoeflashError {
+  constructor(
+    message: string,
+    /** When to try again, if known (sent as RetryInfo and grpc-retry-pushback-ms). */
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
 
 /** A model file exists but cannot be used (not a GGUF, truncated, unsupported architecture). */
 export class ModelLoadError extends MoeflashError {

@@ -58,7 +58,15 @@ export function toGrpcError(err: unknown, log: Logger, method = ''): GrpcErrorSt
       retryPushbackMs: err.retryAfterMs,
     };
   }
-  if (err instanceof UnavailableError) return { error: new ServerError(Status.UNAVAILABLE, err.message) };
+  if (err instanceof UnavailableError) {
+    if (err.retryAfterMs === undefined) return { error: new ServerError(Status.UNAVAILABLE, err.message) };
+    const code = Status.UNAVAILABLE;
+    return {
+      error: new ServerError(code, err.message),
+      statusDetails: encodeStatusDetails({ code, message: err.message, retryDelayMs: err.retryAfterMs }),
+      retryPushbackMs: err.retryAfterMs,
+    };
+  }
   if (err instanceof DeadlineExceededError) return { error: new ServerError(Status.DEADLINE_EXCEEDED, err.message) };
   if (err instanceof CancelledError) return { error: new ServerError(Status.CANCELLED, err.message) };
   // A model that failed to load is a deployment problem the caller cannot fix by changing the request.

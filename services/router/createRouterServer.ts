@@ -112,7 +112,8 @@ export function createRouterServer(options: RouterServerOptions): RouterServer {
     if (pool.candidates(model).length > 0) return;
     if (pool.knowsModel(model) || !pool.anyHealthy()) {
       const failures = pool.failures(model);
-      throw new UnavailableError(`no healthy backend serves model '${model}'${failures.length ? ` (${failures.join('; ')})` : ''}`);
+      // A backend may be starting (scaled up from zero, loading, warming): tell the caller when to look again.
+      throw new UnavailableError(`no healthy backend serves model '${model}'${failures.length ? ` (${failures.join('; ')})` : ''}`, config.retryAfterMs);
     }
     throw new NotFoundError('model', model);
   }

@@ -4,7 +4,7 @@ import { UnavailableError } from '../../services/common/errors';
 import type { GenerateOptions, GenerationEvent } from '../../services/engine/types';
 import { FakeEngine } from '../../harness/FakeEngine';
 import { drain, failure, generateRequest, generationClient } from '../../harness/grpcClients';
-import { routerReady, startInference, startRouter, waitFor } from '../../harness/startStack';
+import { routerReady, startInference, startRouter, TEST_ROUTER_CONFIG, waitFor } from '../../harness/startStack';
 
 /** A FakeEngine that fails with UNAVAILABLE: before its first token, or after `afterTokens` of them. */
 class FlakyEngine extends FakeEngine {
@@ -58,6 +58,8 @@ describe('backend availability', () => {
       await waitFor(router.router.pool, 'change', () => router.router.pool.candidates('fake').length === 0);
       const down = await failure((o) => drain(client.generate(generateRequest({ prompt: 'a', maxTokens: 2 }), o)));
       assert.equal(down.code, Status.UNAVAILABLE);
+      // when to look again (a backend may be starting: scaled up from zero, loading, warming)
+      assert.equal(down.statusDetails?.retryDelayMs, TEST_ROUTER_CONFIG.retryAfterMs);
 
       const second = await startInference({ fake: new FakeEngine() }, first.port);
       try {
