@@ -21,6 +21,8 @@ export interface FakeEngineOptions {
   tokensPerChunk?: number;
   /** Fields to add to a generation's final record, e.g. the per-layer expert counts the real engine reports. */
   finalExtra?: (options: GenerateOptions) => Partial<GenerationFinal>;
+  /** The model file it claims to serve (ModelInfo.path; a real GGUF lets the service measure its residency). */
+  path?: string;
 }
 
 const BOS = 1;
@@ -57,7 +59,7 @@ export class FakeEngine extends EventEmitter<{ change: [] }> implements EngineLi
     const parallel = options.parallel ?? 4;
     const contextSize = options.contextSize ?? 65_536;
     this.info = {
-      path: '/fake/fake.gguf',
+      path: options.path ?? '/fake/fake.gguf',
       architecture: 'fake',
       description: 'deterministic fake engine',
       nLayer: 2,

@@ -21,6 +21,7 @@ import type { EngineLike, FinishReason as EngineFinishReason } from '../engine/t
 import type { EngineHost } from './EngineHost';
 import { InferenceMetrics } from './metrics';
 import { RecentRequests } from './RecentRequests';
+import { ExpertResidency } from './ExpertResidency';
 import { toChatPrompt, toGenerateOptions } from './toGenerateOptions';
 import { toModelMessage } from './toModelMessage';
 import { toRequestSummary } from './toRequestSummary';
@@ -60,6 +61,8 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
   followHost();
   const telemetry = options.metrics ?? InferenceMetrics(host);
   const recent = options.recentRequests ?? new RecentRequests();
+
+  const residency = new ExpertResidency();
 
   function engineFor(model: string): EngineLike {
     if (model.length === 0) throw InvalidArgumentError.field('model', 'a model name is required');
@@ -137,17 +140,21 @@ export function createInferenceServer(options: InferenceServerOptions): ServiceS
     },
 
     async getLoad() {
-      const models: ModelLoad[] = host.list().map((m) => {
-        const stats = m.status === 'ready' && m.engine ? m.engine.stats() : undefined;
-        return {
-          model: m.name,
-          state: MODEL_STATES[m.status],
-          activeSequences: stats?.activeSequences ?? 0,
-          queuedRequests: stats?.queuedRequests ?? 0,
-          capacity: stats?.parallel ?? 0,
-          error: m.error ?? '',
-        };
-      });
+      const models: ModelLoad[] = await Promise.all(
+        host.list().map(async (m) => {
+          const stats = m.status === 'ready' && m.engine ? m.engine.stats() : undefined;
+          const path = m.status === 'ready' ? m.engine?.info.path : undefined;
+          return {
+            model: m.name,
+            state: MODEL_STATES[m.status],
+            activeSequences: stats?.activeSequences ?? 0,
+            queuedRequests: stats?.queuedRequests ?? 0,
+            capacity: stats?.parallel ?? 0,
+            error: m.error ?? '',
+            expertResidency: (path ? await residency.of(path) : undefined) ?? -1,
+          };
+        }),
+      );
       return { models };
     },
   };

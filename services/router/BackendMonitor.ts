@@ -171,7 +171,15 @@ export class BackendMonitor {
       const loads = new Map<string, ModelLoadInfo>();
       for (const m of models) {
         const state = MODEL_STATES[m.state];
-        if (state) loads.set(m.model, { state, activeSequences: m.activeSequences, queuedRequests: m.queuedRequests, capacity: m.capacity, error: m.error || undefined });
+        if (state)
+          loads.set(m.model, {
+            state,
+            activeSequences: m.activeSequences,
+            queuedRequests: m.queuedRequests,
+            capacity: m.capacity,
+            error: m.error || undefined,
+            expertResidency: m.expertResidency >= 0 ? m.expertResidency : undefined,
+          });
       }
       this.pool.setLoad(address, loads);
     } catch (err) {

@@ -9,7 +9,15 @@ export interface ModelLoadInfo {
   capacity: number;
   /** Why the model failed there (state 'failed'). */
   error?: string;
+  /** Share of the model's expert bytes in that host's page cache (0-1); undefined when not measured. */
+  expertResidency?: number;
 }
+
+/**
+ * A backend whose page cache holds at least this share of the model's expert bytes is warm. Kept in step with the
+ * inference service's WARM_RESIDENCY (the router may not import it).
+ */
+const WARM_RESIDENCY = 0.9;
 
 interface Backend {
   address: string;
@@ -54,6 +62,11 @@ export class BackendPool extends EventEmitter<{ change: []; suspect: [address: s
 
   has(address: string): boolean {
     return this.backends.has(address);
+  }
+
+  /** What `address` last reported of `model` (GetLoad). */
+  load(address: string, model: string): ModelLoadInfo | undefined {
+    return this.backends.get(address)?.models.get(model);
   }
 
   setHealth(address: string, healthy: boolean): void {
@@ -131,12 +144,16 @@ export class BackendPool extends EventEmitter<{ change: []; suspect: [address: s
   }
 
   /**
-   * The least loaded of `free` for `model`: the larger of the backend's reported work on the model (active +
-   * queued, possibly stale) and the router's own calls in flight to it (current, but blind to other routers),
-   * over the model's capacity there. Ties go round-robin so equal backends share the work.
+   * The least loaded of `free` for `model`, among the warm ones when any has room: the larger of the backend's
+   * reported work on the model (active + queued, possibly stale) and the router's own calls in flight to it
+   * (current, but blind to other routers), over the model's capacity there. A backend whose page cache lacks the
+   * model's experts (just scaled up, still warming) would read them from disk at every token, so it gets calls only
+   * when no warm one has room; one that does not measure counts as warm. Ties go round-robin.
    */
-  pick(model: string, free: readonly string[], inFlight: (address: string) => number): string {
-    if (free.length === 0) throw new Error('pick needs at least one backend');
+  pick(model: string, candidates: readonly string[], inFlight: (address: string) => number): string {
+    if (candidates.length === 0) throw new Error('pick needs at least one backend');
+    const warm = candidates.filter((address) => (this.backends.get(address)?.models.get(model)?.expertResidency ?? 1) >= WARM_RESIDENCY);
+    const free = warm.length > 0 ? warm : candidates;
     const start = this.turn++ % free.length;
     let best = free[start];
     let bestScore = Infinity;
