@@ -19,7 +19,7 @@ describe('inference service', () => {
       assert.equal((await watch.next()).value?.status, ServingStatus.NOT_SERVING);
       assert.equal((await health.check({ service: '' })).status, ServingStatus.SERVING);
       assert.deepEqual((await client.getLoad({})).models, [
-        { model: 'fake', state: ModelState.MODEL_STATE_LOADING, activeSequences: 0, queuedRequests: 0, capacity: 0, error: '' },
+        { model: 'fake', state: ModelState.MODEL_STATE_LOADING, activeSequences: 0, queuedRequests: 0, capacity: 0, error: '', expertResidency: -1 },
       ]);
       const f = await failure((o) => drain(client.generate(generateRequest({ prompt: 'a' }), o)));
       assert.equal(f.code, Status.UNAVAILABLE);
@@ -51,7 +51,7 @@ describe('inference service', () => {
         check();
       });
       assert.deepEqual((await client.getLoad({})).models, [
-        { model: 'fake', state: ModelState.MODEL_STATE_READY, activeSequences: 1, queuedRequests: 1, capacity: 1, error: '' },
+        { model: 'fake', state: ModelState.MODEL_STATE_READY, activeSequences: 1, queuedRequests: 1, capacity: 1, error: '', expertResidency: -1 },
       ]);
       running.abort();
       await Promise.all(streams);
