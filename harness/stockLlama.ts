@@ -48,13 +48,18 @@ export async function stockGreedyCompletion(o: StockCompletion): Promise<Buffer>
   const ggmlDir = process.env.MOEFLASH_STOCK_GGML_DIR;
   const env = ggmlDir ? { ...process.env, LD_LIBRARY_PATH: [ggmlDir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') } : process.env;
   // llama-completion prints through llama.cpp's asynchronous logger, whose queue is not always drained at exit: a
-  // complete output ends with the closing "\n\n"; a cut one is run again.
+  // complete output ends with the closing "\n\n"; a cut one is run again. Once in a while a complete-looking output
+  // is garbled too (text out of place on a loaded machine), so the reference is an output that two runs agree on.
   let text = '';
+  let previous: string | undefined;
   for (let attempt = 1; ; attempt++) {
     const { stdout } = await run(stockBinary('llama-completion'), args, { encoding: 'buffer', maxBuffer: 64 << 20, env });
     text = stdout.toString('latin1');
-    if (text.endsWith('\n\n')) break;
-    if (attempt === 5) throw new Error(`llama-completion output cut short 5 times: ${JSON.stringify(text.slice(-80))}`);
+    if (text.endsWith('\n\n')) {
+      if (text === previous) break;
+      previous = text;
+    }
+    if (attempt === 6) throw new Error(`llama-completion gave no output twice alike in 6 runs: ${JSON.stringify(text.slice(-80))}`);
   }
   // llama-completion ends its output with " [end of text]\n" (on EOG) and then always "\n\n"
   text = text.replace(/\n\n$/, '').replace(/ \[end of text\]\n$/, '');

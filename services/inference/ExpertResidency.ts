@@ -13,11 +13,16 @@ import { loadAddon } from '../engine/loadAddon';
 export class ExpertResidency {
   private readonly ranges = new Map<string, Promise<{ triples: Float64Array; bytes: number } | undefined>>();
 
+  /** Never fails: a measurement that cannot be made (file gone, not readable) is undefined, not an error of GetLoad. */
   async of(path: string): Promise<number | undefined> {
     const ranges = await this.rangesOf(path);
     if (!ranges || ranges.bytes === 0) return undefined;
-    const { resident } = await loadAddon().residency([path], ranges.triples);
-    return resident.reduce((sum, b) => sum + b, 0) / ranges.bytes;
+    try {
+      const { resident } = await loadAddon().residency([path], ranges.triples);
+      return resident.reduce((sum, b) => sum + b, 0) / ranges.bytes;
+    } catch {
+      return undefined;
+    }
   }
 
   private rangesOf(path: string): Promise<{ triples: Float64Array; bytes: number } | undefined> {
