@@ -23,6 +23,12 @@ export interface ExpertStoreSettings {
   halfLifeMs: number;
   /** MOEFLASH_PREFETCH_SPAN_INTERVAL_MS: how much prefetch work one span aggregates. Default 1000 */
   prefetchSpanIntervalMs: number;
+  /**
+   * With a startup warm: how long the store may report NOT_SERVING while it warms (MOEFLASH_WARM_READY_BUDGET_MS,
+   * default 120 s; 0: ready at once). The pod's readiness includes it, so a replica scaled up from zero joins the
+   * headless Service, and the router's backends, once its hottest experts are in the page cache.
+   */
+  warmReadyBudgetMs: number;
 }
 
 /** Reads and validates the settings; throws InvalidArgumentError naming each bad variable. */
@@ -65,6 +71,7 @@ export function expertStoreSettings(env: NodeJS.ProcessEnv = process.env): Exper
     headroomBytes: int('MOEFLASH_WARM_HEADROOM_BYTES', 0, 1 << 30) as number,
     halfLifeMs: (int('MOEFLASH_HEAT_HALF_LIFE_S', 1, 1800) as number) * 1000,
     prefetchSpanIntervalMs: int('MOEFLASH_PREFETCH_SPAN_INTERVAL_MS', 10, 1000) as number,
+    warmReadyBudgetMs: int('MOEFLASH_WARM_READY_BUDGET_MS', 0, 120_000) as number,
   };
   if (violations.length > 0) throw new InvalidArgumentError(violations);
   return settings;

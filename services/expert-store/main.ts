@@ -6,6 +6,7 @@ import { createExpertStoreServer } from './createExpertStoreServer';
 import { ExpertStore } from './ExpertStore';
 import { ExpertStoreMetrics } from './metrics';
 import { PrefetchSpans } from './PrefetchSpans';
+import { readyAfterWarm } from './readyAfterWarm';
 import { traceWarm } from './traceWarm';
 import { expertStoreSettings } from './expertStoreSettings';
 import { startExpertStoreHttp, type ExpertStoreHttp } from './startExpertStoreHttp';
@@ -55,13 +56,17 @@ runService('expert-store', async (config, log) => {
   if (store && settings.warmOnStart !== 'none') {
     const started = Date.now();
     const warming = store;
+    // Not ready while the startup warm runs, up to the budget: the pod joins the Service (and the router) warm.
+    const gate = settings.warmReadyBudgetMs > 0 ? readyAfterWarm(server, settings.warmReadyBudgetMs, log) : undefined;
     void (async () => {
       let last;
       for await (const p of traceWarm(warming.warm({ onlyUsed: settings.warmOnStart === 'heat' }, warmAbort.signal), { trigger: 'startup' })) last = p;
       log.info({ bytes: last?.bytesDone, experts: last?.expertsWarmed, ms: Date.now() - started, ioMode: last?.ioMode, budget: last?.budgetBytes }, 'startup warm done');
-    })().catch((err: unknown) => {
-      if (!warmAbort.signal.aborted) log.error({ err }, 'startup warm failed');
-    });
+    })()
+      .catch((err: unknown) => {
+        if (!warmAbort.signal.aborted) log.error({ err }, 'startup warm failed');
+      })
+      .finally(() => gate?.ready('startup warm done'));
   }
 
   return async () => {
