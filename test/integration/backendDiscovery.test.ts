@@ -1,18 +1,24 @@
 /**
  * Backends discovered, not listed: the router resolves dns:///name:port through a real DNS server on the loopback
- * (UDP, started here) into inference servers on 127.0.0.2-5, and follows the answer as it changes, as it would a
- * Kubernetes headless Service when the StatefulSet scales.
+ * (UDP, started here) into inference processes on 127.0.0.2-5, and follows the answer as it changes, as it would a
+ * Kubernetes headless Service when the StatefulSet scales. Which backend served a call is read from that backend's
+ * ListRecentRequests, by request id.
  */
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { createChannel, createClient } from 'nice-grpc';
 
-import { FakeEngine } from '../../harness/FakeEngine';
+import { RecentRequestsServiceDefinition } from '../../gen/moeflash/v1/inference';
+import { repoRoot } from '../../services/engine/loadAddon';
 import { drain, generateRequest, generationClient } from '../../harness/grpcClients';
 import { LoopbackDnsServer } from '../../harness/LoopbackDnsServer';
-import { startInference, startRouter, waitFor, type InferenceInstance, type RouterInstance } from '../../harness/startStack';
+import { spawnService, type SpawnedService } from '../../harness/spawnService';
+import { startRouter, waitFor, type RouterInstance } from '../../harness/startStack';
 
 const NAME = 'moeflash-inference.moeflash.svc.test';
 const RESOLVE_MS = 200;
+const FAKE_INFERENCE_MAIN = join(repoRoot(), 'dist', 'test', 'helpers', 'fakeInferenceMain.js');
 
 /** A port free on every loopback address the test uses (taken on one, then bound on all). */
 async function freePort(): Promise<number> {
@@ -26,14 +32,22 @@ async function freePort(): Promise<number> {
 describe('router: backends discovered through DNS', function () {
   let dns: LoopbackDnsServer;
   let router: RouterInstance;
-  const backends = new Map<string, { inference: InferenceInstance; engine: FakeEngine }>();
+  const backends = new Map<string, SpawnedService>();
   let port: number;
 
   async function startBackend(ip: string): Promise<void> {
-    const engine = new FakeEngine({ tokenDelayMs: 2 });
-    backends.set(ip, { inference: await startInference({ fake: engine }, port, ip), engine });
+    backends.set(ip, await spawnService(FAKE_INFERENCE_MAIN, { MOEFLASH_INFERENCE_ADDR: `${ip}:${port}`, MOEFLASH_METRICS_ADDR: 'off', FAKE_TOKEN_DELAY_MS: '2' }));
   }
-  const served = (ip: string) => backends.get(ip)!.engine.stats().totalRequests;
+  /** The request ids with `prefix` that the backend on `ip` served. */
+  async function served(ip: string, prefix: string): Promise<number> {
+    const channel = createChannel(`${ip}:${port}`);
+    try {
+      const { requests } = await createClient(RecentRequestsServiceDefinition, channel).listRecentRequests({ limit: 0, requestId: '' });
+      return requests.filter((r) => r.requestId.startsWith(prefix)).length;
+    } finally {
+      channel.close();
+    }
+  }
   const candidates = () => router.router.pool.candidates('fake');
 
   before(async () => {
@@ -45,16 +59,21 @@ describe('router: backends discovered through DNS', function () {
   });
   after(async () => {
     await router?.stop();
-    for (const { inference } of backends.values()) await inference.server.shutdown(0);
+    for (const backend of backends.values()) {
+      backend.child.kill('SIGKILL');
+      await backend.exited;
+    }
     await dns?.close();
   });
 
-  /** `n` calls, 6 at a time; every one must succeed. */
-  async function calls(n: number): Promise<void> {
+  /** `n` calls with request ids `prefix-i`, 6 at a time; every one must succeed. */
+  async function calls(prefix: string, n: number): Promise<void> {
     const { client, channel } = generationClient(router.address);
     try {
       for (let i = 0; i < n; i += 6)
-        await Promise.all(Array.from({ length: Math.min(6, n - i) }, (_, k) => drain(client.generate(generateRequest({ prompt: `call ${i + k}`, maxTokens: 4 })))));
+        await Promise.all(
+          Array.from({ length: Math.min(6, n - i) }, (_, k) => drain(client.generate(generateRequest({ prompt: `call ${i + k}`, maxTokens: 4, requestId: `${prefix}-${i + k}` })))),
+        );
     } finally {
       channel.close();
     }
@@ -62,21 +81,20 @@ describe('router: backends discovered through DNS', function () {
 
   it('spreads calls over every address the name resolves to', async () => {
     await waitFor(router.router.pool, 'change', () => candidates().length === 3);
-    await calls(36);
-    for (const ip of ['127.0.0.2', '127.0.0.3', '127.0.0.4']) assert.ok(served(ip) > 0, `${ip} served ${served(ip)} calls`);
+    await calls('spread', 36);
+    for (const ip of ['127.0.0.2', '127.0.0.3', '127.0.0.4']) assert.ok((await served(ip, 'spread')) > 0, `${ip} served none`);
   });
 
   it('an address that leaves the answer gets no call after the next lookup, and no call fails meanwhile', async () => {
-    const traffic = calls(60); // running across the change
+    const traffic = calls('across', 60); // running across the change
     dns.set(NAME, ['127.0.0.2', '127.0.0.3']);
     const started = performance.now();
     await waitFor(router.router.pool, 'change', () => !router.router.pool.has(`127.0.0.4:${port}`));
     const ms = performance.now() - started;
     assert.ok(ms < RESOLVE_MS * 3, `removed ${ms.toFixed(0)} ms after the answer changed (lookups every ${RESOLVE_MS} ms)`);
-    const before = served('127.0.0.4');
     await traffic;
-    await calls(24);
-    assert.equal(served('127.0.0.4'), before, 'no call went to the removed address after it left');
+    await calls('after', 24);
+    assert.equal(await served('127.0.0.4', 'after'), 0, 'no call went to the removed address after it left');
   });
 
   it('an address that joins is health-checked, then gets traffic', async () => {
@@ -84,7 +102,7 @@ describe('router: backends discovered through DNS', function () {
     dns.set(NAME, ['127.0.0.2', '127.0.0.3', '127.0.0.5']);
     await waitFor(router.router.pool, 'change', () => candidates().includes(`127.0.0.5:${port}`));
     assert.ok(router.router.pool.isHealthy(`127.0.0.5:${port}`));
-    await calls(36);
-    assert.ok(served('127.0.0.5') > 0, `the new backend served ${served('127.0.0.5')} calls`);
+    await calls('joined', 36);
+    assert.ok((await served('127.0.0.5', 'joined')) > 0, 'the new backend served none');
   });
 });
