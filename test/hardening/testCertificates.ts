@@ -10,6 +10,9 @@ export interface TestCertificates {
   /** Server certificate for 127.0.0.1 / localhost (serverAuth). */
   serverCert: string;
   serverKey: string;
+  /** Server certificate for SERVICE_NAME only (a DNS name, no address): what a Kubernetes Service's pods present. */
+  serviceCert: string;
+  serviceKey: string;
   /** Client certificate (clientAuth) from the same CA. */
   clientCert: string;
   clientKey: string;
@@ -19,6 +22,9 @@ export interface TestCertificates {
   rogueClientKey: string;
   read(path: string): Buffer;
 }
+
+/** The DNS name the service certificate is for. */
+export const SERVICE_NAME = 'moeflash-inference.moeflash.svc.test';
 
 function openssl(dir: string, args: string[]): void {
   execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -46,6 +52,7 @@ export function makeTestCertificates(dir: string): TestCertificates {
   makeCa(dir, 'ca');
   makeCa(dir, 'rogue-ca');
   makeLeaf(dir, 'server', 'ca', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n');
+  makeLeaf(dir, 'service', 'ca', `subjectAltName=DNS:${SERVICE_NAME}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n`);
   makeLeaf(dir, 'client', 'ca', 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n');
   makeLeaf(dir, 'rogue-client', 'rogue-ca', 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n');
   const p = (f: string) => join(dir, f);
@@ -54,6 +61,8 @@ export function makeTestCertificates(dir: string): TestCertificates {
     caCert: p('ca.crt'),
     serverCert: p('server.crt'),
     serverKey: p('server.key'),
+    serviceCert: p('service.crt'),
+    serviceKey: p('service.key'),
     clientCert: p('client.crt'),
     clientKey: p('client.key'),
     rogueCaCert: p('rogue-ca.crt'),

@@ -19,7 +19,8 @@ import { FakeEngine } from '../../harness/FakeEngine';
 import { drain, failure, generateRequest } from '../../harness/grpcClients';
 import { spawnService } from '../../harness/spawnService';
 import { routerReady, startInference, TEST_ROUTER_CONFIG, testLog } from '../../harness/startStack';
-import { makeTestCertificates, type TestCertificates } from './testCertificates';
+import { makeTestCertificates, SERVICE_NAME, type TestCertificates } from './testCertificates';
+import { LoopbackDnsServer } from '../../harness/LoopbackDnsServer';
 
 const API_KEY = 'moeflash-tls-test-key-aaaaaaaaaa';
 
@@ -168,6 +169,32 @@ describe('hardening: TLS, mutual TLS and the separate health listener', function
         channel.close();
       }
     }
+  });
+
+  it('a backend discovered through DNS is dialled by address and verified against the name it came from', async () => {
+    // The pod's certificate names the Service, not the pod's address: without the name as TLS server name the
+    // router could not verify it.
+    const dns = await LoopbackDnsServer.start();
+    cleanups.push(() => dns.close());
+    const host = new EngineHost();
+    host.setReady('fake', new FakeEngine());
+    const inference = createInferenceServer({ host, log: testLog });
+    const port = await inference.listen('127.0.0.2:0', serverCredentials(transportSettings({ MOEFLASH_TLS_CERT: certs.serviceCert, MOEFLASH_TLS_KEY: certs.serviceKey }).server));
+    cleanups.push(() => inference.shutdown(0));
+    dns.set(SERVICE_NAME, ['127.0.0.2']);
+    const router = createRouterServer({
+      log: testLog,
+      config: { ...TEST_ROUTER_CONFIG, backends: [`dns:///${SERVICE_NAME}:${port}`], dnsServers: [dns.address], resolveMs: 1_000 },
+      backendCredentials: backendCredentials(transportSettings(tlsEnv({ backend: 'ca' })).backend),
+    });
+    const routerPort = await router.listen('127.0.0.1:0');
+    cleanups.push(async () => {
+      await router.shutdown(0);
+      router.close();
+    });
+    await routerReady(router, 'fake');
+    const result = await drain(generation(`127.0.0.1:${routerPort}`, 'plaintext').generate(generateRequest({ prompt: 'hi', maxTokens: 3 })));
+    assert.equal(result.tokens.length, 3);
   });
 
   it('the health listener answers plaintext probes while the main port needs mutual TLS and a token, and serves nothing else', async () => {
