@@ -50,23 +50,8 @@ export function toGrpcError(err: unknown, log: Logger, method = ''): GrpcErrorSt
       }),
     };
   }
-  if (err instanceof ResourceExhaustedError) {
-    const code = Status.RESOURCE_EXHAUSTED;
-    return {
-      error: new ServerError(code, err.message),
-      statusDetails: encodeStatusDetails({ code, message: err.message, retryDelayMs: err.retryAfterMs }),
-      retryPushbackMs: err.retryAfterMs,
-    };
-  }
-  if (err instanceof UnavailableError) {
-    if (err.retryAfterMs === undefined) return { error: new ServerError(Status.UNAVAILABLE, err.message) };
-    const code = Status.UNAVAILABLE;
-    return {
-      error: new ServerError(code, err.message),
-      statusDetails: encodeStatusDetails({ code, message: err.message, retryDelayMs: err.retryAfterMs }),
-      retryPushbackMs: err.retryAfterMs,
-    };
-  }
+  if (err instanceof ResourceExhaustedError) return retryLater(Status.RESOURCE_EXHAUSTED, err.message, err.retryAfterMs);
+  if (err instanceof UnavailableError) return retryLater(Status.UNAVAILABLE, err.message, err.retryAfterMs);
   if (err instanceof DeadlineExceededError) return { error: new ServerError(Status.DEADLINE_EXCEEDED, err.message) };
   if (err instanceof CancelledError) return { error: new ServerError(Status.CANCELLED, err.message) };
   // A model that failed to load is a deployment problem the caller cannot fix by changing the request.
@@ -75,4 +60,14 @@ export function toGrpcError(err: unknown, log: Logger, method = ''): GrpcErrorSt
   if (isAbortError(err)) return { error: new ServerError(Status.CANCELLED, 'the call was cancelled') };
   log.error({ err, method }, 'unexpected error in a handler');
   return { error: new ServerError(Status.INTERNAL, INTERNAL_MESSAGE) };
+}
+
+/** A status that says when to try again, if known: RetryInfo for code that reads it, pushback for gRPC's retry. */
+function retryLater(code: Status, message: string, retryAfterMs: number | undefined): GrpcErrorStatus {
+  if (retryAfterMs === undefined) return { error: new ServerError(code, message) };
+  return {
+    error: new ServerError(code, message),
+    statusDetails: encodeStatusDetails({ code, message, retryDelayMs: retryAfterMs }),
+    retryPushbackMs: retryAfterMs,
+  };
 }
