@@ -22,11 +22,10 @@ import { undecodableAsInvalidArgument } from '../common/undecodableAsInvalidArgu
 import { ApiKeys, bearerAuthMiddleware } from '../common/auth';
 import type { BackendCredentials } from '../common/tls';
 import { Admission } from './Admission';
-import { callerOf } from './callerOf';
-
 import { BackendDiscovery } from './BackendDiscovery';
 import { BackendMonitor } from './BackendMonitor';
 import { BackendPool } from './BackendPool';
+import { callerOf } from './callerOf';
 import { queueSpanAttributes, RouterMetrics } from './metrics';
 
 export interface RouterServerOptions {
