@@ -62,6 +62,7 @@ export class FakeEngine extends EventEmitter<{ change: [] }> implements EngineLi
       path: options.path ?? '/fake/fake.gguf',
       architecture: 'fake',
       description: 'deterministic fake engine',
+      expertRead: 'load',
       nLayer: 2,
       nEmbd: 8,
       nVocab: N_VOCAB,

@@ -3,6 +3,8 @@
 #include "AddonModel.h"
 #include "BatchScheduler.h"
 #include "ExpertCacheSetup.h"
+#include "ExpertPager.h"
+#include "ModelMeta.h"
 #include "HintChannel.h"
 #include "addon.h"
 
@@ -26,6 +28,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
                                InstanceMethod("stats", &AddonEngine::Stats),
                                InstanceMethod("expertUse", &AddonEngine::ExpertUse),
                                InstanceMethod("expertCacheStats", &AddonEngine::ExpertCacheStats),
+                               InstanceMethod("expertPagingStats", &AddonEngine::ExpertPagingStats),
                                InstanceMethod("close", &AddonEngine::Close),
                            });
     }
@@ -52,6 +55,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     ggml_threadpool * threadpool = nullptr;  // persistent CPU workers: without one, ggml spawns threads per graph
     moeflash::ExpertCacheSetup cache;        // slots 0: the expert cache is off
     std::unique_ptr<BatchScheduler> scheduler;
+    std::unique_ptr<moeflash::ExpertPager> pager;  // the context's eval callback when experts are read on demand
     Napi::ThreadSafeFunction events_fn;
     bool released = false;
     int32_t n_batch = 512;
@@ -63,7 +67,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
             if (fn.NonBlockingCall(data, DeliverEvents) != napi_ok) {
                 delete data;  // the engine is being torn down: nobody is listening any more
             }
-        }, std::move(hints), std::move(routing_log));
+        }, std::move(hints), std::move(routing_log), pager != nullptr && pager->publishes_hints());
     }
 
     void Shutdown() {
@@ -76,6 +80,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
             ctx = nullptr;
         }
         cache = {};
+        pager.reset();  // after the context: it was its eval callback
         if (threadpool != nullptr) {
             ggml_threadpool_free(threadpool);
             threadpool = nullptr;
@@ -292,6 +297,27 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
         return o;
     }
 
+    // expertPagingStats() -> null | counters since start (experts read on demand: ExpertPager.h)
+    Napi::Value ExpertPagingStats(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        if (!pager) {
+            return env.Null();
+        }
+        const moeflash::ExpertPagerStats s = pager->stats();
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("layerSteps", (double) s.layer_steps);
+        o.Set("experts", (double) s.experts);
+        o.Set("pageCacheHits", (double) s.page_cache_hits);
+        o.Set("bytesRouted", (double) s.bytes_routed);
+        o.Set("bytesMissing", (double) s.bytes_missing);
+        o.Set("predicted", (double) s.predicted);
+        o.Set("predictedUsed", (double) s.predicted_used);
+        o.Set("predictedRead", (double) s.predicted_read);
+        o.Set("pagingMs", s.paging_ms);
+        o.Set("hintsInStep", pager->publishes_hints());
+        return o;
+    }
+
     Napi::Value Cancel(const Napi::CallbackInfo & info) {
         const bool known = scheduler && scheduler->cancel((uint64_t) info[0].As<Napi::Number>().Int64Value());
         return Napi::Boolean::New(info.Env(), known);
@@ -335,6 +361,14 @@ class StartWorker : public Napi::AsyncWorker {
 
     void Execute() override {
         TakeLlamaErrors();
+        if (engine->model->lazy_experts) {
+            const llama_model * m = engine->model->model;
+            // reading the predictions ahead is the expert-store's job when it is attached (hint channel)
+            pager = std::make_unique<moeflash::ExpertPager>(llama_model_n_layer(m), (int32_t) moeflash::ArchMetaInt(m, "expert_count"),
+                                                            /*read_predicted=*/hint_channel.empty());
+            params.cb_eval = moeflash::ExpertPager::Eval;
+            params.cb_eval_user_data = pager.get();
+        }
         ctx = llama_init_from_model(engine->model->model, params);
         if (ctx == nullptr) {
             std::string why = TakeLlamaErrors();
@@ -367,6 +401,9 @@ class StartWorker : public Napi::AsyncWorker {
                 options.n_layer = (uint32_t) llama_model_n_layer(engine->model->model);
                 options.model = engine->model->path.substr(engine->model->path.find_last_of('/') + 1);
                 hints = std::make_unique<moeflash::HintWriter>(hint_channel, options);
+                if (pager) {
+                    pager->set_hints(hints.get());  // owned by the scheduler from OnOK, which outlives every decode
+                }
             } catch (const std::exception & e) {
                 FailStart(std::string("hint channel: ") + e.what());
                 return;
@@ -394,6 +431,7 @@ class StartWorker : public Napi::AsyncWorker {
         engine->threadpool = threadpool;
         engine->n_batch = (int32_t) params.n_batch;
         engine->cache = std::move(cache);
+        engine->pager = std::move(pager);
         engine->StartScheduler(std::move(hints), std::move(routing_log));
         Napi::Object out = Napi::Object::New(Env());
         if (engine->cache.slots > 0) {
@@ -435,6 +473,7 @@ class StartWorker : public Napi::AsyncWorker {
     moeflash::ExpertCacheSetup cache;
     std::unique_ptr<moeflash::HintWriter> hints;
     std::unique_ptr<moeflash::RoutingLog> routing_log;
+    std::unique_ptr<moeflash::ExpertPager> pager;
     llama_context * ctx = nullptr;
     ggml_threadpool * threadpool = nullptr;
 };

@@ -107,7 +107,7 @@ void AddonModel::Free() {
     }
 }
 
-// load(path, { nGpuLayers, loadMode, overrides: [{pattern, bufferType}], checkTensors }) -> Promise<void>
+// load(path, { nGpuLayers, loadMode, expertRead, overrides: [{pattern, bufferType}], checkTensors }) -> Promise<void>
 Napi::Value AddonModel::Load(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (model != nullptr) {
@@ -122,6 +122,12 @@ Napi::Value AddonModel::Load(const Napi::CallbackInfo & info) {
     params.load_mode = mode == "none"  ? LLAMA_LOAD_MODE_NONE
                      : mode == "mlock" ? LLAMA_LOAD_MODE_MMAP_MLOCK
                                        : LLAMA_LOAD_MODE_MMAP;
+    // experts read on demand (patches/llama.cpp/0012): only where they are mapped, so never with loadMode none
+    lazy_experts = opts.Get("expertRead").IsString() && opts.Get("expertRead").As<Napi::String>().Utf8Value() == "demand" &&
+                   params.load_mode != LLAMA_LOAD_MODE_NONE;
+    if (lazy_experts) {
+        params.lazy_mode = LLAMA_LAZY_MODE_EXPERTS;
+    }
 
     std::vector<TensorOverride> overrides;
     Napi::Array list = opts.Get("overrides").As<Napi::Array>();

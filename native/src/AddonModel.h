@@ -19,6 +19,7 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
     llama_model * model = nullptr;
     const llama_vocab * vocab = nullptr;
     std::string path;
+    bool lazy_experts = false;  // expert tensors mapped without populate or read-around (expertRead: demand)
 
   private:
     Napi::Value Load(const Napi::CallbackInfo & info);

@@ -61,10 +61,11 @@ double Ms(int64_t from_us, int64_t to_us) {
 }  // namespace
 
 BatchScheduler::BatchScheduler(llama_context * ctx, const llama_model * model, int32_t n_batch, EventSink sink,
-                               std::unique_ptr<moeflash::HintWriter> hints, std::unique_ptr<moeflash::RoutingLog> routing_log)
+                               std::unique_ptr<moeflash::HintWriter> hints, std::unique_ptr<moeflash::RoutingLog> routing_log,
+                               bool hints_in_step)
     : ctx(ctx), model(model), vocab(llama_model_get_vocab(model)), n_batch(n_batch),
       n_ctx_seq((int32_t) llama_n_ctx_seq(ctx)), sink(std::move(sink)), hints(std::move(hints)),
-      routing_log(std::move(routing_log)) {
+      routing_log(std::move(routing_log)), hints_in_step_(hints_in_step) {
     n_expert_ = (int32_t) moeflash::ArchMetaInt(model, "expert_count");
     n_layer_ = llama_model_n_layer(model);
     mask_words_ = (n_expert_ + 63) / 64;
@@ -213,7 +214,7 @@ void BatchScheduler::observe_routing() {
                     slot->expert_mask[(size_t) il * mask_words_ + w] |= layer_mask[w];
                 }
             }
-            if (hints) {
+            if (hints && !hints_in_step_) {
                 step_ids_.clear();
                 for (int32_t e = 0; e < n_expert_; e++) {
                     if (layer_mask[e / 64] >> (e % 64) & 1) {

@@ -79,10 +79,11 @@ class BatchScheduler {
     using EventSink = std::function<void(std::vector<GenerationEvent> &&)>;
 
     // hints (optional): receives, after every step, the experts each MoE layer routed each sequence's tokens to
+    //   (hints_in_step: the ExpertPager publishes them during the step instead; the scheduler only owns the writer)
     // routing_log (optional): every decoded token's routing, appended as JSON lines
     BatchScheduler(llama_context * ctx, const llama_model * model, int32_t n_batch, EventSink sink,
                    std::unique_ptr<moeflash::HintWriter> hints = nullptr,
-                   std::unique_ptr<moeflash::RoutingLog> routing_log = nullptr);
+                   std::unique_ptr<moeflash::RoutingLog> routing_log = nullptr, bool hints_in_step = false);
     ~BatchScheduler();
 
     void submit(std::shared_ptr<GenerationRequest> request);
@@ -151,6 +152,7 @@ class BatchScheduler {
     std::vector<int32_t> slot_of_seq_;   // slot index of each sequence id, -1 if free
     std::vector<uint64_t> layer_mask_;   // experts one sequence used at one layer
     bool cache_on_ = false;
+    bool hints_in_step_ = false;
     std::vector<llama_expert_cache_stats> cache_prev_;  // per layer, counters after the previous step
 
     llama_batch batch;

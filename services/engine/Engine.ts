@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { InvalidArgumentError, ModelLoadError, UnavailableError, type FieldViolation } from '../common/errors';
 import { AsyncQueue } from '../common/AsyncQueue';
 import { checkModelMetadata } from './checkModelMetadata';
+import { chooseExpertRead } from './chooseExpertRead';
 import { readRoutingLog } from './readRoutingLog';
 import { expertBytesPerLayer } from '../common/expertLayout';
 import { addonBackend, loadAddon, type GgufLayout, type NativeEngine, type NativeEvent, type NativeModel } from './loadAddon';
@@ -12,6 +13,7 @@ import type {
   EngineLike,
   EngineStats,
   ExpertCacheStats,
+  ExpertPagingStats,
   FinishReason,
   GenerateOptions,
   GenerationEvent,
@@ -104,9 +106,10 @@ export class Engine implements EngineLike {
     // experts need the weights read into their buffers instead
     const pinnedExperts = overrides.some((o) => o.bufferType === 'pinned');
     const loadMode = options.loadMode ?? (pinnedExperts ? 'none' : 'mmap');
+    const expertRead = chooseExpertRead(options, layout.fileSize, loadMode);
     const model = new addon.AddonModel();
     try {
-      await model.load(options.path, { nGpuLayers: options.nGpuLayers ?? 0, loadMode, overrides });
+      await model.load(options.path, { nGpuLayers: options.nGpuLayers ?? 0, loadMode, expertRead, overrides });
     } catch (e) {
       throw new ModelLoadError(options.path, (e as Error).message);
     }
@@ -153,6 +156,7 @@ export class Engine implements EngineLike {
     const info: ModelInfo = {
       ...facts,
       path: options.path,
+      expertRead,
       expertBytesPerLayer: perLayer,
       bytesPerExpert: facts.nExpert > 0 ? Math.max(0, ...perLayer) / facts.nExpert : 0,
       contextSize: started.contextSize,
@@ -209,6 +213,11 @@ export class Engine implements EngineLike {
     const out: number[][] = [];
     for (let il = 0; nExpert > 0 && il < counts.length / nExpert; il++) out.push(Array.from(counts.subarray(il * nExpert, (il + 1) * nExpert)));
     return out;
+  }
+
+  /** Counters of experts read on demand (the page cache and the disk below it); undefined when read at load. */
+  expertPagingStats(): ExpertPagingStats | undefined {
+    return this.native.expertPagingStats() ?? undefined;
   }
 
   /** Expert cache counters since start, per layer and in total; undefined when the cache is off. */

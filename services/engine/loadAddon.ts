@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { addonBackend, addonBuildDir, type NativeIoAddon } from '../common/native/ioAddon';
-import type { ExpertCacheOptions, ExpertCacheStats } from './types';
+import type { ExpertCacheOptions, ExpertCacheStats, ExpertPagingStats } from './types';
 
 // What the engine side imports from here, defined with the I/O addon.
 export {
@@ -43,7 +43,7 @@ export interface NativeAddon extends NativeIoAddon {
 }
 
 export interface NativeModel {
-  load(path: string, options: { nGpuLayers: number; loadMode: string; overrides: { pattern: string; bufferType: string }[] }): Promise<void>;
+  load(path: string, options: { nGpuLayers: number; loadMode: string; expertRead: 'load' | 'demand'; overrides: { pattern: string; bufferType: string }[] }): Promise<void>;
   info(): Record<string, unknown>;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
   detokenize(tokens: Int32Array): string;
@@ -72,6 +72,7 @@ export interface NativeEngine {
   cancel(id: number): boolean;
   expertUse(): { nExpert: number; counts: Float64Array };
   expertCacheStats(): ExpertCacheStats | null;
+  expertPagingStats(): ExpertPagingStats | null;
   stats(): { activeSequences: number; queuedRequests: number; parallel: number; totalRequests: number; totalPromptTokens: number; totalCompletionTokens: number; steps: number };
   close(): Promise<void>;
 }

@@ -23,6 +23,14 @@ export interface LoadOptions {
   threads?: number;
   /** How weights are read: mmap (default, keeps experts in the page cache), none (read into memory), mlock. */
   loadMode?: 'mmap' | 'none' | 'mlock';
+  /**
+   * How the experts of MoE layers computed on the CPU come from the file (with loadMode mmap): 'load' reads the whole
+   * file at load like stock llama.cpp; 'demand' maps the experts without read-ahead and reads a layer's routed experts
+   * once its router has picked them, ahead of the matmuls, with the next layer's predicted ones (models larger than
+   * RAM; patches/llama.cpp/0012, native/src/ExpertPager.h). Default 'auto': demand when the model file does not fit
+   * in the memory the process may use (MemAvailable, its cgroup's limit) and no layer is offloaded.
+   */
+  expertRead?: 'auto' | 'load' | 'demand';
   /** Run llama.cpp's warmup decode after loading. Default true. */
   warmup?: boolean;
   /**
@@ -120,6 +128,27 @@ export interface ExpertCacheStats {
   layers: (ExpertCacheCounters & { layer: number })[];
 }
 
+/**
+ * Experts read on demand (expertRead 'demand'), counters since start: the RAM tier (page cache) and the disk below it.
+ */
+export interface ExpertPagingStats {
+  /** MoE layer evaluations paged, routed experts (distinct per evaluation) and of those the ones found in RAM. */
+  layerSteps: number;
+  experts: number;
+  pageCacheHits: number;
+  /** Bytes of the routed experts, and of those the bytes missing from the page cache (read from disk in the step). */
+  bytesRouted: number;
+  bytesMissing: number;
+  /** Experts predicted for a layer by the one before it, of those the ones routed there, and the ones the engine read ahead. */
+  predicted: number;
+  predictedUsed: number;
+  predictedRead: number;
+  /** Decode-thread time spent measuring residency, queueing reads and predicting. */
+  pagingMs: number;
+  /** Routing and predictions go to the expert-store during the step (a hint channel is attached). */
+  hintsInStep: boolean;
+}
+
 /** The expert cache's activity during one request's steps (a step shared by several requests counts for each). */
 export interface RequestExpertCache {
   hits: number[];
@@ -154,6 +183,8 @@ export interface ModelInfo {
     /** How decode steps find their slots: in the graph on the device, at a host stop per layer, or all resident. */
     path: 'device' | 'host-stop' | 'all-resident';
   };
+  /** How experts come from the file: all at load, or the routed ones on demand (LoadOptions.expertRead). */
+  expertRead: 'load' | 'demand';
   /** Bytes of routed-expert weights (gate+up+down) per layer, index = layer. */
   expertBytesPerLayer: number[];
   /** Bytes of one expert (gate+up+down) of one layer: the size of one cache slot. */
@@ -303,5 +334,7 @@ export interface EngineLike {
   stats(): EngineStats;
   /** Expert cache counters since start (engines with the cache on); undefined otherwise. */
   expertCacheStats?(): ExpertCacheStats | undefined;
+  /** Counters of experts read on demand (expertRead 'demand'); undefined otherwise. */
+  expertPagingStats?(): ExpertPagingStats | undefined;
   close(): Promise<void>;
 }

@@ -125,6 +125,31 @@ describe('expert-store: with the engine', function () {
     }
   });
 
+  it('experts read on demand: routed and predicted experts reach the store during the step', async () => {
+    const client = await startStore();
+    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel, expertRead: 'demand' });
+    try {
+      await until('the store to attach', async () => (await client.stats({})).hintChannelAttached);
+      const { tokens } = await generate(engine);
+      assert.equal(tokens.length, 48);
+      const paging = engine.expertPagingStats();
+      assert.ok(paging?.hintsInStep, 'the pager publishes');
+      // the store reads the predictions: the engine reads none of them itself
+      assert.equal(paging.predictedRead, 0);
+      const predictedIds = paging.predicted;
+      assert.ok(predictedIds > 0, 'the pager predicted');
+      await until('the routing and the predictions to arrive', async () => {
+        const s = await client.stats({});
+        return s.predictedHintIds >= predictedIds && s.hintsReceived >= paging.layerSteps;
+      });
+      const s = await client.stats({});
+      assert.equal(s.hintsMalformed, 0);
+      assert.ok(s.prefetchedExperts + s.prefetchAlreadyResident + s.prefetchDeduplicated > 0, 'the store acted on them');
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('kill -9 of the expert-store mid-generation: the generation completes with identical tokens', async () => {
     const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, hintChannel });
     try {

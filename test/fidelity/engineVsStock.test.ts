@@ -15,15 +15,23 @@ const N_PREDICT = 48;
 const CONTEXT = 1024;
 const THREADS = 2;
 
-for (const preset of ['tiny', 'small'] as TestPreset[]) {
-  for (const nCpuMoe of [0, 2]) {
-    describe(`fidelity: ${preset} model${nCpuMoe ? `, experts of the first ${nCpuMoe} layers on CPU` : ''}`, function () {
+const VARIANTS: { nCpuMoe: number; expertRead?: 'demand'; presets: TestPreset[] }[] = [
+  { nCpuMoe: 0, presets: ['tiny', 'small'] },
+  { nCpuMoe: 2, presets: ['tiny', 'small'] },
+  // experts read on demand (patches/llama.cpp/0012 + ExpertPager): only when pages are read changes
+  { nCpuMoe: 0, expertRead: 'demand', presets: ['small'] },
+];
+
+for (const { nCpuMoe, expertRead, presets } of VARIANTS) {
+  for (const preset of presets) {
+    const variant = [nCpuMoe ? `experts of the first ${nCpuMoe} layers on CPU` : '', expertRead ? 'experts read on demand' : ''].filter(Boolean).join(', ');
+    describe(`fidelity: ${preset} model${variant ? `, ${variant}` : ''}`, function () {
       let engine: Engine;
       let model: string;
 
       before(async function () {
         model = await testModel(preset);
-        engine = await Engine.load({ path: model, contextSize: CONTEXT, threads: THREADS, parallel: 2, nCpuMoe });
+        engine = await Engine.load({ path: model, contextSize: CONTEXT, threads: THREADS, parallel: 2, nCpuMoe, expertRead: expertRead ?? 'load' });
       });
       after(async () => engine?.close());
 

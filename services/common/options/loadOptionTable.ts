@@ -30,6 +30,7 @@ export const LOAD_OPTIONS: readonly LoadOptionSpec[] = [
   { key: 'batchSize', flag: 'batch-size', env: 'MOEFLASH_BATCH_SIZE', kind: integer(1, 1 << 16), default: '512 (2048 with the cache on a GPU)', help: 'tokens per llama_decode' },
   { key: 'threads', flag: 'threads', env: 'MOEFLASH_THREADS', kind: integer(1, 1024), default: 'the cores', help: 'compute threads' },
   { key: 'loadMode', flag: 'load-mode', env: 'MOEFLASH_LOAD_MODE', kind: oneOf('mmap', 'none', 'mlock'), default: 'mmap', help: 'how weights are read: mmap (page cache), none (read into memory), mlock' },
+  { key: 'expertRead', flag: 'expert-read', env: 'MOEFLASH_EXPERT_READ', kind: oneOf('auto', 'load', 'demand'), default: 'auto', help: "CPU experts: read with the model (load) or the routed ones when routed (demand: models larger than RAM); auto: demand when the model does not fit in memory" },
   { key: 'warmup', flag: 'warmup', env: 'MOEFLASH_WARMUP', kind: flag, default: 'true', help: "run llama.cpp's warmup decode after loading" },
   { key: 'expertCache.slots', flag: 'expert-cache-slots', env: 'MOEFLASH_EXPERT_CACHE_SLOTS', kind: countOrAuto(1, 1 << 20), default: 'off', help: 'GPU expert slot cache: slots per MoE layer, or auto (sized from free device memory)' },
   { key: 'expertCache.memBytes', flag: 'expert-cache-mem', env: 'MOEFLASH_EXPERT_CACHE_MEM', kind: byteSize, default: 'off', help: "GPU expert slot cache: a memory budget for all layers' slots" },

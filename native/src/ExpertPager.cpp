@@ -1,0 +1,276 @@
+// ExpertPager: see ExpertPager.h.
+#include "ExpertPager.h"
+
+#include "HintChannel.h"
+#include "ggml-backend.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+namespace moeflash {
+
+namespace {
+
+// Most tokens a step may have and still get a prediction: a prefill ubatch routes to nearly every expert anyway.
+constexpr int64_t kMaxPredictTokens = 8;
+
+bool OnHost(const ggml_tensor * t) {
+    return t != nullptr && t->buffer != nullptr && ggml_backend_buffer_is_host(t->buffer) && t->data != nullptr;
+}
+
+// "<base>-<layer>" as llama.cpp's graph callbacks name their nodes
+bool LayerOf(const char * name, const char * base, int32_t * il) {
+    const size_t n = strlen(base);
+    if (strncmp(name, base, n) != 0 || name[n] != '-') {
+        return false;
+    }
+    char * end = nullptr;
+    const long v = strtol(name + n + 1, &end, 10);
+    if (end == name + n + 1 || *end != '\0' || v < 0) {
+        return false;
+    }
+    *il = (int32_t) v;
+    return true;
+}
+
+}  // namespace
+
+ExpertPager::ExpertPager(int32_t n_layer, int32_t n_expert, bool read_predicted)
+    : n_layer_(n_layer), n_expert_(n_expert), read_predicted_(read_predicted), layers_((size_t) n_layer),
+      missing_of_expert_((size_t) n_expert) {}
+
+ExpertPager::Node ExpertPager::Classify(const ggml_tensor * t, int32_t * il) {
+    const char * name = ggml_get_name(t);
+    if (strncmp(name, "ffn_moe_", 8) != 0) {
+        return Node::other;
+    }
+    if (LayerOf(name, "ffn_moe_topk", il)) {
+        return Node::routed_ids;
+    }
+    if (LayerOf(name, "ffn_moe_logits", il)) {
+        return Node::router_logits;
+    }
+    if (t->op == GGML_OP_MUL_MAT_ID) {
+        const char * dash = strrchr(name, '-');
+        char * end = nullptr;
+        const long v = dash != nullptr ? strtol(dash + 1, &end, 10) : -1;
+        if (v >= 0 && end != nullptr && *end == '\0') {
+            *il = (int32_t) v;
+            return Node::expert_matmul;
+        }
+    }
+    return Node::other;
+}
+
+bool ExpertPager::Eval(ggml_tensor * t, bool ask, void * user_data) {
+    auto * self = static_cast<ExpertPager *>(user_data);
+    if (ask) {
+        return self->Ask(t);
+    }
+    // only routed_ids nodes are asked for
+    int32_t il = -1;
+    if (Classify(t, &il) == Node::routed_ids && il < self->n_layer_) {
+        const auto t0 = std::chrono::steady_clock::now();
+        self->OnRouted(il, t);
+        self->paging_ns_ += (uint64_t) std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+    }
+    return true;  // false would abort the graph
+}
+
+// Called for every node before it is computed: remembers where each layer's router and expert weights are, and asks
+// for the router output of layers the CPU computes.
+bool ExpertPager::Ask(ggml_tensor * t) {
+    int32_t il = -1;
+    const Node kind = Classify(t, &il);
+    if (kind == Node::other || il >= n_layer_) {
+        return false;
+    }
+    Layer & layer = layers_[il];
+    switch (kind) {
+        case Node::router_logits:
+            layer.router = t->src[0];
+            layer.ffn_input = t->src[1];
+            return false;
+        case Node::routed_ids:
+            return OnHost(t) && t->type == GGML_TYPE_I32;
+        case Node::expert_matmul: {
+            const ggml_tensor * w = t->src[0];
+            if (!OnHost(w) || w->ne[2] != n_expert_ ||
+                std::find(layer.experts.begin(), layer.experts.end(), w) != layer.experts.end()) {
+                return false;
+            }
+            // first sight of this tensor (the first evaluation): read the current experts now, before it computes
+            layer.experts.push_back(w);
+            if (!layer.routed.empty()) {
+                ReadExperts(w, layer.routed, true);
+            }
+            return false;
+        }
+        default:
+            return false;
+    }
+}
+
+void ExpertPager::OnRouted(int32_t il, const ggml_tensor * ids) {
+    Layer & layer = layers_[il];
+    const int64_t n_used = ids->ne[0], n_tokens = ids->ne[1];
+    std::vector<uint8_t> seen((size_t) n_expert_, 0);
+    layer.routed.clear();
+    for (int64_t t = 0; t < n_tokens; t++) {
+        const auto * row = (const int32_t *) ((const char *) ids->data + t * ids->nb[1]);
+        for (int64_t k = 0; k < n_used; k++) {
+            const int32_t e = row[k];
+            if (e >= 0 && e < n_expert_ && !seen[e]) {
+                seen[e] = 1;
+                layer.routed.push_back(e);
+            }
+        }
+    }
+    std::sort(layer.routed.begin(), layer.routed.end());  // file order
+
+    // how the last prediction for this layer did
+    uint64_t used = 0;
+    for (int32_t e : layer.predicted) {
+        used += seen[e];
+    }
+    predicted_ += layer.predicted.size();
+    predicted_used_ += used;
+
+    // the routed experts' pages, all tensors of the layer queued before any of its matmuls runs
+    std::fill(missing_of_expert_.begin(), missing_of_expert_.end(), 0);
+    for (const ggml_tensor * w : layer.experts) {
+        ReadExperts(w, layer.routed, true);
+    }
+    if (!layer.experts.empty()) {
+        layer_steps_++;
+        experts_ += layer.routed.size();
+        uint64_t hits = 0;
+        for (int32_t e : layer.routed) {
+            hits += missing_of_expert_[e] == 0;
+        }
+        page_cache_hits_ += hits;
+    }
+
+    const bool predicts = il + 1 < n_layer_ && n_tokens <= kMaxPredictTokens;
+    if (predicts) {
+        Predict(il, (int32_t) n_used);
+    }
+    const std::vector<int32_t> & next = predicts ? layers_[il + 1].predicted : layer.predicted /* unused */;
+    if (predicts && read_predicted_ && hints_ == nullptr && !layers_[il + 1].experts.empty()) {
+        for (const ggml_tensor * w : layers_[il + 1].experts) {
+            ReadExperts(w, next, false);
+        }
+        predicted_read_ += next.size();
+    }
+    if (hints_ != nullptr) {
+        hints_->publish((uint32_t) il, layer.routed.data(), layer.routed.size(), predicts ? next.data() : nullptr,
+                        predicts ? next.size() : 0, nullptr);
+    }
+}
+
+// The next layer's router applied to this layer's FFN input, top n_used per token. Needs both on the host and the
+// next layer's router seen in an earlier evaluation (the first step predicts nothing).
+void ExpertPager::Predict(int32_t il, int32_t n_used) {
+    Layer & next = layers_[il + 1];
+    next.predicted.clear();
+    const ggml_tensor * x = layers_[il].ffn_input;
+    const ggml_tensor * w = next.router;
+    if (!OnHost(x) || !OnHost(w) || x->type != GGML_TYPE_F32 || x->nb[0] != sizeof(float) || w->ne[0] != x->ne[0] ||
+        w->ne[1] != n_expert_ || x->ne[1] > kMaxPredictTokens) {
+        return;
+    }
+    const auto * traits = ggml_get_type_traits(w->type);
+    if (w->type != GGML_TYPE_F32 && traits->to_float == nullptr) {
+        return;
+    }
+    const int64_t n_embd = w->ne[0];
+    const int64_t n_tokens = x->ne[1];
+    logits_.resize((size_t) (n_expert_ * n_tokens));
+    row_.resize((size_t) n_embd);
+    for (int32_t e = 0; e < n_expert_; e++) {
+        const void * src = (const char *) w->data + e * w->nb[1];
+        const float * we = (const float *) src;
+        if (w->type != GGML_TYPE_F32) {
+            traits->to_float(src, row_.data(), n_embd);
+            we = row_.data();
+        }
+        for (int64_t t = 0; t < n_tokens; t++) {
+            const float * xt = (const float *) ((const char *) x->data + t * x->nb[1]);
+            float acc = 0.0f;
+            for (int64_t i = 0; i < n_embd; i++) {
+                acc += we[i] * xt[i];
+            }
+            logits_[(size_t) (t * n_expert_ + e)] = acc;
+        }
+    }
+    std::vector<int32_t> order((size_t) n_expert_);
+    std::vector<uint8_t> chosen((size_t) n_expert_, 0);
+    const int32_t k = std::min(n_used, n_expert_);
+    for (int64_t t = 0; t < n_tokens; t++) {
+        const float * lt = &logits_[(size_t) (t * n_expert_)];
+        for (int32_t e = 0; e < n_expert_; e++) {
+            order[e] = e;
+        }
+        std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                          [lt](int32_t a, int32_t b) { return lt[a] > lt[b]; });
+        for (int32_t j = 0; j < k; j++) {
+            chosen[order[j]] = 1;
+        }
+    }
+    for (int32_t e = 0; e < n_expert_; e++) {
+        if (chosen[e]) {
+            next.predicted.push_back(e);
+        }
+    }
+}
+
+// Queues the reads of the given experts' slabs of one expert tensor (MADV_WILLNEED reads exactly the range, even
+// where the mapping is MADV_RANDOM, and returns once the reads are submitted). With count, first measures what of
+// each slab is missing from the page cache.
+void ExpertPager::ReadExperts(const ggml_tensor * w, const std::vector<int32_t> & experts, bool count) {
+    static const size_t page = (size_t) sysconf(_SC_PAGESIZE);
+    const size_t slab = w->nb[2];
+    for (int32_t e : experts) {
+        const uintptr_t beg = (uintptr_t) w->data + (size_t) e * slab;
+        const uintptr_t a = beg & ~(uintptr_t) (page - 1);
+        const size_t len = beg + slab - a;
+        size_t missing = 0;
+        if (count) {
+            const size_t n_pages = (len + page - 1) / page;
+            residency_.resize(n_pages);
+            if (mincore((void *) a, len, residency_.data()) == 0) {
+                for (size_t p = 0; p < n_pages; p++) {
+                    missing += (residency_[p] & 1) == 0;
+                }
+            }
+            missing_of_expert_[e] += missing;
+            bytes_routed_ += slab;
+            bytes_missing_ += std::min(missing * page, slab);
+            if (missing == 0) {
+                continue;
+            }
+        }
+        madvise((void *) a, len, MADV_WILLNEED);
+    }
+}
+
+ExpertPagerStats ExpertPager::stats() const {
+    ExpertPagerStats s;
+    s.layer_steps = layer_steps_.load();
+    s.experts = experts_.load();
+    s.page_cache_hits = page_cache_hits_.load();
+    s.bytes_routed = bytes_routed_.load();
+    s.bytes_missing = bytes_missing_.load();
+    s.predicted = predicted_.load();
+    s.predicted_used = predicted_used_.load();
+    s.predicted_read = predicted_read_.load();
+    s.paging_ms = (double) paging_ns_.load() / 1e6;
+    return s;
+}
+
+}  // namespace moeflash

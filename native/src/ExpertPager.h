@@ -1,0 +1,85 @@
+// ExpertPager: reads a MoE model's experts from disk as the router picks them, for the expert tensors llama.cpp maps
+// without populating them and without read-around (LLAMA_LAZY_MODE_EXPERTS, patches/llama.cpp/0012).
+//
+// It is the context's eval callback (llama_context_params.cb_eval). The scheduler shows it every node before computing
+// it; the pager asks for each MoE layer's router output (ffn_moe_topk), which stops the CPU graph there, before the
+// layer's expert matmuls. At that point it
+//   - counts, per routed expert, whether its pages are in the page cache (the RAM tier) or must come from disk,
+//   - asks the kernel for exactly the missing pages of the routed experts (MADV_WILLNEED: queued at once, all of them,
+//     so the disk sees a deep queue instead of the matmul's one fault at a time),
+//   - predicts the next layer's experts (that layer's router applied to this layer's FFN input; the residual stream
+//     changes little between layers) and publishes the routed and predicted experts on the hint channel, where the
+//     expert-store reads the predicted ones while this layer computes; without an expert-store the pager reads them
+//     ahead itself.
+// Only layers computed on the CPU from host memory are paged: a node on a GPU is never asked for (that would stop
+// the device). Results do not change: the pager only decides when pages are read.
+#pragma once
+
+#include "ggml.h"
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+namespace moeflash {
+
+class HintWriter;
+
+struct ExpertPagerStats {
+    uint64_t layer_steps = 0;      // MoE layer evaluations paged
+    uint64_t experts = 0;          // routed experts (distinct per layer evaluation)
+    uint64_t page_cache_hits = 0;  // of those, with every page already in the page cache
+    uint64_t bytes_routed = 0;     // bytes of the routed experts
+    uint64_t bytes_missing = 0;    // of those, not in the page cache when routed: read from disk during the step
+    uint64_t predicted = 0;        // distinct experts predicted for a layer
+    uint64_t predicted_used = 0;   // of those, routed there
+    uint64_t predicted_read = 0;   // predicted experts the engine read ahead itself (no expert-store attached)
+    double paging_ms = 0;          // time the decode thread spent counting, advising and predicting
+};
+
+class ExpertPager {
+  public:
+    // read_predicted: read the predicted experts ahead from the engine (when no expert-store consumes the hints)
+    ExpertPager(int32_t n_layer, int32_t n_expert, bool read_predicted);
+
+    // llama_context_params.cb_eval; user_data is the pager
+    static bool Eval(struct ggml_tensor * t, bool ask, void * user_data);
+
+    // Hints go here from the next decode on (nullptr: none). Publishing happens on the decode thread.
+    void set_hints(HintWriter * hints) { hints_ = hints; }
+    bool publishes_hints() const { return hints_ != nullptr; }
+
+    ExpertPagerStats stats() const;
+
+  private:
+    enum class Node { other, router_logits, routed_ids, expert_matmul };
+
+    struct Layer {
+        const ggml_tensor * router = nullptr;       // ffn_gate_inp weight (src0 of the router logits)
+        const ggml_tensor * ffn_input = nullptr;    // src1 of the router logits in the graph being computed
+        std::vector<const ggml_tensor *> experts;   // the expert weight tensors the layer's matmuls read (host only)
+        std::vector<int32_t> routed;                // distinct experts of the current evaluation
+        std::vector<int32_t> predicted;             // predicted for this layer by the layer before
+    };
+
+    static Node Classify(const ggml_tensor * t, int32_t * il);
+    bool Ask(ggml_tensor * t);
+    void OnRouted(int32_t il, const ggml_tensor * ids);
+    void Predict(int32_t il, int32_t n_used);
+    void ReadExperts(const ggml_tensor * w, const std::vector<int32_t> & experts, bool count);
+
+    int32_t n_layer_;
+    int32_t n_expert_;
+    bool read_predicted_;
+    HintWriter * hints_ = nullptr;
+    std::vector<Layer> layers_;
+    std::vector<unsigned char> residency_;  // mincore scratch
+    std::vector<float> logits_, row_;       // prediction scratch
+
+    std::atomic<uint64_t> layer_steps_{0}, experts_{0}, page_cache_hits_{0}, bytes_routed_{0}, bytes_missing_{0},
+        predicted_{0}, predicted_used_{0}, predicted_read_{0}, paging_ns_{0};
+    // per routed expert of the current evaluation: pages found missing (to decide page-cache hits over its tensors)
+    std::vector<uint64_t> missing_of_expert_;
+};
+
+}  // namespace moeflash
