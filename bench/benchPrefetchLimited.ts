@@ -19,6 +19,12 @@
  *   heatStock  heat-map Warm, then the stock engine without hints
  *   heatAfterLoad  Engine.load with hints first, then the heat-map Warm (the loader reads the whole file and would
  *              push out what was warmed before it), then decode
+ *   demand     Engine.load({expertRead: 'demand'}): experts mapped without read-around or populate; the engine reads
+ *              each layer's routed experts once routed and the next layer's predicted ones (native/src/ExpertPager.h)
+ *   demandHints  the same with the in-process ExpertStore on the hint channel: the engine reads the routed experts,
+ *              the store reads the predicted ones
+ *   demandHeat  demandHints, with the store's heat-map Warm running from the start, beside the load and the decode
+ *              (a node scaled up from zero: the store warms while the engine serves)
  * plus `cached`: stock, no limit, page cache warm (the all-in-memory reference).
  * Disk reads: /proc/self/io read_bytes deltas (the process, its io-wq workers included) and /sys/block/<dev>/stat
  * sector deltas (the whole disk; another user's reads would show here).
@@ -37,7 +43,7 @@ import pino from 'pino';
 
 import { Engine } from '../services/engine/Engine';
 import { repoRoot } from '../services/engine/loadAddon';
-import type { GenerationEvent } from '../services/engine/types';
+import type { ExpertPagingStats, GenerationEvent } from '../services/engine/types';
 import { loadExpertIndex } from '../services/expert-store/ExpertIndex';
 import { ExpertStore } from '../services/expert-store/ExpertStore';
 import { hintChannelName } from '../services/common/hintChannelName';
@@ -56,7 +62,7 @@ const blockDev = process.env.BENCH_BLOCK_DEV ?? 'vda';
 const stateDir = join(repoRoot(), 'build', 'bench-state-limited');
 const CGROUP_ROOT = '/sys/fs/cgroup/memory';
 
-type ScenarioName = 'raw' | 'stock' | 'hints' | 'heat' | 'heatStock' | 'heatAfterLoad' | 'cached';
+type ScenarioName = 'raw' | 'stock' | 'hints' | 'heat' | 'heatStock' | 'heatAfterLoad' | 'demand' | 'demandHints' | 'demandHeat' | 'cached';
 
 // ---------------------------------------------------------------------------------------------------------------
 // child side
@@ -95,9 +101,19 @@ interface Gen {
   tokensPerSecond: number;
   ttftMs: number;
   io: ReturnType<typeof ioDelta>;
+  /** expertRead demand: the pager's counters over this generation */
+  paging?: ExpertPagingStats;
+}
+
+function pagingDelta(a: ExpertPagingStats | undefined, b: ExpertPagingStats | undefined): ExpertPagingStats | undefined {
+  if (!a || !b) return undefined;
+  const out = { ...b };
+  for (const k of Object.keys(b) as (keyof ExpertPagingStats)[]) if (typeof b[k] === 'number') (out as any)[k] = (b[k] as number) - (a[k] as number);
+  return out;
 }
 
 async function generate(engine: Engine, startedAt: number, prompt: number[]): Promise<Gen> {
+  const paging0 = engine.expertPagingStats();
   const a = ioSample();
   const tokenMs: number[] = [];
   let final: Extract<GenerationEvent, { type: 'final' }> | undefined;
@@ -106,7 +122,13 @@ async function generate(engine: Engine, startedAt: number, prompt: number[]): Pr
     else final = e;
   }
   if (!final) throw new Error('no final record');
-  return { tokenMs, tokensPerSecond: final.timings.decodeTokensPerSecond, ttftMs: final.timings.ttftMs, io: ioDelta(a, ioSample()) };
+  return {
+    tokenMs,
+    tokensPerSecond: final.timings.decodeTokensPerSecond,
+    ttftMs: final.timings.ttftMs,
+    io: ioDelta(a, ioSample()),
+    paging: pagingDelta(paging0, engine.expertPagingStats()),
+  };
 }
 
 function cgroupStat(cg: string | undefined): Record<string, number> | undefined {
@@ -153,8 +175,9 @@ async function child(scenario: ScenarioName, path: string): Promise<unknown> {
   }
 
   const log = pino({ level: 'silent' });
-  const withStore = scenario !== 'stock' && scenario !== 'cached';
-  const hintChannel = scenario === 'hints' || scenario === 'heat' || scenario === 'heatAfterLoad' ? hintChannelName(path) : undefined;
+  const withStore = !['stock', 'cached', 'demand'].includes(scenario);
+  const hintChannel = ['hints', 'heat', 'heatAfterLoad', 'demandHints', 'demandHeat'].includes(scenario) ? hintChannelName(path) : undefined;
+  const expertRead = scenario.startsWith('demand') ? 'demand' : 'load';
   const startedAt = performance.now();
   const io0 = ioSample();
   const ioMode = (process.env.BENCH_IO_MODE ?? 'auto') as 'auto' | 'uring' | 'fadvise';
@@ -169,8 +192,9 @@ async function child(scenario: ScenarioName, path: string): Promise<unknown> {
       warm = { ms: performance.now() - t, bytes: last.bytesDone, experts: last.expertsWarmed };
     };
     if (store && (scenario === 'heat' || scenario === 'heatStock')) await heatWarm(store);
+    const warming = store && scenario === 'demandHeat' ? heatWarm(store) : undefined;
     const t = performance.now();
-    const engine = await Engine.load({ path, threads, parallel: 1, contextSize: 2 * tokens + 64, warmup: false, hintChannel });
+    const engine = await Engine.load({ path, threads, parallel: 1, contextSize: 2 * tokens + 64, warmup: false, hintChannel, expertRead });
     const loadMs = performance.now() - t;
     if (store && scenario === 'heatAfterLoad') await heatWarm(store);
     const ioLoad = ioDelta(io0, ioSample());
@@ -181,6 +205,7 @@ async function child(scenario: ScenarioName, path: string): Promise<unknown> {
       steady = await generate(engine, startedAt, [5, 6, 7, 8]);
     } finally {
       await engine.close();
+      await warming;
     }
     const hints = store?.hintStats();
     return { scenario, warm, loadMs, ioLoad, cold, steady, hints, cgroup: cgroupStat(cg) };
@@ -275,6 +300,9 @@ export async function runLimited(): Promise<void> {
     heat: 'heat-map Warm + hint prefetch',
     heatStock: 'heat-map Warm, then stock',
     heatAfterLoad: 'load, then heat-map Warm + hints',
+    demand: 'experts on demand (engine reads routed + predicted)',
+    demandHints: 'experts on demand + expert-store lookahead',
+    demandHeat: 'on demand + lookahead + heat Warm beside',
     cached: 'reference: no limit, all cached',
   };
   const rows = Object.keys(labels)
@@ -293,6 +321,11 @@ export async function runLimited(): Promise<void> {
       readPerTokenMB: med(s, (x) => (x.steady.io.procReadGB * 1000) / tokens),
       // over both generations (token times from the scenario's start); NaN: not within 2 x N tokens
       msTo90: med(s, (x) => timeTo(0.9 * stockSteady, [...x.cold.tokenMs, ...x.steady.tokenMs])),
+      msTo90Own: med(s, (x) => timeTo(0.9 * x.steady.tokensPerSecond, [...x.cold.tokenMs, ...x.steady.tokenMs])),
+      // experts on demand: the routed experts' bytes that were not in the page cache, per second of steady decode
+      usefulGBps: med(s, (x) => (x.steady.paging ? x.steady.paging.bytesMissing / GB / x.steady.io.seconds : NaN)),
+      ramHitRate: med(s, (x) => (x.steady.paging ? x.steady.paging.pageCacheHits / x.steady.paging.experts : NaN)),
+      predictionAccuracy: med(s, (x) => (x.steady.paging ? x.steady.paging.predictedUsed / x.steady.paging.predicted : NaN)),
     }));
 
   console.log(`\nbench:prefetch --limited — ${path} (${(size / GB).toFixed(2)} GB, ${index.nLayer} layers x ${index.nExpert} experts), cgroup limit ${(limitBytes / GiB).toFixed(2)} GiB, ${tokens} tokens, ${threads} threads, median of ${reps} (${cpus()[0]?.model ?? 'cpu'})\n`);
@@ -305,10 +338,18 @@ export async function runLimited(): Promise<void> {
   );
   console.log('');
   printTable(
-    ['scenario', 'warm ms', 'load ms', 'cold t/s', 'steady t/s', 'x stock', 'disk GB/s', 'proc GB/s', 'vs uring', 'MB/token', 'ms to 90%'],
-    rows.map((r) => [r.scenario, r.warmMs, r.loadMs, r.coldTps, r.steadyTps, r.steadyVsStock, r.decodeDiskGBps, r.decodeProcGBps, r.vsUring, r.readPerTokenMB, r.msTo90]),
+    ['scenario', 'warm ms', 'load ms', 'cold t/s', 'steady t/s', 'x stock', 'disk GB/s', 'proc GB/s', 'vs uring', 'MB/token', 'ms to 90%', 'ms to 90% own'],
+    rows.map((r) => [r.scenario, r.warmMs, r.loadMs, r.coldTps, r.steadyTps, r.steadyVsStock, r.decodeDiskGBps, r.decodeProcGBps, r.vsUring, r.readPerTokenMB, r.msTo90, r.msTo90Own]),
   );
-  for (const s of ['hints', 'heat']) {
+  const paged = rows.filter((r) => Number.isFinite(r.ramHitRate));
+  if (paged.length > 0) {
+    console.log('');
+    printTable(
+      ['experts on demand (steady)', 'RAM hit rate', 'useful GB/s', 'useful vs uring', 'prediction accuracy'],
+      paged.map((r) => [r.scenario, r.ramHitRate, r.usefulGBps, r.usefulGBps / uring, r.predictionAccuracy]),
+    );
+  }
+  for (const s of ['hints', 'heat', 'demandHints']) {
     const h = results[s]?.at(-1)?.hints;
     if (h) console.log(`${s} counters: ${JSON.stringify(h)}`);
   }
