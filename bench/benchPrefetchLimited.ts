@@ -31,7 +31,7 @@
  * Cold start: ms from the scenario's start (Warm or load) until the rate over 8 tokens reaches 90% of the stock
  * steady-state speed under the same limit.
  *
- * Options (env): BENCH_PREFETCH_MODEL=<gguf>  BENCH_LIMIT_BYTES  BENCH_TOKENS=64  BENCH_THREADS=2  BENCH_REPS=1
+ * Options (env): BENCH_PREFETCH_MODEL=<gguf>  BENCH_LIMIT_BYTES  BENCH_TOKENS=64  BENCH_THREADS=2  BENCH_REPS=1  BENCH_TEMPERATURE=0
  *   BENCH_RESULT=prefetch-limited (bench/results/<name>.json)  BENCH_BLOCK_DEV=vda  BENCH_IO_MODE=auto (the expert-store's: auto, uring, fadvise)  BENCH_SCENARIOS=raw,stock,hints,heat,heatStock,cached
  */
 import { spawnSync } from 'node:child_process';
@@ -54,6 +54,9 @@ import { median, printTable, writeResult } from './benchTable';
 const GB = 1e9;
 const GiB = 1024 ** 3;
 const threads = Number(process.env.BENCH_THREADS ?? 2);
+// greedy repeats tokens on a random-weight model, and so experts: sampling (same seed in every scenario, same tokens)
+// routes more widely, which makes decode wait on the disk
+const temperature = Number(process.env.BENCH_TEMPERATURE ?? 0);
 const tokens = Number(process.env.BENCH_TOKENS ?? 64);
 const reps = Number(process.env.BENCH_REPS ?? 1);
 const limitBytes = Number(process.env.BENCH_LIMIT_BYTES ?? 1.5 * GiB);
@@ -117,7 +120,7 @@ async function generate(engine: Engine, startedAt: number, prompt: number[]): Pr
   const a = ioSample();
   const tokenMs: number[] = [];
   let final: Extract<GenerationEvent, { type: 'final' }> | undefined;
-  for await (const e of engine.generate({ promptTokens: prompt, maxTokens: tokens, sampling: { temperature: 0 } })) {
+  for await (const e of engine.generate({ promptTokens: prompt, maxTokens: tokens, sampling: { temperature, seed: 1 } })) {
     if (e.type === 'chunk') for (let i = 0; i < e.tokenIds.length; i++) tokenMs.push(performance.now() - startedAt);
     else final = e;
   }
@@ -361,6 +364,7 @@ export async function runLimited(): Promise<void> {
     expertStoreIoMode: process.env.BENCH_IO_MODE ?? 'auto',
     tokens,
     threads,
+    temperature,
     reps,
     cpu: cpus()[0]?.model,
     blockDev,

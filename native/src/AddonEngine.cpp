@@ -67,7 +67,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
             if (fn.NonBlockingCall(data, DeliverEvents) != napi_ok) {
                 delete data;  // the engine is being torn down: nobody is listening any more
             }
-        }, std::move(hints), std::move(routing_log), pager != nullptr && pager->publishes_hints());
+        }, std::move(hints), std::move(routing_log), pager.get());
     }
 
     void Shutdown() {
@@ -158,6 +158,13 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
                     c.Set("copyMs", e.cache_copy_ms);
                     c.Set("stallMs", e.cache_stall_ms);
                     o.Set("expertCache", c);
+                }
+                if (e.paged) {
+                    Napi::Object p = Napi::Object::New(env);
+                    p.Set("experts", e.paging_experts);
+                    p.Set("pageCacheHits", e.paging_page_cache_hits);
+                    p.Set("bytesRead", e.paging_bytes_read);
+                    o.Set("expertPaging", p);
                 }
             }
             out.Set(i, o);

@@ -62,10 +62,10 @@ double Ms(int64_t from_us, int64_t to_us) {
 
 BatchScheduler::BatchScheduler(llama_context * ctx, const llama_model * model, int32_t n_batch, EventSink sink,
                                std::unique_ptr<moeflash::HintWriter> hints, std::unique_ptr<moeflash::RoutingLog> routing_log,
-                               bool hints_in_step)
+                               const moeflash::ExpertPager * pager)
     : ctx(ctx), model(model), vocab(llama_model_get_vocab(model)), n_batch(n_batch),
       n_ctx_seq((int32_t) llama_n_ctx_seq(ctx)), sink(std::move(sink)), hints(std::move(hints)),
-      routing_log(std::move(routing_log)), hints_in_step_(hints_in_step) {
+      routing_log(std::move(routing_log)), pager_(pager) {
     n_expert_ = (int32_t) moeflash::ArchMetaInt(model, "expert_count");
     n_layer_ = llama_model_n_layer(model);
     mask_words_ = (n_expert_ + 63) / 64;
@@ -160,6 +160,27 @@ void BatchScheduler::observe_expert_cache() {
     }
 }
 
+// After a decode: what the pager found in the page cache and read from disk in this step, added to every request
+// that took part in it.
+void BatchScheduler::observe_paging() {
+    if (pager_ == nullptr) {
+        return;
+    }
+    const moeflash::ExpertPagerStats now = pager_->stats();
+    const double experts = (double) (now.experts - paging_prev_.experts);
+    const double hits = (double) (now.page_cache_hits - paging_prev_.page_cache_hits);
+    const double bytes = (double) (now.bytes_missing - paging_prev_.bytes_missing);
+    paging_prev_ = now;
+    for (auto & slot : slots) {
+        if (!slot.request || (slot.i_batch < 0 && !slot.prefilling)) {
+            continue;
+        }
+        slot.paging_experts += experts;
+        slot.paging_page_cache_hits += hits;
+        slot.paging_bytes_read += bytes;
+    }
+}
+
 // After a decode: count every token's experts, mark them on its request, and publish each (layer, sequence)'s
 // distinct experts to the expert-store. The routing was copied out with the logits: reading it costs no sync.
 void BatchScheduler::observe_routing() {
@@ -214,7 +235,7 @@ void BatchScheduler::observe_routing() {
                     slot->expert_mask[(size_t) il * mask_words_ + w] |= layer_mask[w];
                 }
             }
-            if (hints && !hints_in_step_) {
+            if (hints && !(pager_ != nullptr && pager_->publishes_hints())) {
                 step_ids_.clear();
                 for (int32_t e = 0; e < n_expert_; e++) {
                     if (layer_mask[e / 64] >> (e % 64) & 1) {
@@ -410,6 +431,7 @@ bool BatchScheduler::decode_batch(std::vector<GenerationEvent> & events) {
     }
     observe_routing();
     observe_expert_cache();
+    observe_paging();
     return true;
 }
 
@@ -535,6 +557,10 @@ GenerationEvent BatchScheduler::final_event(const GenerationRequest & request, c
     e.cache_bytes_copied = slot->cache_bytes_copied;
     e.cache_copy_ms = slot->cache_copy_ms;
     e.cache_stall_ms = slot->cache_stall_ms;
+    e.paged = pager_ != nullptr;
+    e.paging_experts = slot->paging_experts;
+    e.paging_page_cache_hits = slot->paging_page_cache_hits;
+    e.paging_bytes_read = slot->paging_bytes_read;
     return e;
 }
 

@@ -20,6 +20,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ExpertPager.h"
+
 namespace moeflash { class HintWriter; }
 
 struct GenerationRequest {
@@ -58,6 +60,9 @@ struct GenerationEvent {
     int32_t completion_tokens = 0;
     double queue_ms = 0, prefill_ms = 0, ttft_ms = 0, decode_ms = 0;
     std::vector<uint16_t> experts_per_layer;  // distinct experts this request's tokens were routed to, per layer
+    // experts read on demand (ExpertPager), over the steps this request took part in
+    bool paged = false;
+    double paging_experts = 0, paging_page_cache_hits = 0, paging_bytes_read = 0;
     // expert cache activity of the steps this request took part in (a step shared by several requests counts for
     // each of them); empty when the cache is off
     std::vector<uint32_t> cache_hits, cache_misses;  // per layer
@@ -79,11 +84,13 @@ class BatchScheduler {
     using EventSink = std::function<void(std::vector<GenerationEvent> &&)>;
 
     // hints (optional): receives, after every step, the experts each MoE layer routed each sequence's tokens to
-    //   (hints_in_step: the ExpertPager publishes them during the step instead; the scheduler only owns the writer)
+    //   (unless the pager publishes them during the step; the scheduler then only owns the writer)
     // routing_log (optional): every decoded token's routing, appended as JSON lines
+    // pager (optional): the context's ExpertPager (experts read on demand); its counters are shared out to requests
     BatchScheduler(llama_context * ctx, const llama_model * model, int32_t n_batch, EventSink sink,
                    std::unique_ptr<moeflash::HintWriter> hints = nullptr,
-                   std::unique_ptr<moeflash::RoutingLog> routing_log = nullptr, bool hints_in_step = false);
+                   std::unique_ptr<moeflash::RoutingLog> routing_log = nullptr,
+                   const moeflash::ExpertPager * pager = nullptr);
     ~BatchScheduler();
 
     void submit(std::shared_ptr<GenerationRequest> request);
@@ -113,12 +120,14 @@ class BatchScheduler {
         std::vector<uint64_t> expert_mask;    // [n_layer][words]: experts this request's tokens were routed to
         std::vector<uint32_t> cache_hits, cache_misses;  // per layer, see GenerationEvent
         double cache_bytes_copied = 0, cache_copy_ms = 0, cache_stall_ms = 0;
+        double paging_experts = 0, paging_page_cache_hits = 0, paging_bytes_read = 0;
     };
 
     void run();
     static void publish_prediction(int32_t il, const int32_t * experts, int32_t n_experts, void * user_data);
     void observe_routing();
     void observe_expert_cache();
+    void observe_paging();
     void admit_locked();
     void step();
     // step()'s phases, in order
@@ -152,7 +161,8 @@ class BatchScheduler {
     std::vector<int32_t> slot_of_seq_;   // slot index of each sequence id, -1 if free
     std::vector<uint64_t> layer_mask_;   // experts one sequence used at one layer
     bool cache_on_ = false;
-    bool hints_in_step_ = false;
+    const moeflash::ExpertPager * pager_ = nullptr;
+    moeflash::ExpertPagerStats paging_prev_;
     std::vector<llama_expert_cache_stats> cache_prev_;  // per layer, counters after the previous step
 
     llama_batch batch;

@@ -336,6 +336,7 @@ export class Engine implements EngineLike {
             stallMs: event.expertCache.stallMs,
           }
         : undefined,
+      expertPaging: event.expertPaging,
     });
     queue.end();
     this.listeners.delete(id);

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { addonBackend, addonBuildDir, type NativeIoAddon } from '../common/native/ioAddon';
-import type { ExpertCacheOptions, ExpertCacheStats, ExpertPagingStats } from './types';
+import type { ExpertCacheOptions, ExpertCacheStats, ExpertPagingStats, RequestExpertPaging } from './types';
 
 // What the engine side imports from here, defined with the I/O addon.
 export {
@@ -113,6 +113,7 @@ export interface NativeEvent {
   decodeMs?: number;
   expertsPerLayer?: Uint16Array;
   expertCache?: { hits: Uint32Array; misses: Uint32Array; bytesCopied: number; copyMs: number; stallMs: number };
+  expertPaging?: RequestExpertPaging;
 }
 
 let cached: NativeAddon | undefined;

@@ -149,6 +149,15 @@ export interface ExpertPagingStats {
   hintsInStep: boolean;
 }
 
+/** The page cache and the disk during one request's steps (a step shared by several requests counts for each). */
+export interface RequestExpertPaging {
+  /** Routed experts (distinct per layer and step), and of those the ones with every page in the page cache. */
+  experts: number;
+  pageCacheHits: number;
+  /** Bytes of routed experts that were not in the page cache: read from disk during the steps. */
+  bytesRead: number;
+}
+
 /** The expert cache's activity during one request's steps (a step shared by several requests counts for each). */
 export interface RequestExpertCache {
   hits: number[];
@@ -306,6 +315,8 @@ export interface GenerationFinal {
   expertsPerLayer?: number[];
   /** Expert cache hits/misses per layer, bytes copied, copy and stall time (when the cache is on). */
   expertCache?: RequestExpertCache;
+  /** Experts read on demand: what the steps found in the page cache and read from disk (expertRead 'demand'). */
+  expertPaging?: RequestExpertPaging;
 }
 
 export type GenerationEvent = GenerationChunk | GenerationFinal;

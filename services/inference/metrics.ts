@@ -1,6 +1,6 @@
 import { context, metrics, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
 import { GEN_AI_BUCKETS } from '../common/telemetry/genAiBuckets';
-import type { EngineLike, ExpertCacheStats, GenerationFinal, RequestExpertCache } from '../engine/types';
+import type { EngineLike, ExpertCacheStats, GenerationFinal, RequestExpertCache, RequestExpertPaging } from '../engine/types';
 import type { EngineHost } from './EngineHost';
 
 /** One generation's span, open from the request until its final record. */
@@ -129,6 +129,35 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
       description: 'Bytes copied speculatively (included in moeflash.expert_cache.bytes_copied).',
     }),
   } as const;
+  // Experts read on demand (expertRead 'demand'): the tiers below the GPU. A routed expert is served by the page cache
+  // (every page resident) or needs the disk; bytes_read counts the routed experts' bytes the disk had to supply.
+  const pagingExperts = meter.createCounter('moeflash.expert_paging.experts', {
+    unit: '{expert}',
+    description: 'Routed experts read on demand, by the tier that held them (moeflash.tier: page_cache or disk), per request.',
+  });
+  const pagingBytesRead = meter.createCounter('moeflash.expert_paging.bytes_read', {
+    unit: 'By',
+    description: "Bytes of routed experts that were not in the page cache when routed (read from disk during the step).",
+  });
+  const pagingPrediction = {
+    predicted: meter.createObservableCounter('moeflash.expert_paging.predicted', {
+      unit: '{expert}',
+      description: "Experts predicted for a layer by the layer before it (its router on this layer's input), read ahead.",
+    }),
+    predictedUsed: meter.createObservableCounter('moeflash.expert_paging.predicted_used', {
+      unit: '{expert}',
+      description: 'Predicted experts the layer then routed to.',
+    }),
+  } as const;
+  meter.addBatchObservableCallback(
+    (result) => {
+      for (const m of host.list()) {
+        const paging = m.status === 'ready' ? m.engine?.expertPagingStats?.() : undefined;
+        if (paging) for (const [key, counter] of Object.entries(pagingPrediction)) result.observe(counter, paging[key as keyof typeof pagingPrediction], { 'gen_ai.request.model': m.name });
+      }
+    },
+    Object.values(pagingPrediction),
+  );
   meter.addBatchObservableCallback(
     (result) => {
       for (const m of host.list()) {
@@ -180,6 +209,19 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
     if (lookups > 0) cacheHitRatio.record(hits / lookups, model);
   }
 
+  /** The request's page-cache and disk use when experts are read on demand: span attributes and the tier counters. */
+  function recordExpertPaging(span: Span, paging: RequestExpertPaging, model: Attributes): void {
+    span.setAttributes({
+      'moeflash.expert_paging.experts': paging.experts,
+      'moeflash.expert_paging.page_cache_hits': paging.pageCacheHits,
+      'moeflash.expert_paging.bytes_read': paging.bytesRead,
+      ...(paging.experts > 0 ? { 'moeflash.expert_paging.page_cache_hit_ratio': paging.pageCacheHits / paging.experts } : {}),
+    });
+    pagingExperts.add(paging.pageCacheHits, { ...model, 'moeflash.tier': 'page_cache' });
+    pagingExperts.add(paging.experts - paging.pageCacheHits, { ...model, 'moeflash.tier': 'disk' });
+    pagingBytesRead.add(paging.bytesRead, model);
+  }
+
   return {
     start(model, requestId) {
       const startMs = performance.timeOrigin + performance.now();
@@ -216,6 +258,7 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
           phase('moeflash.prefill', t.queueMs, t.prefillMs, { 'gen_ai.usage.input_tokens': final.promptTokens });
           if (final.completionTokens > 0) phase('moeflash.decode', t.ttftMs, t.decodeMs, { 'gen_ai.usage.output_tokens': final.completionTokens });
           if (final.expertCache) recordExpertCache(span, final.expertCache, { 'gen_ai.request.model': model });
+          if (final.expertPaging) recordExpertPaging(span, final.expertPaging, { 'gen_ai.request.model': model });
           const perLayer = final.expertsPerLayer ?? [];
           if (perLayer.length > 0) {
             const shown = perLayer.slice(0, MAX_EXPERT_LAYERS);

@@ -31,7 +31,7 @@ describe('engine: experts read on demand', function () {
     const { resident } = await cache.residency(expertRanges());
     return resident.reduce((a, b) => a + b, 0) / index.expertBytes;
   };
-  const generate = async (engine: Engine) => (await collect(engine.generate({ prompt: PROMPT, maxTokens: TOKENS, sampling: { temperature: 0 } }))).tokens;
+  const generate = (engine: Engine) => collect(engine.generate({ prompt: PROMPT, maxTokens: TOKENS, sampling: { temperature: 0 } }));
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'moeflash-on-demand-'));
@@ -50,7 +50,9 @@ describe('engine: experts read on demand', function () {
       // stock llama.cpp populates the whole mapping at load
       assert.ok((await residentExpertShare()) > 0.5, 'expertRead load reads the experts with the model');
       assert.equal(atLoad.expertPagingStats(), undefined);
-      reference = await generate(atLoad);
+      const { tokens, final } = await generate(atLoad);
+      reference = tokens;
+      assert.equal(final.expertPaging, undefined);
     } finally {
       await atLoad.close();
     }
@@ -61,10 +63,13 @@ describe('engine: experts read on demand', function () {
       assert.equal(engine.info.expertRead, 'demand');
       const afterLoad = await residentExpertShare();
       assert.ok(afterLoad < 0.05, `the load leaves the experts on disk (${(afterLoad * 100).toFixed(1)}% resident)`);
-      assert.deepEqual(await generate(engine), reference);
+      const { tokens, final } = await generate(engine);
+      assert.deepEqual(tokens, reference);
 
       const s = engine.expertPagingStats();
       assert.ok(s, 'paging counters');
+      // the request's share: it was the only one, so it saw every step
+      assert.deepEqual(final.expertPaging, { experts: s.experts, pageCacheHits: s.pageCacheHits, bytesRead: s.bytesMissing });
       const moeLayerSteps = index.moeLayers.length * TOKENS; // prompt + 23 decode steps, at least one per token
       assert.ok(s.layerSteps >= moeLayerSteps - index.moeLayers.length, `every MoE layer of every step is paged (${s.layerSteps})`);
       assert.ok(s.bytesMissing > 0 && s.bytesMissing <= s.bytesRouted, 'routed experts came from disk');

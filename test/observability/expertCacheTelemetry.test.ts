@@ -172,6 +172,67 @@ describe('observability: expert cache metrics, span attributes and trace-summary
   });
 });
 
+describe('observability: experts read on demand (MOEFLASH_EXPERT_READ=demand): tier counters and span attributes', function () {
+  let receiver: OtlpReceiver;
+  let inference: SpawnedService | undefined;
+  let metricsPort: number;
+
+  before(async () => {
+    receiver = await OtlpReceiver.start();
+    metricsPort = await freePort();
+    inference = await spawnService(MAIN, {
+      MOEFLASH_MODEL: await testModel('tiny'),
+      MOEFLASH_EXPERT_READ: 'demand',
+      MOEFLASH_INFERENCE_ADDR: '127.0.0.1:0',
+      MOEFLASH_METRICS_ADDR: `127.0.0.1:${metricsPort}`,
+      MOEFLASH_HINTS: '0',
+      OTEL_TRACES_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+      OTEL_BSP_SCHEDULE_DELAY: '50',
+    });
+    const ready = await inference.waitForLog((l) => l.msg === 'model ready' || l.msg === 'model failed to load');
+    assert.equal(ready.msg, 'model ready', JSON.stringify(ready));
+    assert.equal((ready.info as { expertRead: string }).expertRead, 'demand');
+  });
+
+  after(async () => {
+    await stop(inference);
+    await receiver?.close();
+  });
+
+  it("the request's routed experts by tier on /metrics equal its span's attributes; predictions are counted", async () => {
+    const channel = createChannel(`127.0.0.1:${inference!.port}`);
+    try {
+      await drain(
+        createClient(InferenceServiceDefinition, channel).generate(
+          generateRequest({ model: MODEL, prompt: 'Once upon a time', maxTokens: MAX_TOKENS, requestId: 'paged-1', sampling: { temperature: 0 } }),
+        ),
+      );
+    } finally {
+      channel.close();
+    }
+    const span = await receiver.waitFor('the generation span', (spans) => spans.find((s) => s.attributes['moeflash.request_id'] === 'paged-1'));
+    const experts = span.attributes['moeflash.expert_paging.experts'] as number;
+    const hits = span.attributes['moeflash.expert_paging.page_cache_hits'] as number;
+    assert.ok(experts >= 4 * MAX_TOKENS, `tiny's 4 layers route at least one expert per step (${experts})`);
+    assert.ok(hits <= experts);
+    assert.equal(span.attributes['moeflash.expert_paging.page_cache_hit_ratio'], hits / experts);
+    let text = '';
+    await until('the paging series on /metrics', async () => {
+      text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      return series(text, 'moeflash_expert_paging_experts_total').size > 0;
+    });
+    const byTier = (tier: string) => [...series(text, 'moeflash_expert_paging_experts_total')].find(([labels]) => labels.includes(`moeflash_tier="${tier}"`))?.[1];
+    assert.equal(byTier('page_cache'), hits);
+    assert.equal(byTier('disk'), experts - hits);
+    assert.equal(valueFor(text, 'moeflash_expert_paging_bytes_read_total'), span.attributes['moeflash.expert_paging.bytes_read']);
+    const predicted = valueFor(text, 'moeflash_expert_paging_predicted_total');
+    assert.ok(predicted > 0, 'the next layers were predicted');
+    assert.ok(valueFor(text, 'moeflash_expert_paging_predicted_used_total') <= predicted);
+  });
+});
+
 describe('configuration: a bad MOEFLASH_EXPERT_CACHE_* value stops the inference process, naming the variable', () => {
   for (const [name, value] of [
     ['MOEFLASH_EXPERT_CACHE_SLOTS', 'lots'],
