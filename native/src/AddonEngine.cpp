@@ -399,6 +399,11 @@ class StartWorker : public Napi::AsyncWorker {
                 FailStart(e.what());
                 return;
             }
+            if (pager) {
+                // the layers run on slots: the pager reads what the cache misses, before it copies
+                pager->serve_expert_cache();
+                llama_expert_cache_set_host_read_callback(ctx, moeflash::ExpertPager::HostRead, pager.get());
+            }
         }
         // routing is recorded before the first graph is built (it changes the graph's outputs)
         llama_set_moe_routing_record(ctx, record_routing);
@@ -412,8 +417,9 @@ class StartWorker : public Napi::AsyncWorker {
                     pager->set_hints(hints.get());  // owned by the scheduler from OnOK, which outlives every decode
                 }
             } catch (const std::exception & e) {
-                FailStart(std::string("hint channel: ") + e.what());
-                return;
+                // hints only speed up the expert-store: the engine serves without them (another engine process on
+                // the same model holds the channel, /dev/shm is full, ...) and says why
+                hint_error = e.what();
             }
         }
         if (!routing_log_path.empty()) {
@@ -452,6 +458,9 @@ class StartWorker : public Napi::AsyncWorker {
             c.Set("path", engine->cache.path);
             out.Set("expertCache", c);
         }
+        if (!hint_error.empty()) {
+            out.Set("hintChannelError", hint_error);
+        }
         out.Set("contextSize", (double) llama_n_ctx_seq(ctx));
         out.Set("parallel", (double) llama_n_seq_max(ctx));
         deferred.Resolve(out);
@@ -481,6 +490,7 @@ class StartWorker : public Napi::AsyncWorker {
     std::unique_ptr<moeflash::HintWriter> hints;
     std::unique_ptr<moeflash::RoutingLog> routing_log;
     std::unique_ptr<moeflash::ExpertPager> pager;
+    std::string hint_error;
     llama_context * ctx = nullptr;
     ggml_threadpool * threadpool = nullptr;
 };

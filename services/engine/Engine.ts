@@ -146,7 +146,8 @@ export class Engine implements EngineLike {
         recordRouting: routingLog !== undefined || (options.recordRouting ?? defaultRecordRouting()),
         routingLog,
         hintChannel: options.hintChannel,
-        expertCache: options.expertCache && { ...options.expertCache, routeReplay },
+        // on demand, the cache's misses are read on its host path (ExpertPager.HostRead), not inside a device op
+        expertCache: options.expertCache && { ...options.expertCache, routeReplay, ...(expertRead === 'demand' ? { resolve: 'host' as const } : {}) },
       });
     } catch (e) {
       model.dispose();
@@ -162,6 +163,7 @@ export class Engine implements EngineLike {
       contextSize: started.contextSize,
       parallel: started.parallel,
       expertCache: started.expertCache,
+      ...(started.hintChannelError ? { hintChannelError: `hint channel: ${started.hintChannelError}` } : {}),
     };
     const instance = new Engine(info, model, engine);
     return instance;

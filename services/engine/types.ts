@@ -192,6 +192,11 @@ export interface ModelInfo {
     /** How decode steps find their slots: in the graph on the device, at a host stop per layer, or all resident. */
     path: 'device' | 'host-stop' | 'all-resident';
   };
+  /**
+   * Why the engine publishes no routing although LoadOptions.hintChannel was given (the channel could not be opened,
+   * e.g. another engine process on the same model holds it); the engine serves without hints.
+   */
+  hintChannelError?: string;
   /** How experts come from the file: all at load, or the routed ones on demand (LoadOptions.expertRead). */
   expertRead: 'load' | 'demand';
   /** Bytes of routed-expert weights (gate+up+down) per layer, index = layer. */

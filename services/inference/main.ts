@@ -60,6 +60,7 @@ runService('inference', async (config, log) => {
         }
         host.setReady(spec.name, engine);
         log.info({ model: spec.name, path: spec.options.path, loadMs: Date.now() - started, info: engine.info }, 'model ready');
+        if (engine.info.hintChannelError) log.warn({ model: spec.name, reason: engine.info.hintChannelError }, 'serving without expert-store hints');
       } catch (err) {
         host.setFailed(spec.name, (err as Error).message);
         log.error({ model: spec.name, path: spec.options.path, err }, 'model failed to load');

@@ -150,6 +150,22 @@ describe('expert-store: with the engine', function () {
     }
   });
 
+  it('a second engine on the same model and channel serves without hints and says why', async () => {
+    const first = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel });
+    try {
+      assert.equal(first.info.hintChannelError, undefined);
+      const second = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel });
+      try {
+        assert.match(second.info.hintChannelError ?? '', /^hint channel: .* is in use by another writer \(pid \d+\)/);
+        assert.equal((await generate(second)).tokens.length, 48);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await first.close();
+    }
+  });
+
   it('kill -9 of the expert-store mid-generation: the generation completes with identical tokens', async () => {
     const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, hintChannel });
     try {
