@@ -69,6 +69,9 @@ ExpertPager::Node ExpertPager::Classify(const ggml_tensor * t, int32_t * il) {
 
 bool ExpertPager::Eval(ggml_tensor * t, bool ask, void * user_data) {
     auto * self = static_cast<ExpertPager *>(user_data);
+    if (!self->graph_path_) {
+        return ask ? false : true;
+    }
     if (ask) {
         return self->Ask(t);
     }
@@ -229,14 +232,43 @@ void ExpertPager::Predict(int32_t il, int32_t n_used) {
     }
 }
 
+void ExpertPager::HostRead(int32_t il, const int32_t * experts, int32_t n_experts, const void * const * src,
+                           const size_t * expert_bytes, int32_t n_src, void * user_data) {
+    auto * self = static_cast<ExpertPager *>(user_data);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<int32_t> & list = self->host_read_;
+    list.assign(experts, experts + n_experts);
+    std::fill(self->missing_of_expert_.begin(), self->missing_of_expert_.end(), 0);
+    for (int32_t p = 0; p < n_src; p++) {
+        if (src[p] != nullptr) {
+            self->ReadSlabs(src[p], expert_bytes[p], list, true);
+        }
+    }
+    uint64_t hits = 0;
+    for (int32_t e : list) {
+        hits += e >= 0 && e < self->n_expert_ && self->missing_of_expert_[e] == 0;
+    }
+    self->layer_steps_++;
+    self->experts_ += list.size();
+    self->page_cache_hits_ += hits;
+    (void) il;
+    self->paging_ns_ += (uint64_t) std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+}
+
 // Queues the reads of the given experts' slabs of one expert tensor (MADV_WILLNEED reads exactly the range, even
 // where the mapping is MADV_RANDOM, and returns once the reads are submitted). With count, first measures what of
 // each slab is missing from the page cache.
 void ExpertPager::ReadExperts(const ggml_tensor * w, const std::vector<int32_t> & experts, bool count) {
+    ReadSlabs(w->data, w->nb[2], experts, count);
+}
+
+void ExpertPager::ReadSlabs(const void * base, size_t slab, const std::vector<int32_t> & experts, bool count) {
     static const size_t page = (size_t) sysconf(_SC_PAGESIZE);
-    const size_t slab = w->nb[2];
     for (int32_t e : experts) {
-        const uintptr_t beg = (uintptr_t) w->data + (size_t) e * slab;
+        if (e < 0 || e >= n_expert_) {
+            continue;
+        }
+        const uintptr_t beg = (uintptr_t) base + (size_t) e * slab;
         const uintptr_t a = beg & ~(uintptr_t) (page - 1);
         const size_t len = beg + slab - a;
         size_t missing = 0;

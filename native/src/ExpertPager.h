@@ -12,7 +12,10 @@
 //     expert-store reads the predicted ones while this layer computes; without an expert-store the pager reads them
 //     ahead itself.
 // Only layers computed on the CPU from host memory are paged: a node on a GPU is never asked for (that would stop
-// the device). Results do not change: the pager only decides when pages are read.
+// the device). With the expert cache the pager instead serves the cache's host-read callback
+// (patches/llama.cpp/0013): the experts a layer misses in its slots (VRAM) are read from the page cache (RAM) or the
+// disk, and the pager queues those reads and counts the tiers the same way. Results do not change: the pager only
+// decides when pages are read.
 #pragma once
 
 #include "ggml.h"
@@ -45,6 +48,12 @@ class ExpertPager {
     // llama_context_params.cb_eval; user_data is the pager
     static bool Eval(struct ggml_tensor * t, bool ask, void * user_data);
 
+    // llama_expert_cache_set_host_read_callback (the expert cache's misses); user_data is the pager. Call
+    // serve_expert_cache() first: the graph path then stays out of the way (the layers run on slots).
+    static void HostRead(int32_t il, const int32_t * experts, int32_t n_experts, const void * const * src,
+                         const size_t * expert_bytes, int32_t n_src, void * user_data);
+    void serve_expert_cache() { graph_path_ = false; }
+
     // Hints go here from the next decode on (nullptr: none). Publishing happens on the decode thread.
     void set_hints(HintWriter * hints) { hints_ = hints; }
     bool publishes_hints() const { return hints_ != nullptr; }
@@ -67,14 +76,17 @@ class ExpertPager {
     void OnRouted(int32_t il, const ggml_tensor * ids);
     void Predict(int32_t il, int32_t n_used);
     void ReadExperts(const ggml_tensor * w, const std::vector<int32_t> & experts, bool count);
+    void ReadSlabs(const void * base, size_t slab, const std::vector<int32_t> & experts, bool count);
 
     int32_t n_layer_;
     int32_t n_expert_;
     bool read_predicted_;
+    bool graph_path_ = true;
     HintWriter * hints_ = nullptr;
     std::vector<Layer> layers_;
     std::vector<unsigned char> residency_;  // mincore scratch
     std::vector<float> logits_, row_;       // prediction scratch
+    std::vector<int32_t> host_read_;        // HostRead scratch
 
     std::atomic<uint64_t> layer_steps_{0}, experts_{0}, page_cache_hits_{0}, bytes_routed_{0}, bytes_missing_{0},
         predicted_{0}, predicted_used_{0}, predicted_read_{0}, paging_ns_{0};

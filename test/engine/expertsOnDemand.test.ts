@@ -93,8 +93,38 @@ describe('engine: experts read on demand', function () {
     }
   });
 
-  it('demand with layers offloaded or an expert cache is INVALID_ARGUMENT naming expertRead', () => {
-    for (const options of [{ nGpuLayers: 99 }, { expertCache: { slots: 8 } }]) {
+  it('with the expert cache, its misses are read on demand before it copies them; output is the same', async () => {
+    const options = { path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, expertCache: { slots: 8 } };
+    await cache.evict(null);
+    const atLoad = await Engine.load({ ...options, expertRead: 'load' });
+    let reference: number[];
+    try {
+      reference = (await generate(atLoad)).tokens;
+    } finally {
+      await atLoad.close();
+    }
+    await cache.evict(null);
+    const engine = await Engine.load({ ...options, expertRead: 'demand' });
+    try {
+      assert.equal(engine.info.expertRead, 'demand');
+      assert.equal(engine.info.expertCache?.path, 'host-stop', 'on demand, the cache runs its host path');
+      assert.ok((await residentExpertShare()) < 0.05, 'the load leaves the experts on disk');
+      const { tokens, final } = await generate(engine);
+      assert.deepEqual(tokens, reference);
+      const s = engine.expertPagingStats();
+      const misses = engine.expertCacheStats()?.total.misses ?? 0;
+      assert.ok(s && misses > 0);
+      // what the slots missed (decode) and the staging bank took (the prompt) came through the pager
+      assert.ok(s.experts >= misses, `${s.experts} experts read from host, ${misses} slot misses`);
+      assert.ok(s.bytesMissing > 0 && s.pageCacheHits < s.experts, 'the first reads came from disk');
+      assert.ok(final.expertPaging && final.expertPaging.experts === s.experts);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('demand where experts are not read from the mapping is INVALID_ARGUMENT naming expertRead', () => {
+    for (const options of [{ nGpuLayers: 99 }, { nGpuLayers: 99, expertCache: { slots: 8 } }, { expertCache: { slots: 8, hostMemory: 'pinned' as const } }]) {
       assert.throws(
         () => chooseExpertRead({ path: modelPath, expertRead: 'demand', ...options }, 1, 'mmap'),
         (e: unknown) => e instanceof InvalidArgumentError && e.violations[0].field === 'expertRead',
