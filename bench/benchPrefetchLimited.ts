@@ -32,6 +32,7 @@
  * steady-state speed under the same limit.
  *
  * Options (env): BENCH_PREFETCH_MODEL=<gguf>  BENCH_LIMIT_BYTES  BENCH_TOKENS=64  BENCH_THREADS=2  BENCH_REPS=1  BENCH_TEMPERATURE=0
+ *   BENCH_PLOT_SECONDS=20 (the cold-start plot, <name>.svg; `--plot <result.json>` redraws a saved result)
  *   BENCH_RESULT=prefetch-limited (bench/results/<name>.json)  BENCH_BLOCK_DEV=vda  BENCH_IO_MODE=auto (the expert-store's: auto, uring, fadvise)  BENCH_SCENARIOS=raw,stock,hints,heat,heatStock,cached
  */
 import { spawnSync } from 'node:child_process';
@@ -50,6 +51,7 @@ import { hintChannelName } from '../services/common/hintChannelName';
 import { PageCache } from '../services/expert-store/PageCache';
 import { shapedBenchModel } from './benchModel';
 import { median, printTable, writeResult } from './benchTable';
+import { plotLinesSvg } from './plotSvg';
 
 const GB = 1e9;
 const GiB = 1024 ** 3;
@@ -373,6 +375,31 @@ export async function runLimited(): Promise<void> {
     runs: results,
   });
   console.log(`written ${out}`);
+
+  const svgPath = out.replace(/\.json$/, '.svg');
+  writeFileSync(svgPath, coldStartSvg(JSON.parse(readFileSync(out, 'utf8'))));
+  console.log(`written ${svgPath}`);
+}
+
+/**
+ * The cold start as a picture: decode rate over the last 8 tokens against seconds since the scenario started, the
+ * first run of each scenario of a written result (`--plot <result.json>` redraws a saved one).
+ */
+function coldStartSvg(result: { limitBytes: number; model: { bytes: number }; rows: { key: string }[]; runs: Record<string, any[]> }): string {
+  const curve = (tokenMs: number[]): [number, number][] =>
+    tokenMs.flatMap((t, i) => (i >= 8 ? [[t / 1000, 8000 / (t - tokenMs[i - 8])] as [number, number]] : []));
+  return plotLinesSvg({
+    title: `decode after a cold start, ${(result.limitBytes / GiB).toFixed(2)} GiB limit, ${(result.model.bytes / GB).toFixed(2)} GB model`,
+    xLabel: 'seconds since the scenario started (load or Warm)',
+    yLabel: 'tokens/s over the last 8',
+    xMax: Number(process.env.BENCH_PLOT_SECONDS ?? 20),
+    series: result.rows
+      .filter((r) => r.key !== 'cached')
+      .map((r) => {
+        const run = result.runs[r.key][0];
+        return { name: r.key, points: curve([...run.cold.tokenMs, ...run.steady.tokenMs]) };
+      }),
+  });
 }
 
 if (require.main === module) {
@@ -386,6 +413,9 @@ if (require.main === module) {
         process.exitCode = 1;
       },
     );
+  } else if (process.argv[2] === '--plot') {
+    const json = process.argv[3];
+    writeFileSync(json.replace(/\.json$/, '.svg'), coldStartSvg(JSON.parse(readFileSync(json, 'utf8'))));
   } else {
     runLimited().catch((e) => {
       console.error(e);

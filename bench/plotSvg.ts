@@ -4,8 +4,10 @@ export interface PlotSpec {
   title: string;
   xLabel: string;
   yLabel: string;
-  /** x in [0, 1] (a fraction, shown as %), y >= 0 */
+  /** x in [0, 1] (a fraction, shown as %), or in [0, xMax] when xMax is given; y >= 0 */
   series: { name: string; points: [number, number][] }[];
+  /** an absolute x axis from 0 to xMax (ticks in its own unit); points beyond it are left out */
+  xMax?: number;
 }
 
 const COLOURS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b'];
@@ -20,7 +22,9 @@ export function plotLinesSvg(spec: PlotSpec): string {
   const m = { left: 60, right: 200, top: 40, bottom: 50 };
   const plotW = width - m.left - m.right;
   const plotH = height - m.top - m.bottom;
-  const yMax = Math.max(1, ...spec.series.flatMap((s) => s.points.map((p) => p[1]))) * 1.1;
+  const xMax = spec.xMax;
+  const series = xMax === undefined ? spec.series : spec.series.map((s) => ({ ...s, points: s.points.filter((p) => p[0] <= xMax).map(([px, py]): [number, number] => [px / xMax, py]) }));
+  const yMax = Math.max(1, ...series.flatMap((s) => s.points.map((p) => p[1]))) * 1.1;
   const x = (v: number) => m.left + v * plotW;
   const y = (v: number) => m.top + plotH - (v / yMax) * plotH;
   const parts: string[] = [];
@@ -32,11 +36,12 @@ export function plotLinesSvg(spec: PlotSpec): string {
     parts.push(`<line x1="${m.left}" x2="${m.left + plotW}" y1="${y(v)}" y2="${y(v)}" stroke="#ddd"/>`);
     parts.push(`<text x="${m.left - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(0)}</text>`);
     const xv = i / 4;
-    parts.push(`<text x="${x(xv)}" y="${m.top + plotH + 16}" text-anchor="middle">${(xv * 100).toFixed(0)}%</text>`);
+    const tick = xMax === undefined ? `${(xv * 100).toFixed(0)}%` : `${+(xv * xMax).toFixed(1)}`;
+    parts.push(`<text x="${x(xv)}" y="${m.top + plotH + 16}" text-anchor="middle">${tick}</text>`);
   }
   parts.push(`<text x="${m.left + plotW / 2}" y="${height - 10}" text-anchor="middle">${escapeXml(spec.xLabel)}</text>`);
   parts.push(`<text transform="translate(16 ${m.top + plotH / 2}) rotate(-90)" text-anchor="middle">${escapeXml(spec.yLabel)}</text>`);
-  spec.series.forEach((s, i) => {
+  series.forEach((s, i) => {
     const colour = COLOURS[i % COLOURS.length];
     const pts = [...s.points].sort((a, b) => a[0] - b[0]);
     parts.push(`<polyline fill="none" stroke="${colour}" stroke-width="2" points="${pts.map((p) => `${x(p[0])},${y(p[1])}`).join(' ')}"/>`);
