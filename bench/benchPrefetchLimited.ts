@@ -2,10 +2,10 @@
  * npm run bench:prefetch:limited (or `npm run bench:prefetch -- --limited`) — decode with a model larger than the
  * page cache the process may use.
  *
- * Needs root and a writable cgroup v1 memory controller (/sys/fs/cgroup/memory). The parent (not limited) makes or
- * reuses a generated qwen3moe model under build/bench-models (default ~3.3 GB q8_0: 24 layers x 64 experts, top-4,
- * embd 1024, expert ff 640), creates the cgroup /sys/fs/cgroup/memory/moeflash-bench-<pid> with
- * memory.limit_in_bytes = BENCH_LIMIT_BYTES (default 1.5 GiB), and runs every scenario as a child process that moves
+ * Needs root and a memory cgroup controller (v1 at /sys/fs/cgroup/memory, or v2: bench/memoryCgroup.ts). The parent
+ * (not limited) makes or reuses a generated qwen3moe model under build/bench-models (default ~3.3 GB q8_0: 24 layers x
+ * 64 experts, top-4, embd 1024, expert ff 640), creates the cgroup moeflash-bench-<pid> limited to BENCH_LIMIT_BYTES
+ * (default 1.5 GiB), and runs every scenario as a child process that moves
  * itself into the cgroup first (engine, expert-store and their io-wq workers then share the limit: page cache read
  * by them is charged to it). Before each child the page cache is dropped (sync; echo 3 > drop_caches).
  *
@@ -31,12 +31,15 @@
  * Cold start: ms from the scenario's start (Warm or load) until the rate over 8 tokens reaches 90% of the stock
  * steady-state speed under the same limit.
  *
+ * GPU machine: BENCH_GPU_LAYERS=99 (stock: -ncmoe keeping BENCH_CACHE_BUDGET=0.25 of the layers' experts on the
+ *   GPU; on demand: the GPU slot cache with that share of each layer's experts, hostMemory mmap), and
+ *   BENCH_PREFETCH_MODEL=<gguf> (e.g. the 30b-a3b preset bench:cache generates) with BENCH_BLOCK_DEV=<nvme device>.
  * Options (env): BENCH_PREFETCH_MODEL=<gguf>  BENCH_LIMIT_BYTES  BENCH_TOKENS=64  BENCH_THREADS=2  BENCH_REPS=1  BENCH_TEMPERATURE=0
  *   BENCH_PLOT_SECONDS=20 (the cold-start plot, <name>.svg; `--plot <result.json>` redraws a saved result)
  *   BENCH_RESULT=prefetch-limited (bench/results/<name>.json)  BENCH_BLOCK_DEV=vda  BENCH_IO_MODE=auto (the expert-store's: auto, uring, fadvise)  BENCH_SCENARIOS=raw,stock,hints,heat,heatStock,cached
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 
@@ -44,13 +47,14 @@ import pino from 'pino';
 
 import { Engine } from '../services/engine/Engine';
 import { repoRoot } from '../services/engine/loadAddon';
-import type { ExpertPagingStats, GenerationEvent } from '../services/engine/types';
+import type { ExpertPagingStats, GenerationEvent, LoadOptions } from '../services/engine/types';
 import { loadExpertIndex } from '../services/expert-store/ExpertIndex';
 import { ExpertStore } from '../services/expert-store/ExpertStore';
 import { hintChannelName } from '../services/common/hintChannelName';
 import { PageCache } from '../services/expert-store/PageCache';
 import { shapedBenchModel } from './benchModel';
 import { median, printTable, writeResult } from './benchTable';
+import { createMemoryCgroup, joinMemoryCgroup, memoryCgroupStat } from './memoryCgroup';
 import { plotLinesSvg } from './plotSvg';
 
 const GB = 1e9;
@@ -65,7 +69,6 @@ const limitBytes = Number(process.env.BENCH_LIMIT_BYTES ?? 1.5 * GiB);
 const warmHeadroom = Number(process.env.BENCH_WARM_HEADROOM_BYTES ?? 384 * 1024 ** 2);
 const blockDev = process.env.BENCH_BLOCK_DEV ?? 'vda';
 const stateDir = join(repoRoot(), 'build', 'bench-state-limited');
-const CGROUP_ROOT = '/sys/fs/cgroup/memory';
 
 type ScenarioName = 'raw' | 'stock' | 'hints' | 'heat' | 'heatStock' | 'heatAfterLoad' | 'demand' | 'demandHints' | 'demandHeat' | 'cached';
 
@@ -137,21 +140,25 @@ async function generate(engine: Engine, startedAt: number, prompt: number[]): Pr
 }
 
 function cgroupStat(cg: string | undefined): Record<string, number> | undefined {
-  if (!cg) return undefined;
-  const stat = Object.fromEntries(
-    readFileSync(join(cg, 'memory.stat'), 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => l.split(' '))
-      .filter(([k]) => ['cache', 'rss', 'mapped_file'].includes(k))
-      .map(([k, v]) => [k, Number(v)]),
-  );
-  return { ...stat, maxUsage: Number(readFileSync(join(cg, 'memory.max_usage_in_bytes'), 'utf8')), failcnt: Number(readFileSync(join(cg, 'memory.failcnt'), 'utf8')) };
+  return cg ? memoryCgroupStat(cg) : undefined;
+}
+
+/**
+ * The engine's placement in a scenario. On the GPU machine (BENCH_GPU_LAYERS > 0) stock keeps the experts of all but
+ * BENCH_CACHE_BUDGET of the layers on the CPU (-ncmoe at the VRAM the cache gets), and the on-demand scenarios run
+ * the GPU slot cache with BENCH_CACHE_BUDGET of each layer's experts, copied from the page cache (NVMe -> RAM -> VRAM).
+ */
+function placement(scenario: ScenarioName, nLayer: number, nExpert: number): Partial<LoadOptions> {
+  const gpuLayers = Number(process.env.BENCH_GPU_LAYERS ?? 0);
+  if (gpuLayers === 0) return {};
+  const budget = Number(process.env.BENCH_CACHE_BUDGET ?? 0.25);
+  if (scenario.startsWith('demand')) return { nGpuLayers: gpuLayers, expertCache: { slots: Math.max(1, Math.round(nExpert * budget)), hostMemory: 'mmap' } };
+  return { nGpuLayers: gpuLayers, nCpuMoe: Math.round(nLayer * (1 - budget)) };
 }
 
 async function child(scenario: ScenarioName, path: string): Promise<unknown> {
-  const cg = process.env.BENCH_CGROUP;
-  if (cg) writeFileSync(join(cg, 'cgroup.procs'), String(process.pid));
+  const cg = process.env.BENCH_CGROUP || undefined;
+  if (cg) joinMemoryCgroup(cg);
   const index = await loadExpertIndex(path);
   const size = index.files.reduce((s, f) => s + f.size, 0);
   const whole = index.files.map((f, file) => ({ file, offset: 0, length: f.size }));
@@ -199,7 +206,7 @@ async function child(scenario: ScenarioName, path: string): Promise<unknown> {
     if (store && (scenario === 'heat' || scenario === 'heatStock')) await heatWarm(store);
     const warming = store && scenario === 'demandHeat' ? heatWarm(store) : undefined;
     const t = performance.now();
-    const engine = await Engine.load({ path, threads, parallel: 1, contextSize: 2 * tokens + 64, warmup: false, hintChannel, expertRead });
+    const engine = await Engine.load({ path, threads, parallel: 1, contextSize: 2 * tokens + 64, warmup: false, hintChannel, expertRead, ...placement(scenario, index.nLayer, index.nExpert) });
     const loadMs = performance.now() - t;
     if (store && scenario === 'heatAfterLoad') await heatWarm(store);
     const ioLoad = ioDelta(io0, ioSample());
@@ -249,30 +256,24 @@ function timeTo(target: number, tokenMs: number[], window = 8): number {
 
 export async function runLimited(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('bench:prefetch:limited needs root (cgroup, drop_caches)');
-  if (!existsSync(join(CGROUP_ROOT, 'cgroup.procs'))) throw new Error(`no cgroup v1 memory controller at ${CGROUP_ROOT}`);
-  const path = await shapedBenchModel('prefetch-limited-l24-e64-ff640-seed1', { preset: 'small', seed: 1, layers: 24, experts: 64, expertsUsed: 4, embd: 1024, expertFf: 640 });
+  const path =
+    process.env.BENCH_PREFETCH_MODEL ??
+    (await shapedBenchModel('prefetch-limited-l24-e64-ff640-seed1', { preset: 'small', seed: 1, layers: 24, experts: 64, expertsUsed: 4, embd: 1024, expertFf: 640 }));
   const index = await loadExpertIndex(path);
   const size = index.files.reduce((s, f) => s + f.size, 0);
   const wanted = (process.env.BENCH_SCENARIOS ?? 'raw,stock,hints,heat,heatStock,cached').split(',') as ScenarioName[];
   // the heat map must come from this run's `hints` scenario (kept when that is not run)
   if (wanted.includes('hints')) rmSync(stateDir, { recursive: true, force: true });
 
-  const cg = join(CGROUP_ROOT, `moeflash-bench-${process.pid}`);
-  mkdirSync(cg);
-  const cleanup = () => {
-    try {
-      rmdirSync(cg);
-    } catch (e) {
-      console.error(`could not remove ${cg}: ${(e as Error).message}`);
-    }
-  };
+  const cgroup = createMemoryCgroup(`moeflash-bench-${process.pid}`, limitBytes);
+  const cg = cgroup.path;
+  const cleanup = () => cgroup.remove();
   process.once('SIGINT', () => {
     cleanup();
     process.exit(130);
   });
   const results: Record<string, any[]> = {};
   try {
-    writeFileSync(join(cg, 'memory.limit_in_bytes'), String(limitBytes));
     console.log(`model ${path}: ${(size / GiB).toFixed(2)} GiB; cgroup ${cg} limit ${(limitBytes / GiB).toFixed(2)} GiB; ${tokens} tokens x2, ${threads} threads, ${reps} rep(s)`);
     for (let r = 0; r < reps; r++) {
       for (const s of wanted) {

@@ -10,6 +10,8 @@
 #   ops          test-backend-ops for the ops the patches add (CUDA against the CPU)
 #   fidelity     the stock CPU peer, then bench/gpuFidelity.ts (cache vs stock, tiny + small)
 #   cache        bench:cache on the 30b-a3b preset (BENCH_* as usual; CACHE_RUNS="env;env" runs several)
+#   limited      bench:prefetch:limited on this machine's disk: the 30b-a3b preset in a memory cgroup of a quarter of
+#                its size, stock -ncmoe vs the GPU slot cache at 25 % with experts read on demand (docs/EXPERT_STORE.md)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -98,12 +100,16 @@ fidelity() {
   cp bench/results/fidelity-*.json "$out/" 2>/dev/null || true
 }
 
-cache() {
-  export MOEFLASH_BACKEND=cuda
+model_30b() {
   if [ ! -f build/device-models/30b-a3b.gguf ]; then
     log "writing the 30b-a3b model"
     node bin/moeflash.js make-model --out build/device-models/30b-a3b.gguf --preset 30b-a3b --seed 1 --quiet
   fi
+}
+
+cache() {
+  export MOEFLASH_BACKEND=cuda
+  model_30b
   IFS=';' read -r -a runs <<< "${CACHE_RUNS:-}"
   [ ${#runs[@]} -eq 0 ] && runs=("")
   for settings in "${runs[@]}"; do
@@ -114,9 +120,24 @@ cache() {
   cp bench/results/cache-*.json "$out/" 2>/dev/null || true
 }
 
+limited() {
+  export MOEFLASH_BACKEND=cuda
+  model_30b
+  local size dev
+  size=$(stat -c %s build/device-models/30b-a3b.gguf)
+  dev=$(lsblk -no pkname "$(df --output=source build/device-models | tail -1)" 2>/dev/null | head -1)
+  log "limited: 30b-a3b ($size bytes) in a cgroup of $((size / 4)) bytes, disk ${dev:-unknown}"
+  BENCH_PREFETCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LIMIT_BYTES=$((size / 4)) BENCH_GPU_LAYERS=99 BENCH_CACHE_BUDGET=0.25 \
+    BENCH_BLOCK_DEV=${dev:-nvme0n1} BENCH_THREADS=$(( $(nproc) - 1 )) BENCH_SCENARIOS=${LIMITED_SCENARIOS:-raw,stock,demand,demandHints} \
+    BENCH_REPS=${LIMITED_REPS:-1} BENCH_RESULT=prefetch-limited-cuda node dist/bench/benchPrefetchLimited.js 2>&1 \
+    | grep -v "^moeflash: expert cache" | tail -30
+  cp bench/results/prefetch-limited-cuda.* "$out/" 2>/dev/null || true
+}
+
 for step in "$@"; do
   case "$step" in
     setup) setup ;; cpu) cpu ;; cuda-bg) cuda_bg ;; cuda-wait) cuda_wait ;; ops) ops ;; fidelity) fidelity ;; cache) cache ;;
+    limited) limited ;;
     *) echo "gpu-checks: unknown step $step" >&2; exit 2 ;;
   esac
 done
