@@ -122,7 +122,8 @@ bool ExpertPager::Ask(ggml_tensor * t) {
 void ExpertPager::OnRouted(int32_t il, const ggml_tensor * ids) {
     Layer & layer = layers_[il];
     const int64_t n_used = ids->ne[0], n_tokens = ids->ne[1];
-    std::vector<uint8_t> seen((size_t) n_expert_, 0);
+    std::vector<uint8_t> & seen = seen_;
+    seen.assign((size_t) n_expert_, 0);
     layer.routed.clear();
     for (int64_t t = 0; t < n_tokens; t++) {
         const auto * row = (const int32_t *) ((const char *) ids->data + t * ids->nb[1]);
@@ -232,7 +233,7 @@ void ExpertPager::Predict(int32_t il, int32_t n_used) {
     }
 }
 
-void ExpertPager::HostRead(int32_t il, const int32_t * experts, int32_t n_experts, const void * const * src,
+void ExpertPager::HostRead(int32_t /* il */, const int32_t * experts, int32_t n_experts, const void * const * src,
                            const size_t * expert_bytes, int32_t n_src, void * user_data) {
     auto * self = static_cast<ExpertPager *>(user_data);
     const auto t0 = std::chrono::steady_clock::now();
@@ -251,7 +252,6 @@ void ExpertPager::HostRead(int32_t il, const int32_t * experts, int32_t n_expert
     self->layer_steps_++;
     self->experts_ += list.size();
     self->page_cache_hits_ += hits;
-    (void) il;
     self->paging_ns_ += (uint64_t) std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
 }
 

@@ -29,7 +29,7 @@ namespace moeflash {
 class HintWriter;
 
 struct ExpertPagerStats {
-    uint64_t layer_steps = 0;      // MoE layer evaluations paged
+    uint64_t layer_steps = 0;      // MoE layer evaluations paged (with the expert cache: its batches of host reads)
     uint64_t experts = 0;          // routed experts (distinct per layer evaluation)
     uint64_t page_cache_hits = 0;  // of those, with every page already in the page cache
     uint64_t bytes_routed = 0;     // bytes of the routed experts
@@ -87,6 +87,7 @@ class ExpertPager {
     std::vector<unsigned char> residency_;  // mincore scratch
     std::vector<float> logits_, row_;       // prediction scratch
     std::vector<int32_t> host_read_;        // HostRead scratch
+    std::vector<uint8_t> seen_;             // OnRouted scratch: experts of the current evaluation
 
     std::atomic<uint64_t> layer_steps_{0}, experts_{0}, page_cache_hits_{0}, bytes_routed_{0}, bytes_missing_{0},
         predicted_{0}, predicted_used_{0}, predicted_read_{0}, paging_ns_{0};
