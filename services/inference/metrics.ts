@@ -152,20 +152,13 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
   meter.addBatchObservableCallback(
     (result) => {
       for (const m of host.list()) {
-        const paging = m.status === 'ready' ? m.engine?.expertPagingStats?.() : undefined;
-        if (paging) for (const [key, counter] of Object.entries(pagingPrediction)) result.observe(counter, paging[key as keyof typeof pagingPrediction], { 'gen_ai.request.model': m.name });
-      }
-    },
-    Object.values(pagingPrediction),
-  );
-  meter.addBatchObservableCallback(
-    (result) => {
-      for (const m of host.list()) {
         if (m.status !== 'ready' || !m.engine) continue;
         const model = { 'gen_ai.request.model': m.name };
         const s = m.engine.stats();
         result.observe(active, s.activeSequences, model);
         result.observe(queued, s.queuedRequests, model);
+        const paging = m.engine.expertPagingStats?.();
+        if (paging) for (const [key, counter] of Object.entries(pagingPrediction)) result.observe(counter, paging[key as keyof typeof pagingPrediction], model);
         if (!m.engine.info.expertCache) continue;
         result.observe(cacheSlots, m.engine.info.expertCache.slots, model);
         const cache = cacheStatsOf(m.engine);
@@ -173,7 +166,7 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
         if (cache && m.engine.info.expertCache.prefetch) for (const [key, counter] of Object.entries(prefetchCounters)) result.observe(counter, cache.total[key as keyof typeof prefetchCounters], model);
       }
     },
-    [active, queued, cacheSlots, cacheEvictions, ...Object.values(prefetchCounters)],
+    [active, queued, cacheSlots, cacheEvictions, ...Object.values(prefetchCounters), ...Object.values(pagingPrediction)],
   );
 
   /** The request's cache use: span attributes, one event per layer that had lookups, and the counters. */
