@@ -151,13 +151,7 @@ void ExpertPager::OnRouted(int32_t il, const ggml_tensor * ids) {
         ReadExperts(w, layer.routed, true);
     }
     if (!layer.experts.empty()) {
-        layer_steps_++;
-        experts_ += layer.routed.size();
-        uint64_t hits = 0;
-        for (int32_t e : layer.routed) {
-            hits += missing_of_expert_[e] == 0;
-        }
-        page_cache_hits_ += hits;
+        CountTiers(layer.routed);
     }
 
     const bool predicts = il + 1 < n_layer_ && n_tokens <= kMaxPredictTokens;
@@ -245,14 +239,20 @@ void ExpertPager::HostRead(int32_t /* il */, const int32_t * experts, int32_t n_
             self->ReadSlabs(src[p], expert_bytes[p], list, true);
         }
     }
-    uint64_t hits = 0;
-    for (int32_t e : list) {
-        hits += e >= 0 && e < self->n_expert_ && self->missing_of_expert_[e] == 0;
-    }
-    self->layer_steps_++;
-    self->experts_ += list.size();
-    self->page_cache_hits_ += hits;
+    self->CountTiers(list);
     self->paging_ns_ += (uint64_t) std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// One batch of experts read from host memory, their slabs just measured by ReadSlabs: an expert is a page-cache hit
+// when none of its pages was missing.
+void ExpertPager::CountTiers(const std::vector<int32_t> & experts) {
+    uint64_t hits = 0;
+    for (int32_t e : experts) {
+        hits += e >= 0 && e < n_expert_ && missing_of_expert_[e] == 0;
+    }
+    layer_steps_++;
+    experts_ += experts.size();
+    page_cache_hits_ += hits;
 }
 
 // Queues the reads of the given experts' slabs of one expert tensor (MADV_WILLNEED reads exactly the range, even

@@ -56,7 +56,9 @@ class ExpertPager {
 
     // Hints go here from the next decode on (nullptr: none). Publishing happens on the decode thread.
     void set_hints(HintWriter * hints) { hints_ = hints; }
-    bool publishes_hints() const { return hints_ != nullptr; }
+    // whether routing reaches the hint channel from here, during the step (the graph path; with the expert cache the
+    // scheduler publishes after the step as without a pager)
+    bool publishes_hints() const { return hints_ != nullptr && graph_path_; }
 
     ExpertPagerStats stats() const;
 
@@ -77,6 +79,7 @@ class ExpertPager {
     void Predict(int32_t il, int32_t n_used);
     void ReadExperts(const ggml_tensor * w, const std::vector<int32_t> & experts, bool count);
     void ReadSlabs(const void * base, size_t slab, const std::vector<int32_t> & experts, bool count);
+    void CountTiers(const std::vector<int32_t> & experts);
 
     int32_t n_layer_;
     int32_t n_expert_;

@@ -150,6 +150,19 @@ describe('expert-store: with the engine', function () {
     }
   });
 
+  it('experts read on demand under the expert cache: the routing still reaches the store after each step', async () => {
+    const client = await startStore();
+    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel, expertRead: 'demand', expertCache: { slots: 8 } });
+    try {
+      await until('the store to attach', async () => (await client.stats({})).hintChannelAttached);
+      assert.equal((await generate(engine)).tokens.length, 48);
+      assert.equal(engine.expertPagingStats()?.hintsInStep, false, 'the cache path publishes after the step');
+      await until('hints from every step', async () => (await client.stats({})).hintsReceived >= 8 * 48);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('a second engine on the same model and channel serves without hints and says why', async () => {
     const first = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel });
     try {
