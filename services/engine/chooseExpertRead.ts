@@ -1,7 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-
 import { InvalidArgumentError } from '../common/errors';
+import { processMemoryLimit } from '../common/memoryLimits';
 import type { LoadOptions } from './types';
 
 /**
@@ -25,38 +23,4 @@ export function chooseExpertRead(options: LoadOptions, modelBytes: number, loadM
     return 'demand';
   }
   return mapped && modelBytes > 0.9 * memoryLimit() ? 'demand' : 'load';
-}
-
-/** The memory this process may fill with page cache: MemAvailable, or its cgroup's limit when lower (v2 or v1). */
-export function processMemoryLimit(): number {
-  let limit = Infinity;
-  try {
-    const available = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'utf8'));
-    if (available) limit = Number(available[1]) * 1024;
-  } catch {
-    /* not Linux: no limit known */
-  }
-  return Math.min(limit, cgroupMemoryLimit());
-}
-
-function cgroupMemoryLimit(): number {
-  let lines: string[];
-  try {
-    lines = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n');
-  } catch {
-    return Infinity;
-  }
-  for (const line of lines) {
-    const [, controllers, path] = line.split(':');
-    const file =
-      controllers === '' ? join('/sys/fs/cgroup', path, 'memory.max') : controllers.split(',').includes('memory') ? join('/sys/fs/cgroup/memory', path, 'memory.limit_in_bytes') : undefined;
-    if (!file) continue;
-    try {
-      const value = readFileSync(file, 'utf8').trim();
-      if (value !== 'max') return Math.min(Number(value), Infinity);
-    } catch {
-      /* the hierarchy is not mounted where expected */
-    }
-  }
-  return Infinity;
 }

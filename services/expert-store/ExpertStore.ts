@@ -8,7 +8,8 @@ import { expertRangeTable, loadExpertIndex, type ExpertIndex, type FileRange } f
 import { HeatMap, type HeatMapModel } from './HeatMap';
 import { hintChannelName } from '../common/hintChannelName';
 import { PageCache } from './PageCache';
-import { availableMemoryBytes, planWarm, runWarm, type WarmProgress } from './Warmer';
+import { availableMemoryBytes } from '../common/memoryLimits';
+import { planWarm, runWarm, type WarmProgress } from './Warmer';
 
 export interface ExpertStoreOptions {
   modelPath: string;

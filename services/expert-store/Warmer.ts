@@ -1,5 +1,3 @@
-import { readFileSync } from 'node:fs';
-
 import { InvalidArgumentError } from '../common/errors';
 import { AsyncQueue } from '../common/AsyncQueue';
 import type { ExpertEntry, ExpertIndex, FileRange } from './ExpertIndex';
@@ -33,13 +31,6 @@ export interface WarmProgress {
   expertsTotal: number;
   ioMode: string;
   budgetBytes: number;
-}
-
-/** MemAvailable from /proc/meminfo, in bytes (the kernel's estimate of what can be used without swapping). */
-export function availableMemoryBytes(meminfo = '/proc/meminfo'): number {
-  const m = /^MemAvailable:\s+(\d+)\s+kB/m.exec(readFileSync(meminfo, 'utf8'));
-  if (!m) throw new Error(`${meminfo} has no MemAvailable line`);
-  return Number(m[1]) * 1024;
 }
 
 /**
