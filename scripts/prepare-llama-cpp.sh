@@ -16,18 +16,18 @@ bundle="$dl/node-llama-cpp-$NODE_LLAMA_CPP_VERSION/llama/gitRelease.bundle"
 src=${MOEFLASH_LLAMA_SRC:-$root/build/llama/$variant/src}
 patches=${MOEFLASH_PATCHES_DIR:-$root/patches/llama.cpp}
 
-if [ ! -f "$bundle" ]; then
-  mkdir -p "$dl"
-  echo "prepare-llama-cpp: fetching node-llama-cpp@$NODE_LLAMA_CPP_VERSION (for llama/gitRelease.bundle)"
-  tgz=$(cd "$dl" && npm pack --silent "node-llama-cpp@$NODE_LLAMA_CPP_VERSION")
-  tmp=$(mktemp -d "$dl/extract.XXXXXX")
-  tar -xzf "$dl/$tgz" -C "$tmp" package/llama/gitRelease.bundle
-  mkdir -p "$(dirname "$bundle")"
-  mv "$tmp/package/llama/gitRelease.bundle" "$bundle"
-  rm -rf "$tmp" "${dl:?}/$tgz"
-fi
-
+# the bundle is needed only to lay out a new tree (a machine without a registry brings its tree instead)
 if [ ! -d "$src/.git" ]; then
+  if [ ! -f "$bundle" ]; then
+    mkdir -p "$dl"
+    echo "prepare-llama-cpp: fetching node-llama-cpp@$NODE_LLAMA_CPP_VERSION (for llama/gitRelease.bundle)"
+    tgz=$(cd "$dl" && npm pack --silent "node-llama-cpp@$NODE_LLAMA_CPP_VERSION")
+    tmp=$(mktemp -d "$dl/extract.XXXXXX")
+    tar -xzf "$dl/$tgz" -C "$tmp" package/llama/gitRelease.bundle
+    mkdir -p "$(dirname "$bundle")"
+    mv "$tmp/package/llama/gitRelease.bundle" "$bundle"
+    rm -rf "$tmp" "${dl:?}/$tgz"
+  fi
   mkdir -p "$(dirname "$src")"
   git -c advice.detachedHead=false clone --quiet "$bundle" "$src"
 fi
