@@ -2,13 +2,11 @@
 # Installs the Debian packages moeflash builds and tests with. Idempotent: installs only what is missing.
 #   build: cmake ninja g++ git ccache pkg-config liburing-dev (io_uring expert I/O)
 #   tests: python3-grpcio python3-grpc-tools python3-jinja2 python3-jsonschema (the Python client tests: stubs,
-#          the reference chat template rendering, schema validation), prometheus (the scrape test)
-#   MOEFLASH_BACKEND=vulkan adds libvulkan-dev glslc spirv-headers; mesa-vulkan-drivers gives a CPU Vulkan device (lavapipe)
+#          the reference chat template rendering, schema validation), prometheus (the scrape test), libvulkan-dev
+#          glslc spirv-headers mesa-vulkan-drivers (the Vulkan build, run by the tests on lavapipe, Mesa's CPU Vulkan device)
 set -euo pipefail
-packages=(cmake ninja-build g++ git ccache pkg-config liburing-dev python3-grpcio python3-grpc-tools python3-jinja2 python3-jsonschema prometheus openssl)
-case "${MOEFLASH_BACKEND:-cpu}" in
-  vulkan) packages+=(libvulkan-dev glslc spirv-headers mesa-vulkan-drivers) ;;
-esac
+packages=(cmake ninja-build g++ git ccache pkg-config liburing-dev python3-grpcio python3-grpc-tools python3-jinja2 python3-jsonschema prometheus openssl
+          libvulkan-dev glslc spirv-headers mesa-vulkan-drivers)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
