@@ -6,7 +6,9 @@
  * Four concurrent streams are decoded in batches of up to 4 tokens, whose kernels on a GPU need not give the bits of
  * a single stream (the control row, cache off against stock single-stream, shows it); the cache's concurrent rows
  * are therefore compared with the same 4 streams through our engine with the cache off (same batches, stock
- * libllama path), the reference column says which.
+ * libllama path), the reference column says which. Both run 512-token batches: with the cache the engine's default
+ * ubatch is 2048 tokens, whose worst-case compute buffer lays tensors out differently, and on CUDA tensor addresses
+ * decide whether the MoE router of a multi-row ubatch is fused (docs/EXPERT_CACHE.md, patch 0007).
  * Prints a table, writes bench/results/fidelity-<backend>.json, exits 1 on any mismatch but the control's.
  * Usage: node dist/bench/gpuFidelity.js MODEL.gguf [MODEL.gguf ...]
  */
@@ -22,6 +24,8 @@ const PROMPTS = ['The quick brown fox', 'Once upon a time, in a land far away,',
 const LONG_PROMPT = Array.from({ length: 12 }, (_, i) => `Paragraph ${i}: the expert cache keeps hot experts resident.`).join(' ');
 const CONCURRENT = [...PROMPTS, 'Hello world'];
 const N_PREDICT = 48;
+/** The batch of the concurrent rows and their reference: the engine's default without the cache. */
+const REFERENCE_BATCH = 512;
 const CONTEXT = 1024;
 
 async function main(): Promise<void> {
@@ -71,17 +75,24 @@ async function cacheRows(model: string, threads: number, concurrentWithoutCacheO
     ['N/4', nExpert / 4, true], ['N/2', nExpert / 2, true]] as const;
   for (const [name, slots, prefetch] of configs) {
     const placement = `ngl 99, cache ${name}=${Math.max(nExpertUsed, slots)}${prefetch ? ' + prefetch' : ''}`;
-    const engine = await Engine.load({ path: model, nGpuLayers: 99, contextSize: CONTEXT, threads, parallel: 4, expertCache: { slots: Math.max(nExpertUsed, slots), prefetch } });
+    const load = (batchSize?: number) => Engine.load({ path: model, nGpuLayers: 99, contextSize: CONTEXT, threads, parallel: 4, batchSize,
+      expertCache: { slots: Math.max(nExpertUsed, slots), prefetch } });
+    const engine = await load();
     try {
       for (const prompt of [...PROMPTS, LONG_PROMPT]) {
         const ours = await collect(engine.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }));
         rows.push({ model: basename(model), placement, prompt: prompt.slice(0, 40), reference: STOCK, equal: engine.tokenBytes(ours.tokens).equals(stock.get(prompt)!), tokens: ours.tokens.length });
       }
-      const outs = await Promise.all(CONCURRENT.map((prompt) => collect(engine.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }))));
-      const equal = outs.every((o, i) => engine.tokenBytes(o.tokens).equals(concurrentWithoutCacheOutputs[i]));
-      rows.push({ model: basename(model), placement, prompt: '4 concurrent streams', reference: CACHE_OFF_BATCHED, equal, tokens: sum(outs.map((o) => o.tokens.length)) });
     } finally {
       await engine.close();
+    }
+    const batched = await load(REFERENCE_BATCH);
+    try {
+      const outs = await Promise.all(CONCURRENT.map((prompt) => collect(batched.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }))));
+      const equal = outs.every((o, i) => batched.tokenBytes(o.tokens).equals(concurrentWithoutCacheOutputs[i]));
+      rows.push({ model: basename(model), placement, prompt: '4 concurrent streams', reference: CACHE_OFF_BATCHED, equal, tokens: sum(outs.map((o) => o.tokens.length)) });
+    } finally {
+      await batched.close();
     }
   }
   return rows;
@@ -90,7 +101,7 @@ async function cacheRows(model: string, threads: number, concurrentWithoutCacheO
 /** The reference for the cache's concurrent rows: 4 concurrent streams with the cache off (and, as a control row,
  * how they compare with stock single-stream runs). */
 async function concurrentWithoutCache(model: string, threads: number): Promise<{ row: Row; outputs: Buffer[] }> {
-  const engine = await Engine.load({ path: model, nGpuLayers: 99, contextSize: CONTEXT, threads, parallel: 4 });
+  const engine = await Engine.load({ path: model, nGpuLayers: 99, contextSize: CONTEXT, threads, parallel: 4, batchSize: REFERENCE_BATCH });
   try {
     const outs = await Promise.all(CONCURRENT.map((prompt) => collect(engine.generate({ prompt, maxTokens: N_PREDICT, sampling: { temperature: 0 } }))));
     const stock = await Promise.all(CONCURRENT.map((prompt) => stockGreedyCompletion({ model, prompt, nPredict: N_PREDICT, contextSize: CONTEXT, threads, nGpuLayers: 99 })));
