@@ -42,7 +42,7 @@ describe('Vulkan expert cache on lavapipe (CPU Vulkan device)', function () {
     const passed = /(\d+)\/(\d+) tests passed/.exec(stdout);
     assert.ok(passed, `no test summary (was the op skipped as unsupported?):\n${stdout.slice(-2000)}`);
     assert.equal(passed[1], passed[2], stdout.slice(-3000));
-    assert.ok(Number(passed[2]) >= 14, `only ${passed[2]} MOE_SLOTS cases ran`);
+    assert.ok(Number(passed[2]) >= 16, `only ${passed[2]} MOE_SLOTS cases ran`);
   });
 
   it('the engine resolves slots on the device and matches stock llama-completion at K and N/2 slots', async function () {
