@@ -7,9 +7,12 @@
 #                the stack started with one generation through the router, and the tests that need no registry tools
 #   cuda-bg      start the CUDA build (build-native: CPU level probed, then patched llama.cpp + addon) in the
 #                background; cuda-wait waits for it
-#   ops          test-backend-ops for the ops the patches add (CUDA against the CPU)
+#   vulkan-setup unpack the Vulkan build packed on the dev machine (scripts/device/pack-vulkan.sh: the machine has no
+#                glslc) and the Vulkan loader; then GPU_BACKEND=vulkan makes the steps below run Vulkan
+#   ops          test-backend-ops for the ops the patches add (the GPU backend against the CPU)
 #   fidelity     the stock CPU peer, then bench/gpuFidelity.ts (cache vs stock, tiny + small)
 #   cache        bench:cache on the 30b-a3b preset (BENCH_* as usual; CACHE_RUNS="env;env" runs several)
+# GPU_BACKEND=cuda (default) or vulkan picks the backend of ops, fidelity, cache and limited.
 #   limited      bench:prefetch:limited on this machine's disk: the 30b-a3b preset in a memory cgroup of a quarter of
 #                its size, stock -ncmoe vs the GPU slot cache at 25 % with experts read on demand (docs/EXPERT_STORE.md)
 set -euo pipefail
@@ -21,6 +24,8 @@ mkdir -p /tmp/nodebin
 [ -x /tmp/nodebin/node ] || { xz -dc .devtools/node.xz > /tmp/nodebin/node; chmod +x /tmp/nodebin/node; }
 export PATH=/tmp/nodebin:$PATH CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90} MOEFLASH_JOBS=${MOEFLASH_JOBS:-16}
 log() { printf '== %s %s\n' "$(date +%T)" "$*"; }
+gpu=${GPU_BACKEND:-cuda}
+case "$gpu" in cuda) gpu_dev=CUDA0 ;; vulkan) gpu_dev=Vulkan0 ;; *) echo "gpu-checks: GPU_BACKEND must be cuda or vulkan" >&2; exit 2 ;; esac
 
 setup() {
   [ -d node_modules/nice-grpc ] || tar -xJf .devtools/node_modules.tar.xz
@@ -72,26 +77,39 @@ cuda_wait() {
   grep -q '^exit 0' build/cuda-build.log
 }
 
+vulkan_setup() {
+  log "vulkan: the packed build and the loader"
+  tar -xJf .devtools/vulkan.tar.xz
+  for f in .devtools/vulkan-loader/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+  # the NVIDIA driver's manifest, where the loader does not find it by itself
+  local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+  if [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+    export VK_DRIVER_FILES=$icd
+  fi
+  build/llama/patched/build-vulkan/bin/test-backend-ops -o ADD -b Vulkan0 2>&1 | grep -m2 'Device description\|backends passed' || true
+}
+
 ops() {
-  log "ops: test-backend-ops -o MOE_SLOTS"
-  build/llama/patched/build-cuda/bin/test-backend-ops -o MOE_SLOTS -b CUDA0 2>&1 | tail -25
+  log "ops: test-backend-ops -o MOE_SLOTS on $gpu_dev"
+  build/llama/patched/build-$gpu/bin/test-backend-ops -o MOE_SLOTS -b "$gpu_dev" 2>&1 | tail -25
 }
 
 stock_peer() {
   [ -f build/llama/stock/build-cpu/bin/llama-completion ] && return 0
   local flags
-  flags=$(node -p "require('./native/build/cuda-cpu-build.json').cmakeFlags.join(' ')")
+  flags=$(node -p "require('./native/build/$gpu-cpu-build.json').cmakeFlags.join(' ')")
   MOEFLASH_BACKEND=cpu MOEFLASH_CPU_FLAGS="$flags" bash scripts/build-llama-cpp.sh stock llama-completion > "$out/build-stock.log" 2>&1 \
     || { tail -30 "$out/build-stock.log"; return 1; }
 }
 
 fidelity() {
   stock_peer
-  mkdir -p build/llama/ggml-cuda-only
-  for l in libggml.so.0 libggml-base.so.0 libggml-cpu.so.0 libggml-cuda.so.0; do
-    ln -sf "$root/build/llama/patched/build-cuda/bin/$l" build/llama/ggml-cuda-only/$l
+  mkdir -p "build/llama/ggml-$gpu-only"
+  for l in libggml.so.0 libggml-base.so.0 libggml-cpu.so.0 "libggml-$gpu.so.0"; do
+    ln -sf "$root/build/llama/patched/build-$gpu/bin/$l" "build/llama/ggml-$gpu-only/$l"
   done
-  export MOEFLASH_BACKEND=cuda MOEFLASH_STOCK_BIN_DIR=$root/build/llama/stock/build-cpu/bin MOEFLASH_STOCK_GGML_DIR=$root/build/llama/ggml-cuda-only
+  export MOEFLASH_BACKEND=$gpu MOEFLASH_STOCK_BIN_DIR=$root/build/llama/stock/build-cpu/bin MOEFLASH_STOCK_GGML_DIR=$root/build/llama/ggml-$gpu-only
   for preset in tiny small; do
     [ -f "build/device-models/$preset.gguf" ] || node bin/moeflash.js make-model --out "build/device-models/$preset.gguf" --preset "$preset" --seed 1 --quiet
   done
@@ -108,7 +126,7 @@ model_30b() {
 }
 
 cache() {
-  export MOEFLASH_BACKEND=cuda
+  export MOEFLASH_BACKEND=$gpu
   model_30b
   IFS=';' read -r -a runs <<< "${CACHE_RUNS:-}"
   [ ${#runs[@]} -eq 0 ] && runs=("")
@@ -121,7 +139,7 @@ cache() {
 }
 
 limited() {
-  export MOEFLASH_BACKEND=cuda
+  export MOEFLASH_BACKEND=$gpu
   model_30b
   local size dev
   size=$(stat -c %s build/device-models/30b-a3b.gguf)
@@ -136,7 +154,8 @@ limited() {
 
 for step in "$@"; do
   case "$step" in
-    setup) setup ;; cpu) cpu ;; cuda-bg) cuda_bg ;; cuda-wait) cuda_wait ;; ops) ops ;; fidelity) fidelity ;; cache) cache ;;
+    setup) setup ;; cpu) cpu ;; cuda-bg) cuda_bg ;; cuda-wait) cuda_wait ;; vulkan-setup) vulkan_setup ;; ops) ops ;;
+    fidelity) fidelity ;; cache) cache ;;
     limited) limited ;;
     *) echo "gpu-checks: unknown step $step" >&2; exit 2 ;;
   esac
