@@ -1,5 +1,6 @@
 #include "BatchScheduler.h"
 
+#include "Argmax.h"
 #include "ModelMeta.h"
 
 #include "HintChannel.h"
@@ -38,20 +39,6 @@ size_t StopPrefixHold(const std::string & text, const std::vector<std::string> &
         }
     }
     return hold;
-}
-
-// What the greedy sampler picks (the first highest logit), without copying every logit into a candidate array:
-// at 150k-token vocabularies that copy is a visible share of a GPU decode step.
-llama_token Argmax(llama_context * ctx, const llama_vocab * vocab, int32_t i_batch) {
-    const float * logits = llama_get_logits_ith(ctx, i_batch);
-    const int32_t n_vocab = llama_vocab_n_tokens(vocab);
-    int32_t best = 0;
-    for (int32_t i = 1; i < n_vocab; i++) {
-        if (logits[i] > logits[best]) {
-            best = i;
-        }
-    }
-    return best;
 }
 
 double Ms(int64_t from_us, int64_t to_us) {
@@ -442,8 +429,9 @@ void BatchScheduler::sample_batch(std::vector<GenerationEvent> & events) {
             continue;
         }
         // sampling reads the logits, which waits for an asynchronous backend: time after it
-        const llama_token token = slot.request->argmax_only ? Argmax(ctx, vocab, slot.i_batch)
-                                                            : llama_sampler_sample(slot.request->sampler, ctx, slot.i_batch);
+        const llama_token token = slot.request->argmax_only
+                                      ? moeflash::ArgmaxOfLogits(llama_get_logits_ith(ctx, slot.i_batch), llama_vocab_n_tokens(vocab))
+                                      : llama_sampler_sample(slot.request->sampler, ctx, slot.i_batch);
         TokenLogprob logprob;
         const bool with_logprob = slot.request->top_logprobs >= 0;
         if (with_logprob) {
