@@ -1,6 +1,7 @@
 /**
  * npm run bench:engine — our embedded engine vs llama.cpp's llama-bench on the same build, model and threads.
- * Prefill: a 512-token prompt (pp512); decode: 128 generated tokens (tg128), greedy; median of the repetitions.
+ * Prefill: a 512-token prompt (pp512); decode: 128 generated tokens (tg128), greedy; median of the repetitions. Ours also
+ * as a steady rate: the cost of 64 more tokens (a 128-token generation against a 64-token one).
  * Third column: node-llama-cpp's prebuilt CPU binary (same pinned version) when scripts/install-bench-peers.sh ran.
  * Options (env): BENCH_MODELS=tiny,small (presets or paths)  BENCH_THREADS=<cores>  BENCH_REPS=3  BENCH_NGL=0 (GPU
  * layers)  BENCH_LABEL=<backend> (names the result file bench/results/engine-<label>.json)
@@ -35,22 +36,30 @@ async function final(stream: AsyncIterable<{ type: string }>): Promise<Generatio
   return last;
 }
 
-async function ours(path: string): Promise<{ pp: number; tg: number }> {
+async function ours(path: string): Promise<{ pp: number; tg: number; tgSteady: number }> {
   const engine = await Engine.load({ path, threads, parallel: 1, contextSize: PP + TG + 16, batchSize: PP, nGpuLayers: ngl });
   try {
     const vocab = engine.info.nVocab;
     const pp: number[] = [];
     const tg: number[] = [];
+    const steady: number[] = [];
+    const decode = (maxTokens: number) => final(engine.generate({ promptTokens: [1], maxTokens, sampling: { temperature: 0 } }));
     for (let r = 0; r < reps + 1; r++) {
       // random prompt tokens like llama-bench; the first repetition warms up and is not counted
       const prompt = Array.from({ length: PP }, (_, i) => 3 + ((i * 7919 + r * 104729) % (vocab - 3)));
       const p = await final(engine.generate({ promptTokens: prompt, maxTokens: 1, sampling: { temperature: 0 } }));
-      const t = await final(engine.generate({ promptTokens: [1], maxTokens: TG, sampling: { temperature: 0 } }));
+      const t = await decode(TG);
+      // the steady rate: what 64 more tokens cost between a 64- and a 128-token generation, without what a
+      // generation's first steps pay once (a backend rebuilding or capturing its decode graph after a prefill)
+      const [short, long] = [await decode(TG / 2), await decode(TG)];
       if (r === 0) continue;
       pp.push(p.timings.prefillTokensPerSecond);
       if (t.completionTokens === TG) tg.push(t.timings.decodeTokensPerSecond);
+      if (short.completionTokens === TG / 2 && long.completionTokens === TG) {
+        steady.push(((TG / 2) * 1000) / (long.timings.decodeMs - short.timings.decodeMs));
+      }
     }
-    return { pp: median(pp), tg: tg.length ? median(tg) : NaN };
+    return { pp: median(pp), tg: tg.length ? median(tg) : NaN, tgSteady: steady.length ? median(steady) : NaN };
   } finally {
     await engine.close();
   }
@@ -95,13 +104,13 @@ async function main(): Promise<void> {
     const mine = await ours(path);
     const peer = await nodeLlamaCpp(path);
     const vsNative = native && { pp: stock.pp / native.pp, tg: stock.tg / native.tg };
-    results.push({ nodeLlamaCpp: peer, model: basename(preset, '.gguf'), path, stock, native, vsNative, ours: mine, ratio: { pp: mine.pp / stock.pp, tg: mine.tg / stock.tg } });
+    results.push({ nodeLlamaCpp: peer, model: basename(preset, '.gguf'), path, stock, native, vsNative, ours: mine, ratio: { pp: mine.pp / stock.pp, tg: mine.tg / stock.tg, tgSteady: mine.tgSteady / stock.tg } });
   }
   console.log(`\nbench:engine — backend ${backend}, ${threads} threads, ngl ${ngl}, pp${PP} / tg${TG}, median of ${reps} (${cpus()[0]?.model ?? 'cpu'})`);
   console.log(`CPU build '${record?.level ?? 'unrecorded'}'${record?.leftOut.length ? ` (left out: ${record.leftOut.map((l) => l.label).join(', ')})` : ''}\n`);
   printTable(
-    ['model', 'llama-bench pp t/s', 'moeflash pp t/s', 'pp ratio', 'llama-bench tg t/s', 'moeflash tg t/s', 'tg ratio', 'node-llama-cpp pp / tg t/s'],
-    results.map((r) => [r.model, r.stock.pp, r.ours.pp, r.ratio.pp, r.stock.tg, r.ours.tg, r.ratio.tg, peerCell(r.nodeLlamaCpp)]),
+    ['model', 'llama-bench pp t/s', 'moeflash pp t/s', 'pp ratio', 'llama-bench tg t/s', 'moeflash tg t/s', 'tg ratio', 'moeflash tg steady', 'ratio', 'node-llama-cpp pp / tg t/s'],
+    results.map((r) => [r.model, r.stock.pp, r.ours.pp, r.ratio.pp, r.stock.tg, r.ours.tg, r.ratio.tg, r.ours.tgSteady, r.ratio.tgSteady, peerCell(r.nodeLlamaCpp)]),
   );
   if (nativeDir) {
     console.log('\nthe probed CPU build against -march=native (llama-bench of each, same tree, same run)\n');
