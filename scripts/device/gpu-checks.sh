@@ -7,11 +7,12 @@
 #                the stack started with one generation through the router, and the tests that need no registry tools
 #   cuda-bg      start the CUDA build (build-native: CPU level probed, then patched llama.cpp + addon) in the
 #                background; cuda-wait waits for it
-#   vulkan-setup unpack the Vulkan build packed on the dev machine (scripts/device/pack-vulkan.sh: the machine has no
-#                glslc) and the Vulkan loader; then GPU_BACKEND=vulkan makes the steps below run Vulkan
+#   prebuilt     unpack the GPU_BACKEND build packed on the dev machine (scripts/device/pack-gpu-build.sh; Vulkan
+#                must be: the machine has no glslc; CUDA may be, instead of cuda-bg/cuda-wait), with the Vulkan loader
 #   ops          test-backend-ops for the ops the patches add (the GPU backend against the CPU)
 #   fidelity     the stock CPU peer, then bench/gpuFidelity.ts (cache vs stock, tiny + small)
 #   cache        bench:cache on the 30b-a3b preset (BENCH_* as usual; CACHE_RUNS="env;env" runs several)
+#   engine       bench:engine on the 30b-a3b preset, every layer on the GPU: the engine against llama-bench
 # GPU_BACKEND=cuda (default) or vulkan picks the backend of ops, fidelity, cache and limited.
 #   limited      bench:prefetch:limited on this machine's disk: the 30b-a3b preset in a memory cgroup of a quarter of
 #                its size, stock -ncmoe vs the GPU slot cache at 25 % with experts read on demand (docs/EXPERT_STORE.md)
@@ -31,7 +32,8 @@ setup() {
   [ -d node_modules/nice-grpc ] || tar -xJf .devtools/node_modules.tar.xz
   for variant in patched stock; do
     src=build/llama/$variant/src
-    [ -d "$src/.git" ] && continue
+    # a prebuilt call carries no source
+    [ -d "$src/.git" ] || [ ! -f .devtools/llama-src.tar.xz ] && continue
     mkdir -p "$src"
     tar -xJf .devtools/llama-src.tar.xz -C "$src"
     # a repository of the pristine source, so that prepare-llama-cpp.sh applies the series as anywhere else
@@ -77,17 +79,20 @@ cuda_wait() {
   grep -q '^exit 0' build/cuda-build.log
 }
 
-vulkan_setup() {
-  log "vulkan: the packed build and the loader"
-  tar -xJf .devtools/vulkan.tar.xz
-  for f in .devtools/vulkan-loader/*.deb; do dpkg -x "$f" /; done
-  ldconfig
-  # the NVIDIA driver's manifest, where the loader does not find it by itself
-  local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-  if [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
-    export VK_DRIVER_FILES=$icd
+prebuilt() {
+  log "$gpu: the build packed on the dev machine"
+  tar -xJf ".devtools/$gpu.tar.xz"
+  echo "$gpu" > native/build/BACKEND
+  if [ "$gpu" = vulkan ]; then
+    for f in .devtools/vulkan-loader/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+    # the NVIDIA driver's manifest, where the loader does not find it by itself
+    local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    if [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+      export VK_DRIVER_FILES=$icd
+    fi
   fi
-  build/llama/patched/build-vulkan/bin/test-backend-ops -o ADD -b Vulkan0 2>&1 | grep -m2 'Device description\|backends passed' || true
+  build/llama/patched/build-$gpu/bin/test-backend-ops -o ADD -b "$gpu_dev" 2>&1 | grep -m2 'Device description\|backends passed' || true
 }
 
 ops() {
@@ -138,6 +143,15 @@ cache() {
   cp bench/results/cache-*.json "$out/" 2>/dev/null || true
 }
 
+engine() {
+  export MOEFLASH_BACKEND=$gpu
+  model_30b
+  log "engine: bench:engine, 30b-a3b, -ngl 99"
+  BENCH_MODELS=build/device-models/30b-a3b.gguf BENCH_NGL=99 BENCH_THREADS=$(( $(nproc) - 1 )) BENCH_REPS=${ENGINE_REPS:-2} \
+    BENCH_LABEL=$gpu-ngl99 node dist/bench/benchEngine.js 2>&1 | tail -6
+  cp "bench/results/engine-$gpu-ngl99.json" "$out/" 2>/dev/null || true
+}
+
 limited() {
   export MOEFLASH_BACKEND=$gpu
   model_30b
@@ -154,8 +168,8 @@ limited() {
 
 for step in "$@"; do
   case "$step" in
-    setup) setup ;; cpu) cpu ;; cuda-bg) cuda_bg ;; cuda-wait) cuda_wait ;; vulkan-setup) vulkan_setup ;; ops) ops ;;
-    fidelity) fidelity ;; cache) cache ;;
+    setup) setup ;; cpu) cpu ;; cuda-bg) cuda_bg ;; cuda-wait) cuda_wait ;; prebuilt) prebuilt ;; ops) ops ;;
+    fidelity) fidelity ;; cache) cache ;; engine) engine ;;
     limited) limited ;;
     *) echo "gpu-checks: unknown step $step" >&2; exit 2 ;;
   esac
