@@ -114,8 +114,10 @@ export interface ExpertCacheCounters {
   prefetchedUsed: number;
   /** Bytes of the speculative copies (included in bytesCopied). */
   bytesPrefetched: number;
-  /** Bytes copied to the staging bank for ubatches too large for the slots (prefill); not in bytesCopied. */
+  /** Bytes copied from host memory to the staging bank for ubatches too large for the slots (prefill); not in bytesCopied. */
   bytesStaged: number;
+  /** Staging copies of experts resident in the layer's slots, made device to device (not in bytesStaged). */
+  bytesStagedOnDevice: number;
 }
 
 export interface ExpertCacheStats {

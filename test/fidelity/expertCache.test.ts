@@ -109,6 +109,8 @@ for (const preset of ['tiny', 'small'] as TestPreset[]) {
           // so that its graph is the stock one
           assert.equal(new Set(stats.layers.map((l) => l.bypassed)).size, 1, 'every layer staged the same ubatches');
           assert.ok(t.bytesStaged > 0 && t.bytesStaged % engine.info.bytesPerExpert === 0, 'whole experts were staged');
+          // the long prompt came after decode steps had filled slots: those experts were staged from their slots
+          assert.ok(t.bytesStagedOnDevice > 0 && t.bytesStagedOnDevice % engine.info.bytesPerExpert === 0, 'resident experts were staged from their slots');
           assert.equal(t.bytesCopied, t.misses * engine.info.bytesPerExpert);
           assert.ok(t.evictions > 0);
         });
