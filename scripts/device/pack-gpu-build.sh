@@ -20,7 +20,8 @@ for f in "$bin/libggml-$backend.so.0" "$bin/libllama-bench-impl.so" "$bin/llama-
   [ -e "$f" ] || { echo "pack-gpu-build: $f missing: build the $backend variant first (see the header)" >&2; exit 1; }
 done
 command -v patchelf >/dev/null || { echo "pack-gpu-build: needs patchelf (apt-get install patchelf)" >&2; exit 1; }
-grep -qx '/.devtools/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo '/.devtools/' >> .git/info/exclude; }
+exclude=$(git rev-parse --git-path info/exclude)  # a worktree's .git is a file
+grep -qx '/.devtools/' "$exclude" 2>/dev/null || { mkdir -p "$(dirname "$exclude")"; echo '/.devtools/' >> "$exclude"; }
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/$bin" "$stage/native/build/$backend/Release"
