@@ -27,6 +27,11 @@ export PATH=/tmp/nodebin:$PATH CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90} MOEF
 log() { printf '== %s %s\n' "$(date +%T)" "$*"; }
 gpu=${GPU_BACKEND:-cuda}
 case "$gpu" in cuda) gpu_dev=CUDA0 ;; vulkan) gpu_dev=Vulkan0 ;; *) echo "gpu-checks: GPU_BACKEND must be cuda or vulkan" >&2; exit 2 ;; esac
+# the NVIDIA driver's Vulkan manifest, where the loader does not find it by itself (every step of every call needs it)
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ "$gpu" = vulkan ] && [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+  export VK_DRIVER_FILES=$icd
+fi
 
 setup() {
   [ -d node_modules/nice-grpc ] || tar -xJf .devtools/node_modules.tar.xz
@@ -86,11 +91,6 @@ prebuilt() {
   if [ "$gpu" = vulkan ]; then
     for f in .devtools/vulkan-loader/*.deb; do dpkg -x "$f" /; done
     ldconfig
-    # the NVIDIA driver's manifest, where the loader does not find it by itself
-    local icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-    if [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
-      export VK_DRIVER_FILES=$icd
-    fi
   fi
   build/llama/patched/build-$gpu/bin/test-backend-ops -o ADD -b "$gpu_dev" 2>&1 | grep -m2 'Device description\|backends passed' || true
 }
