@@ -1,6 +1,7 @@
 // Entry point of the moeflash Node-API addon.
 #include "addon.h"
 
+#include "Argmax.h"
 #include "ChatTemplate.h"
 #include "llama.h"
 
@@ -19,10 +20,17 @@ static Napi::Value JsonSchemaGrammar(const Napi::CallbackInfo & info) {
     }
 }
 
+// argmaxOfLogits(logits: Float32Array) -> number: the scheduler's greedy pick, for its tests
+static Napi::Value ArgmaxOfLogits(const Napi::CallbackInfo & info) {
+    const Napi::Float32Array logits = info[0].As<Napi::Float32Array>();
+    return Napi::Number::New(info.Env(), moeflash::ArgmaxOfLogits(logits.Data(), (int32_t) logits.ElementLength()));
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     llama_backend_init();
     exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
     exports.Set("jsonSchemaToGrammar", Napi::Function::New(env, JsonSchemaGrammar));
+    exports.Set("argmaxOfLogits", Napi::Function::New(env, ArgmaxOfLogits));
     InitLlamaLog(env, exports);
     InitAddonModel(env, exports);
     InitAddonEngine(env, exports);

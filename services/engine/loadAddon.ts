@@ -33,6 +33,8 @@ export interface NativeAddon extends NativeIoAddon {
   setLlamaLogVerbose(verbose: boolean): void;
   /** llama_print_system_info(): the backends and the CPU instruction sets this build was compiled with. */
   systemInfo(): string;
+  /** The token greedy decoding picks from one step's logits (the scheduler's argmax): the first highest. */
+  argmaxOfLogits(logits: Float32Array): number;
   /** GBNF for a JSON Schema (text), by llama.cpp's json-schema-to-grammar; throws 'json_schema: <why>'. */
   jsonSchemaToGrammar(schema: string): string;
   /** Host -> device GB/s of the first GPU from pinned memory (what expert-cache copies use); 0 without a GPU. */
