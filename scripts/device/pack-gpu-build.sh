@@ -30,6 +30,22 @@ for lib in libggml libggml-base libggml-cpu "libggml-$backend" libllama libllama
   strip -s -o "$stage/$bin/$lib.so.0" "$(readlink -f "$bin/$lib.so.0")"
 done
 strip -s -o "$stage/$bin/libllama-bench-impl.so" "$(readlink -f "$bin/libllama-bench-impl.so")"
+if [ "$backend" = cuda ]; then
+  lib="$stage/$bin/libggml-cuda.so.0"
+  cudart=$(readelf -d "$lib" | grep -o 'libcudart\.so\.[0-9]*' | head -1)
+  cublas=$(readelf -d "$lib" | grep -o 'libcublas\.so\.[0-9]*' | head -1)
+  want="libcublas.so.${cudart##*.}"
+  if [ -n "$cublas" ] && [ "$cublas" != "$want" ]; then
+    # a toolkit without cuBLAS of its own (the dev VM's CUDA 13) links the system's older one (Debian 12: 11):
+    # point the library at the cuBLAS of its CUDA runtime, which the GPU machine has; the references carry the old
+    # library's version tag, so they are cleared first. gpu-checks.sh `prebuilt` runs an op on the GPU to prove it.
+    for sym in $(objdump -T "$lib" | awk -v tag="($cublas)" 'index($0, tag) {print $NF}'); do
+      patchelf --clear-symbol-version "$sym" "$lib"
+    done
+    patchelf --replace-needed "$cublas" "$want" "$lib"
+    echo "pack-gpu-build: libggml-cuda re-pointed from $cublas to $want"
+  fi
+fi
 strip -s -o "$stage/$bin/liburing.so.2" "$(readlink -f /lib/x86_64-linux-gnu/liburing.so.2)"
 cp "$bin/llama-bench" "$bin/test-backend-ops" "$stage/$bin/"
 cp "native/build/$backend/Release/moeflash.node" "$stage/native/build/$backend/Release/"
