@@ -27,6 +27,12 @@ export PATH=/tmp/nodebin:$PATH CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90} MOEF
 log() { printf '== %s %s\n' "$(date +%T)" "$*"; }
 gpu=${GPU_BACKEND:-cuda}
 case "$gpu" in cuda) gpu_dev=CUDA0 ;; vulkan) gpu_dev=Vulkan0 ;; *) echo "gpu-checks: GPU_BACKEND must be cuda or vulkan" >&2; exit 2 ;; esac
+# a prebuilt CUDA tree finds its own libraries by $ORIGIN; cudart and cuBLAS come from the toolkit here
+if [ "$gpu" = cuda ] && ! ldconfig -p | grep -q 'libcublas\.so\.'; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64; do
+    if ls "$d"/libcublas.so.* >/dev/null 2>&1; then export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}; break; fi
+  done
+fi
 # the NVIDIA driver's Vulkan manifest, where the loader does not find it by itself (every step of every call needs it)
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ "$gpu" = vulkan ] && [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
