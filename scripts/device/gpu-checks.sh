@@ -7,8 +7,8 @@
 #                the stack started with one generation through the router, and the tests that need no registry tools
 #   cuda-bg      start the CUDA build (build-native: CPU level probed, then patched llama.cpp + addon) in the
 #                background; cuda-wait waits for it
-#   prebuilt     unpack the GPU_BACKEND build packed on the dev machine (scripts/device/pack-gpu-build.sh; Vulkan
-#                must be: the machine has no glslc; CUDA may be, instead of cuda-bg/cuda-wait), with the Vulkan loader
+#   prebuilt     unpack the Vulkan build packed on the dev machine (scripts/device/pack-gpu-build.sh: the machine has
+#                no glslc) with the Vulkan loader, and check that the driver gives a Vulkan device
 #   ops          test-backend-ops for the ops the patches add (the GPU backend against the CPU)
 #   fidelity     the stock CPU peer, then bench/gpuFidelity.ts (cache vs stock, tiny + small)
 #   cache        bench:cache on the 30b-a3b preset (BENCH_* as usual; CACHE_RUNS="env;env" runs several)
@@ -33,14 +33,22 @@ if [ "$gpu" = cuda ] && ! ldconfig -p | grep -q 'libcublas\.so\.'; then
     if ls "$d"/libcublas.so.* >/dev/null 2>&1; then export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}; break; fi
   done
 fi
-# the NVIDIA driver's Vulkan manifest, where the loader does not find it by itself (every step of every call needs it)
+# the NVIDIA driver's Vulkan manifest, named so that the loader finds it whatever its search path (every step of
+# every call needs it)
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ "$gpu" = vulkan ] && [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
+if [ "$gpu" = vulkan ] && [ -f "$icd" ]; then
   export VK_DRIVER_FILES=$icd
 fi
+# the result files this call writes: only they go to $OUT (it takes 8 files), and before the next call's working tree
+# replaces the tracked ones
+stamp=$(mktemp)
+keep_results() { find bench/results -maxdepth 1 -type f -newer "$stamp" -exec cp {} "$out/" \; ; }
 
 setup() {
   [ -d node_modules/nice-grpc ] || tar -xJf .devtools/node_modules.tar.xz
+  # liburing (scripts/device/pack-devtools.sh), so that a build made here has io_uring
+  for f in .devtools/debs/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done
+  ldconfig
   for variant in patched stock; do
     src=build/llama/$variant/src
     # a prebuilt call carries no source
@@ -98,7 +106,15 @@ prebuilt() {
     for f in .devtools/vulkan-loader/*.deb; do dpkg -x "$f" /; done
     ldconfig
   fi
-  build/llama/patched/build-$gpu/bin/test-backend-ops -o ADD -b "$gpu_dev" 2>&1 | grep -m2 'Device description\|backends passed' || true
+  local devices
+  devices=$(build/llama/patched/build-$gpu/bin/test-backend-ops -o ADD -b "$gpu_dev" 2>&1 || true)
+  if ! grep -q "Backend .*: $gpu_dev" <<< "$devices"; then
+    echo "prebuilt: the driver gives no $gpu_dev device"
+    # seen on a lent H100: the NVIDIA Vulkan driver cannot create an instance without the nvidia_modeset module
+    [ "$gpu" = vulkan ] && [ -f "$icd" ] && ! grep -q '^nvidia_modeset ' /proc/modules && \
+      echo "prebuilt: this machine has not loaded the nvidia_modeset kernel module, which NVIDIA's Vulkan driver needs"
+    return 1
+  fi
 }
 
 ops() {
@@ -126,7 +142,7 @@ fidelity() {
   done
   log "fidelity"
   node dist/bench/gpuFidelity.js build/device-models/tiny.gguf build/device-models/small.gguf 2>&1 | grep -v "^moeflash: expert cache" | tail -40 || echo "FIDELITY FAILED"
-  cp bench/results/fidelity-*.json "$out/" 2>/dev/null || true
+  keep_results
 }
 
 model_30b() {
@@ -146,7 +162,7 @@ cache() {
     env $settings BENCH_MODEL=build/device-models/30b-a3b.gguf BENCH_THREADS=$(( $(nproc) - 1 )) node dist/bench/benchCache.js 2>&1 \
       | grep -v "^moeflash: expert cache" | tail -22
   done
-  cp bench/results/cache-*.json "$out/" 2>/dev/null || true
+  keep_results
 }
 
 engine() {
@@ -155,21 +171,24 @@ engine() {
   log "engine: bench:engine, 30b-a3b, -ngl 99"
   BENCH_MODELS=build/device-models/30b-a3b.gguf BENCH_NGL=99 BENCH_THREADS=$(( $(nproc) - 1 )) BENCH_REPS=${ENGINE_REPS:-2} \
     BENCH_LABEL=$gpu-ngl99 node dist/bench/benchEngine.js 2>&1 | tail -6
-  cp "bench/results/engine-$gpu-ngl99.json" "$out/" 2>/dev/null || true
+  keep_results
 }
 
 limited() {
   export MOEFLASH_BACKEND=$gpu
   model_30b
-  local size dev
+  local size dev src
   size=$(stat -c %s build/device-models/30b-a3b.gguf)
-  dev=$(lsblk -no pkname "$(df --output=source build/device-models | tail -1)" 2>/dev/null | head -1)
+  src=$(df --output=source build/device-models | tail -1)
+  # the disk under the partition, or the device itself when the file system sits on a whole disk
+  dev=$(lsblk -no pkname "$src" 2>/dev/null | head -1)
+  [ -n "$dev" ] || dev=$(basename "$src")
   log "limited: 30b-a3b ($size bytes) in a cgroup of $((size / 4)) bytes, disk ${dev:-unknown}"
   BENCH_PREFETCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LIMIT_BYTES=$((size / 4)) BENCH_GPU_LAYERS=99 BENCH_CACHE_BUDGET=0.25 \
-    BENCH_BLOCK_DEV=${dev:-nvme0n1} BENCH_THREADS=$(( $(nproc) - 1 )) BENCH_SCENARIOS=${LIMITED_SCENARIOS:-raw,stock,demand,demandHints} \
-    BENCH_REPS=${LIMITED_REPS:-1} BENCH_RESULT=prefetch-limited-cuda node dist/bench/benchPrefetchLimited.js 2>&1 \
+    BENCH_BLOCK_DEV=${dev:-nvme0n1} BENCH_THREADS=$(( $(nproc) - 1 )) BENCH_SCENARIOS=${LIMITED_SCENARIOS:-raw,demand,demandHints,stock} \
+    BENCH_TOKENS=${LIMITED_TOKENS:-16} BENCH_REPS=${LIMITED_REPS:-1} BENCH_RESULT=prefetch-limited-cuda node dist/bench/benchPrefetchLimited.js 2>&1 \
     | grep -v "^moeflash: expert cache" | tail -30
-  cp bench/results/prefetch-limited-cuda.* "$out/" 2>/dev/null || true
+  keep_results
 }
 
 for step in "$@"; do

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs what the GPU machine (no registry) needs into .devtools/ (ignored by git, carried by the device call):
 # the node binary, the runtime + test npm packages, and the pristine llama.cpp source of the pinned bundle (no vocab
-# models or docs). scripts/device/gpu-checks.sh setup unpacks them. Run after npm install.
+# models or docs), and Debian's liburing packages, so that a build made on the machine (CUDA) has io_uring too.
+# scripts/device/gpu-checks.sh setup unpacks them. Run after npm install.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -13,4 +14,6 @@ tar -cf - --exclude='node_modules/@bufbuild/buf*' --exclude='node_modules/typesc
   --exclude='*.map' --exclude='*.d.ts' node_modules | xz -T0 -6 > .devtools/node_modules.tar.xz
 git -C build/llama/patched/src archive --format=tar HEAD | tar --delete --wildcards 'models/*.gguf*' 'docs/*' 'media/*' \
   | xz -T0 -6 > .devtools/llama-src.tar.xz
+mkdir -p .devtools/debs
+(cd .devtools/debs && rm -f ./*.deb && apt-get download liburing2 liburing-dev >/dev/null)
 du -sh .devtools/*

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Packs a GPU build made here for the GPU machine: .devtools/<backend>.tar.xz, which gpu-checks.sh `prebuilt` unpacks.
 #   vulkan  the machine has no glslc or Vulkan headers; .devtools/vulkan-loader/ also gets Debian's Vulkan loader
-#   cuda    nvcc here builds the same sm_90 code the machine would, and the call then spends no device time on it
+# CUDA is built on the machine instead (gpu-checks.sh cuda-bg, about two minutes on 16 cores): a CUDA build made here
+# links Debian's cuBLAS 11 (this toolkit has none of its own), and its symbol version tags keep it from loading
+# against the machine's cuBLAS 13.
 # The tarball holds the patched llama.cpp libraries (stripped), llama-bench, test-backend-ops, the addon with its CPU
 # build record, liburing (the machine lacks it) and, when built, the stock CPU peer gpu-checks.sh `fidelity` uses.
-# Build first (CUDA: CUDACXX=/usr/local/cuda/bin/nvcc CUDA_ARCHITECTURES=90 MOEFLASH_BACKEND=cuda):
+# Build first:
 #   MOEFLASH_BACKEND=<backend> MOEFLASH_LLAMA_TARGETS="llama ggml llama-common llama-bench test-backend-ops" \
 #     MOEFLASH_ADDON_BUILD_DIR=$PWD/native/build/<backend> bash scripts/build-native.sh
 # The CPU level recorded here must run on the machine's CPU (the engine refuses a build the CPU cannot run).
 set -euo pipefail
-backend=${1:?usage: pack-gpu-build.sh vulkan|cuda}
-case "$backend" in vulkan|cuda) ;; *) echo "pack-gpu-build: the backend must be vulkan or cuda" >&2; exit 2 ;; esac
+backend=${1:?usage: pack-gpu-build.sh vulkan}
+case "$backend" in vulkan) ;; *) echo "pack-gpu-build: only vulkan is packed (CUDA is built on the GPU machine: see the header)" >&2; exit 2 ;; esac
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 bin=build/llama/patched/build-$backend/bin
@@ -30,22 +32,6 @@ for lib in libggml libggml-base libggml-cpu "libggml-$backend" libllama libllama
   strip -s -o "$stage/$bin/$lib.so.0" "$(readlink -f "$bin/$lib.so.0")"
 done
 strip -s -o "$stage/$bin/libllama-bench-impl.so" "$(readlink -f "$bin/libllama-bench-impl.so")"
-if [ "$backend" = cuda ]; then
-  lib="$stage/$bin/libggml-cuda.so.0"
-  cudart=$(readelf -d "$lib" | grep -o 'libcudart\.so\.[0-9]*' | head -1)
-  cublas=$(readelf -d "$lib" | grep -o 'libcublas\.so\.[0-9]*' | head -1)
-  want="libcublas.so.${cudart##*.}"
-  if [ -n "$cublas" ] && [ "$cublas" != "$want" ]; then
-    # a toolkit without cuBLAS of its own (the dev VM's CUDA 13) links the system's older one (Debian 12: 11):
-    # point the library at the cuBLAS of its CUDA runtime, which the GPU machine has; the references carry the old
-    # library's version tag, so they are cleared first. gpu-checks.sh `prebuilt` runs an op on the GPU to prove it.
-    for sym in $(objdump -T "$lib" | awk -v tag="($cublas)" 'index($0, tag) {print $NF}'); do
-      patchelf --clear-symbol-version "$sym" "$lib"
-    done
-    patchelf --replace-needed "$cublas" "$want" "$lib"
-    echo "pack-gpu-build: libggml-cuda re-pointed from $cublas to $want"
-  fi
-fi
 strip -s -o "$stage/$bin/liburing.so.2" "$(readlink -f /lib/x86_64-linux-gnu/liburing.so.2)"
 cp "$bin/llama-bench" "$bin/test-backend-ops" "$stage/$bin/"
 cp "native/build/$backend/Release/moeflash.node" "$stage/native/build/$backend/Release/"
@@ -65,8 +51,6 @@ fi
 find "$stage/build" -type f -exec patchelf --set-rpath '$ORIGIN' {} \;
 tar -C "$stage" -cf - . | xz -T0 -6 > ".devtools/$backend.tar.xz"
 du -sh ".devtools/$backend.tar.xz"
-if [ "$backend" = vulkan ]; then
-  mkdir -p .devtools/vulkan-loader
-  (cd .devtools/vulkan-loader && rm -f ./*.deb && apt-get download libvulkan1 >/dev/null)
-  du -sh .devtools/vulkan-loader/*.deb
-fi
+mkdir -p .devtools/vulkan-loader
+(cd .devtools/vulkan-loader && rm -f ./*.deb && apt-get download libvulkan1 >/dev/null)
+du -sh .devtools/vulkan-loader/*.deb
