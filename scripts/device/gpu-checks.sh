@@ -7,8 +7,9 @@
 #                the stack started with one generation through the router, and the tests that need no registry tools
 #   cuda-bg      start the CUDA build (build-native: CPU level probed, then patched llama.cpp + addon) in the
 #                background; cuda-wait waits for it
-#   prebuilt     unpack the Vulkan build packed on the dev machine (scripts/device/pack-gpu-build.sh: the machine has
-#                no glslc) with the Vulkan loader, and check that the driver gives a Vulkan device
+#   vulkan-setup unpack the Vulkan build packed on the dev machine (scripts/device/pack-vulkan.sh: the machine has no
+#                glslc) and the Vulkan loader, and check that the driver gives a Vulkan device; then GPU_BACKEND=vulkan
+#                makes the steps below run Vulkan
 #   ops          test-backend-ops for the ops the patches add (the GPU backend against the CPU)
 #   fidelity     the stock CPU peer, then bench/gpuFidelity.ts (cache vs stock, tiny + small)
 #   cache        bench:cache on the 30b-a3b preset (BENCH_* as usual; CACHE_RUNS="env;env" runs several)
@@ -27,12 +28,6 @@ export PATH=/tmp/nodebin:$PATH CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90} MOEF
 log() { printf '== %s %s\n' "$(date +%T)" "$*"; }
 gpu=${GPU_BACKEND:-cuda}
 case "$gpu" in cuda) gpu_dev=CUDA0 ;; vulkan) gpu_dev=Vulkan0 ;; *) echo "gpu-checks: GPU_BACKEND must be cuda or vulkan" >&2; exit 2 ;; esac
-# a prebuilt CUDA tree finds its own libraries by $ORIGIN; cudart and cuBLAS come from the toolkit here
-if [ "$gpu" = cuda ] && ! ldconfig -p | grep -q 'libcublas\.so\.'; then
-  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64; do
-    if ls "$d"/libcublas.so.* >/dev/null 2>&1; then export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}; break; fi
-  done
-fi
 # the NVIDIA driver's Vulkan manifest, named so that the loader finds it whatever its search path (every step of
 # every call needs it)
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
@@ -51,7 +46,7 @@ setup() {
   ldconfig
   for variant in patched stock; do
     src=build/llama/$variant/src
-    # a prebuilt call carries no source
+    # a call that carries only the Vulkan build has no source
     [ -d "$src/.git" ] || [ ! -f .devtools/llama-src.tar.xz ] && continue
     mkdir -p "$src"
     tar -xJf .devtools/llama-src.tar.xz -C "$src"
@@ -98,21 +93,19 @@ cuda_wait() {
   grep -q '^exit 0' build/cuda-build.log
 }
 
-prebuilt() {
-  log "$gpu: the build packed on the dev machine"
-  tar -xJf ".devtools/$gpu.tar.xz"
-  echo "$gpu" > native/build/BACKEND
-  if [ "$gpu" = vulkan ]; then
-    for f in .devtools/vulkan-loader/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-  fi
+vulkan_setup() {
+  log "vulkan: the packed build and the loader"
+  tar -xJf .devtools/vulkan.tar.xz
+  echo vulkan > native/build/BACKEND
+  for f in .devtools/vulkan-loader/*.deb; do dpkg -x "$f" /; done
+  ldconfig
   local devices
-  devices=$(build/llama/patched/build-$gpu/bin/test-backend-ops -o ADD -b "$gpu_dev" 2>&1 || true)
-  if ! grep -q "Backend .*: $gpu_dev" <<< "$devices"; then
-    echo "prebuilt: the driver gives no $gpu_dev device"
+  devices=$(build/llama/patched/build-vulkan/bin/test-backend-ops -o ADD -b Vulkan0 2>&1 || true)
+  if ! grep -q "Backend .*: Vulkan0" <<< "$devices"; then
+    echo "vulkan-setup: the driver gives no Vulkan device"
     # seen on a lent H100: the NVIDIA Vulkan driver cannot create an instance without the nvidia_modeset module
-    [ "$gpu" = vulkan ] && [ -f "$icd" ] && ! grep -q '^nvidia_modeset ' /proc/modules && \
-      echo "prebuilt: this machine has not loaded the nvidia_modeset kernel module, which NVIDIA's Vulkan driver needs"
+    [ -f "$icd" ] && ! grep -q '^nvidia_modeset ' /proc/modules && \
+      echo "vulkan-setup: this machine has not loaded the nvidia_modeset kernel module, which NVIDIA's Vulkan driver needs"
     return 1
   fi
 }
@@ -193,7 +186,7 @@ limited() {
 
 for step in "$@"; do
   case "$step" in
-    setup) setup ;; cpu) cpu ;; cuda-bg) cuda_bg ;; cuda-wait) cuda_wait ;; prebuilt) prebuilt ;; ops) ops ;;
+    setup) setup ;; cpu) cpu ;; cuda-bg) cuda_bg ;; cuda-wait) cuda_wait ;; vulkan-setup) vulkan_setup ;; ops) ops ;;
     fidelity) fidelity ;; cache) cache ;; engine) engine ;;
     limited) limited ;;
     *) echo "gpu-checks: unknown step $step" >&2; exit 2 ;;
