@@ -150,7 +150,11 @@ cache() {
   model_30b
   IFS=';' read -r -a runs <<< "${CACHE_RUNS:-}"
   [ ${#runs[@]} -eq 0 ] && runs=("")
+  local i=0
   for settings in "${runs[@]}"; do
+    i=$((i + 1))
+    # a label per run, or every run writes cache-$gpu.json over the one before
+    [[ ${#runs[@]} -gt 1 && $settings != *BENCH_LABEL=* ]] && settings="BENCH_LABEL=$gpu-run$i $settings"
     log "cache: $settings"
     env $settings BENCH_MODEL=build/device-models/30b-a3b.gguf BENCH_THREADS=$(( $(nproc) - 1 )) node dist/bench/benchCache.js 2>&1 \
       | grep -v "^moeflash: expert cache" | tail -22
