@@ -76,6 +76,7 @@ BatchScheduler::BatchScheduler(llama_context * ctx, const llama_model * model, i
     for (int32_t i = 0; i < n_seq; i++) {
         slots[i].seq = i;
     }
+    device_greedy_.assign(n_seq, nullptr);
     thread = std::thread([this] { run(); });
 }
 
@@ -83,6 +84,12 @@ BatchScheduler::~BatchScheduler() {
     stop();
     if (cache_on_ && hints) {
         llama_expert_cache_set_predict_callback(ctx, nullptr, nullptr);
+    }
+    for (size_t seq = 0; seq < device_greedy_.size(); seq++) {
+        if (device_greedy_[seq] != nullptr) {
+            llama_set_sampler(ctx, (llama_seq_id) seq, nullptr);
+            llama_sampler_free(device_greedy_[seq]);
+        }
     }
     llama_batch_free(batch);
 }
@@ -305,6 +312,29 @@ void BatchScheduler::run() {
     }
 }
 
+// Greedy requests without log-probabilities take their token from the graph (an argmax on the device that holds the
+// logits), so a step reads back one id per sequence instead of the whole vocabulary's logits and scans none of them
+// on the host: on a GPU that copy and scan are a few percent of a decode step. Attaching or detaching makes the
+// context re-reserve its graphs, so a sequence keeps its sampler while consecutive requests agree. A chain is attached
+// once in its life (llama.cpp initialises its device state on attach), so each attach gets a new one. A backend that
+// cannot run the sampler's ops keeps the host path.
+void BatchScheduler::use_device_sampling(Slot & slot, bool want) {
+    llama_sampler *& chain = device_greedy_[(size_t) slot.seq];
+    if (want && chain == nullptr) {
+        chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+        llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+        if (!llama_set_sampler(ctx, slot.seq, chain)) {
+            llama_sampler_free(chain);
+            chain = nullptr;
+        }
+    } else if (!want && chain != nullptr) {
+        llama_set_sampler(ctx, slot.seq, nullptr);
+        llama_sampler_free(chain);
+        chain = nullptr;
+    }
+    slot.device_sampled = chain != nullptr;
+}
+
 // Moves queued requests into free sequences. Cancelled ones never take a sequence.
 void BatchScheduler::admit_locked() {
     while (!pending.empty()) {
@@ -333,6 +363,7 @@ void BatchScheduler::admit_locked() {
         slot.cache_hits.assign(cache_on_ ? (size_t) n_layer_ : 0, 0);
         slot.cache_misses.assign(cache_on_ ? (size_t) n_layer_ : 0, 0);
         slot.cache_bytes_copied = slot.cache_copy_ms = slot.cache_stall_ms = 0;
+        use_device_sampling(slot, slot.request->argmax_only && slot.request->top_logprobs < 0);
         pending.pop_front();
         n_active++;
         total_requests++;
@@ -429,9 +460,14 @@ void BatchScheduler::sample_batch(std::vector<GenerationEvent> & events) {
             continue;
         }
         // sampling reads the logits, which waits for an asynchronous backend: time after it
-        const llama_token token = slot.request->argmax_only
+        const llama_token token = slot.device_sampled ? llama_get_sampled_token_ith(ctx, slot.i_batch)
+                                  : slot.request->argmax_only
                                       ? moeflash::ArgmaxOfLogits(llama_get_logits_ith(ctx, slot.i_batch), llama_vocab_n_tokens(vocab))
                                       : llama_sampler_sample(slot.request->sampler, ctx, slot.i_batch);
+        if (token == LLAMA_TOKEN_NULL) {
+            finish(slot, "error", events, "the device sampler returned no token");
+            continue;
+        }
         TokenLogprob logprob;
         const bool with_logprob = slot.request->top_logprobs >= 0;
         if (with_logprob) {

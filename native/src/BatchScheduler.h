@@ -121,6 +121,7 @@ class BatchScheduler {
         std::vector<uint32_t> cache_hits, cache_misses;  // per layer, see GenerationEvent
         double cache_bytes_copied = 0, cache_copy_ms = 0, cache_stall_ms = 0;
         double paging_experts = 0, paging_page_cache_hits = 0, paging_bytes_read = 0;
+        bool device_sampled = false;          // its token is picked in the step's graph (use_device_sampling)
     };
 
     void run();
@@ -128,6 +129,7 @@ class BatchScheduler {
     void observe_routing();
     void observe_expert_cache();
     void observe_paging();
+    void use_device_sampling(Slot & slot, bool want);
     void admit_locked();
     void step();
     // step()'s phases, in order
@@ -164,6 +166,9 @@ class BatchScheduler {
     const moeflash::ExpertPager * pager_ = nullptr;
     moeflash::ExpertPagerStats paging_prev_;
     std::vector<llama_expert_cache_stats> cache_prev_;  // per layer, counters after the previous step
+    // per sequence: the greedy chain the context samples with in the graph while the sequence's requests are
+    // argmax-only, null when none is attached; owned here (llama.cpp keeps only the pointer)
+    std::vector<llama_sampler *> device_greedy_;
 
     llama_batch batch;
     std::vector<Slot> slots;  // one per sequence id; only the scheduler thread touches them

@@ -65,6 +65,19 @@ describe('engine', function () {
     assert.deepEqual(a.tokens, b.tokens);
   });
 
+  it('greedy picks the same tokens whether the graph samples them or the host does, switching back and forth', async function () {
+    // plain greedy requests are sampled in the graph (an argmax beside the logits); asking for log-probabilities needs
+    // the logits on the host, so the same sequence detaches its device sampler, and the next greedy request attaches a
+    // new one
+    const greedy = () => collect(engine.generate({ prompt: 'The quick brown fox', maxTokens: 16, sampling: { temperature: 0 } }));
+    const device = await greedy();
+    const host = await collect(engine.generate({ prompt: 'The quick brown fox', maxTokens: 16, topLogprobs: 1, sampling: { temperature: 0 } }));
+    const deviceAgain = await greedy();
+    assert.equal(host.final.completionTokens, 16);
+    assert.deepEqual(host.tokens, device.tokens);
+    assert.deepEqual(deviceAgain.tokens, device.tokens);
+  });
+
   it('concurrent requests share the batch and produce what each produces alone', async function () {
     const prompts = ['The quick brown fox', 'Once upon a time', 'def main():', 'In the beginning'];
     const alone: number[][] = [];
