@@ -15,6 +15,7 @@
 #   cache        bench:cache on the 30b-a3b preset (BENCH_* as usual; CACHE_RUNS="env;env" runs several)
 #   engine       bench:engine on the 30b-a3b preset, every layer on the GPU: the engine against llama-bench
 # GPU_BACKEND=cuda (default) or vulkan picks the backend of ops, fidelity, cache and limited.
+#   zerocopy     bench/cuda/zeroCopyBandwidth.cu (nvcc here): kernels reading pinned host memory against the copy engine
 #   limited      bench:prefetch:limited on this machine's disk: the 30b-a3b preset in a memory cgroup of a quarter of
 #                its size, stock -ncmoe vs the GPU slot cache at 25 % with experts read on demand (docs/EXPERT_STORE.md)
 set -euo pipefail
@@ -171,6 +172,14 @@ engine() {
   keep_results
 }
 
+zerocopy() {
+  log "zerocopy: kernel reads of host memory against the copy engine"
+  local bin=build/zero-copy-bandwidth
+  PATH=$PATH:/usr/local/cuda/bin nvcc -O3 -arch="sm_${CUDA_ARCHITECTURES%%;*}" -std=c++17 --extended-lambda -o "$bin" bench/cuda/zeroCopyBandwidth.cu
+  { "$bin"; timeout 60 "$bin" tma; } > "$out/zero-copy.txt" 2>&1 || true
+  cat "$out/zero-copy.txt"
+}
+
 limited() {
   export MOEFLASH_BACKEND=$gpu
   model_30b
@@ -193,7 +202,7 @@ for step in "$@"; do
   case "$step" in
     setup) setup ;; cpu) cpu ;; cuda-bg) cuda_bg ;; cuda-wait) cuda_wait ;; vulkan-setup) vulkan_setup ;; ops) ops ;;
     fidelity) fidelity ;; cache) cache ;; engine) engine ;;
-    limited) limited ;;
+    zerocopy) zerocopy ;; limited) limited ;;
     *) echo "gpu-checks: unknown step $step" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,185 @@
+// How fast can kernels read pinned host memory, against the copy engine? The device-resolved expert cache
+// (GGML_OP_MOE_SLOTS, patch 0010) copies a layer's missed experts with a kernel that reads host memory directly, since
+// only the device knows the misses and a copy-engine transfer would need the host to know them first. This measures
+// the ceiling of that choice: copy-engine transfers against kernels of several shapes (the op's grid-stride loop,
+// per-block chunks, Hopper's TMA bulk copies) from page-locked, write-combined and registered host memory, at the
+// sizes one decode step's layer copies (docs/EXPERT_CACHE.md). Built and run on the GPU machine by
+// `scripts/device/gpu-checks.sh zerocopy`; `tma` as the argument runs the TMA rows alone (an unsupported platform
+// faults, which ends the process).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#define CHECK(x)                                                                               \
+    do {                                                                                       \
+        cudaError_t err_ = (x);                                                                \
+        if (err_ != cudaSuccess) {                                                             \
+            std::printf("CUDA error %s at line %d\n", cudaGetErrorString(err_), __LINE__);     \
+            std::exit(1);                                                                      \
+        }                                                                                      \
+    } while (0)
+
+// the op's shape: grid-stride, UNROLL 16-byte loads in flight per thread before their stores
+template <int UNROLL>
+__global__ void copy_grid_stride(const int4 * __restrict__ src, int4 * __restrict__ dst, int64_t n) {
+    const int64_t stride = (int64_t) gridDim.x * blockDim.x;
+    for (int64_t base = (int64_t) blockIdx.x * blockDim.x + threadIdx.x; base < n; base += UNROLL * stride) {
+        int4 v[UNROLL];
+#pragma unroll
+        for (int k = 0; k < UNROLL; ++k) {
+            if (base + k * stride < n) v[k] = src[base + k * stride];
+        }
+#pragma unroll
+        for (int k = 0; k < UNROLL; ++k) {
+            if (base + k * stride < n) dst[base + k * stride] = v[k];
+        }
+    }
+}
+
+// each block reads one contiguous chunk, its warps consecutive 512-byte segments
+template <int UNROLL>
+__global__ void copy_chunk_per_block(const int4 * __restrict__ src, int4 * __restrict__ dst, int64_t n) {
+    const int64_t per_block = (n + gridDim.x - 1) / gridDim.x;
+    const int64_t begin = blockIdx.x * per_block;
+    const int64_t end = begin + per_block < n ? begin + per_block : n;
+    for (int64_t base = begin + threadIdx.x; base < end; base += UNROLL * blockDim.x) {
+        int4 v[UNROLL];
+#pragma unroll
+        for (int k = 0; k < UNROLL; ++k) {
+            if (base + k * blockDim.x < end) v[k] = src[base + k * blockDim.x];
+        }
+#pragma unroll
+        for (int k = 0; k < UNROLL; ++k) {
+            if (base + k * blockDim.x < end) dst[base + k * blockDim.x] = v[k];
+        }
+    }
+}
+
+// TMA bulk copies (cp.async.bulk) of 8 KiB chunks from host memory into shared memory, four buffers per block, then
+// plain stores to device memory: the request size is the copy unit's, not a warp's
+constexpr int TMA_CHUNK = 8192;
+constexpr int TMA_BUFFERS = 4;
+
+__device__ void tma_issue(uint64_t * barrier, char * buffer, const char * src) {
+    const uint32_t bar = (uint32_t) __cvta_generic_to_shared(barrier);
+    const uint32_t dst = (uint32_t) __cvta_generic_to_shared(buffer);
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(TMA_CHUNK));
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+                 "l"(src), "r"(TMA_CHUNK), "r"(bar)
+                 : "memory");
+}
+
+__global__ void copy_tma(const char * __restrict__ src, char * __restrict__ dst, int64_t n_bytes) {
+    __shared__ alignas(128) char buffers[TMA_BUFFERS][TMA_CHUNK];
+    __shared__ alignas(8) uint64_t barriers[TMA_BUFFERS];
+    const int64_t n_chunks = n_bytes / TMA_CHUNK;
+    if (threadIdx.x == 0) {
+        for (int b = 0; b < TMA_BUFFERS; ++b) {
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"((uint32_t) __cvta_generic_to_shared(&barriers[b])));
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;");
+        for (int b = 0; b < TMA_BUFFERS; ++b) {
+            const int64_t chunk = blockIdx.x + (int64_t) b * gridDim.x;
+            if (chunk < n_chunks) tma_issue(&barriers[b], buffers[b], src + chunk * TMA_CHUNK);
+        }
+    }
+    __syncthreads();
+    uint32_t phase[TMA_BUFFERS] = {};
+    for (int it = 0;; ++it) {
+        const int b = it % TMA_BUFFERS;
+        const int64_t chunk = blockIdx.x + (int64_t) it * gridDim.x;
+        if (chunk >= n_chunks) break;
+        const uint32_t bar = (uint32_t) __cvta_generic_to_shared(&barriers[b]);
+        uint32_t done = 0;
+        while (!done) {
+            asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                         : "=r"(done)
+                         : "r"(bar), "r"(phase[b])
+                         : "memory");
+        }
+        phase[b] ^= 1;
+        const int4 * in = (const int4 *) buffers[b];
+        int4 * out = (int4 *) (dst + chunk * TMA_CHUNK);
+        for (int i = threadIdx.x; i < TMA_CHUNK / 16; i += blockDim.x) out[i] = in[i];
+        __syncthreads();  // the buffer is read before it is refilled
+        const int64_t next = chunk + (int64_t) TMA_BUFFERS * gridDim.x;
+        if (threadIdx.x == 0 && next < n_chunks) tma_issue(&barriers[b], buffers[b], src + next * TMA_CHUNK);
+    }
+}
+
+int main(int argc, char ** argv) {
+    const bool tma_only = argc > 1 && std::strcmp(argv[1], "tma") == 0;
+    cudaDeviceProp prop;
+    CHECK(cudaGetDeviceProperties(&prop, 0));
+    const int n_sm = prop.multiProcessorCount;
+    std::printf("%s, %d SMs\n", prop.name, n_sm);
+
+    const size_t max_bytes = 64ull << 20;
+    char * page_locked;
+    char * write_combined;
+    CHECK(cudaHostAlloc(&page_locked, max_bytes, cudaHostAllocDefault));
+    CHECK(cudaHostAlloc(&write_combined, max_bytes, cudaHostAllocWriteCombined));
+    char * registered = (char *) std::aligned_alloc(4096, max_bytes);  // as a model file's mapping would be
+    for (size_t i = 0; i < max_bytes; ++i) {
+        page_locked[i] = write_combined[i] = registered[i] = (char) (i * 7 + 3);
+    }
+    CHECK(cudaHostRegister(registered, max_bytes, cudaHostRegisterPortable | cudaHostRegisterReadOnly));
+    char * device;
+    CHECK(cudaMalloc(&device, max_bytes));
+    cudaStream_t stream;
+    CHECK(cudaStreamCreate(&stream));
+    cudaEvent_t start, stop;
+    CHECK(cudaEventCreate(&start));
+    CHECK(cudaEventCreate(&stop));
+
+    // one layer's misses at 50 % of 30b-a3b's experts (0.73 experts of 2.65 MB), two experts, eight experts
+    const size_t sizes[] = {1925120, 5308416, 21233664};
+    struct Host {
+        const char * name;
+        char * data;
+    } hosts[] = {{"page-locked", page_locked}, {"write-combined", write_combined}, {"registered RO", registered}};
+
+    std::printf("%-15s %-34s %10s %9s %7s\n", "host memory", "copy", "bytes", "us/copy", "GB/s");
+    for (const Host & host : hosts) {
+        for (size_t bytes : sizes) {
+            const int64_t n16 = (int64_t) (bytes / 16);
+            const int4 * src = (const int4 *) host.data;
+            int4 * dst = (int4 *) device;
+            auto time = [&](const char * name, auto launch) {
+                for (int i = 0; i < 5; ++i) launch();
+                CHECK(cudaMemsetAsync(device, 0, bytes, stream));
+                const int reps = 200;
+                CHECK(cudaEventRecord(start, stream));
+                for (int i = 0; i < reps; ++i) launch();
+                CHECK(cudaEventRecord(stop, stream));
+                CHECK(cudaEventSynchronize(stop));
+                CHECK(cudaGetLastError());
+                float ms;
+                CHECK(cudaEventElapsedTime(&ms, start, stop));
+                std::vector<char> back(bytes);
+                CHECK(cudaMemcpy(back.data(), device, bytes, cudaMemcpyDeviceToHost));
+                const bool exact = std::memcmp(back.data(), host.data, bytes) == 0;
+                const double us = ms * 1000.0 / reps;
+                std::printf("%-15s %-34s %10zu %9.1f %7.1f%s\n", host.name, name, bytes, us, bytes / us / 1e3,
+                            exact ? "" : "  WRONG BYTES");
+            };
+            if (tma_only) {
+                time("TMA 8 KiB x4, 1 block/SM x256", [&] { copy_tma<<<n_sm, 256, 0, stream>>>(host.data, device, bytes); });
+                time("TMA 8 KiB x4, 2 blocks/SM x256", [&] { copy_tma<<<2 * n_sm, 256, 0, stream>>>(host.data, device, bytes); });
+                continue;
+            }
+            time("copy engine (cudaMemcpyAsync)", [&] { CHECK(cudaMemcpyAsync(device, host.data, bytes, cudaMemcpyHostToDevice, stream)); });
+            time("grid-stride 4 blocks/SM x256 u4 (op)", [&] { copy_grid_stride<4><<<4 * n_sm, 256, 0, stream>>>(src, dst, n16); });
+            time("grid-stride 8 blocks/SM x256 u4", [&] { copy_grid_stride<4><<<8 * n_sm, 256, 0, stream>>>(src, dst, n16); });
+            time("grid-stride 2 blocks/SM x256 u8", [&] { copy_grid_stride<8><<<2 * n_sm, 256, 0, stream>>>(src, dst, n16); });
+            time("grid-stride 1 block/SM x1024 u4", [&] { copy_grid_stride<4><<<n_sm, 1024, 0, stream>>>(src, dst, n16); });
+            time("chunk/block 4 blocks/SM x256 u4", [&] { copy_chunk_per_block<4><<<4 * n_sm, 256, 0, stream>>>(src, dst, n16); });
+            time("chunk/block 2 blocks/SM x512 u8", [&] { copy_chunk_per_block<8><<<2 * n_sm, 512, 0, stream>>>(src, dst, n16); });
+        }
+    }
+    return 0;
+}
