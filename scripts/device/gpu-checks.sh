@@ -114,6 +114,8 @@ vulkan_setup() {
 ops() {
   log "ops: test-backend-ops -o MOE_SLOTS on $gpu_dev"
   build/llama/patched/build-$gpu/bin/test-backend-ops -o MOE_SLOTS -b "$gpu_dev" 2>&1 | tail -25
+  # the op's cost with nothing to copy, at 30b-a3b's shapes (docs/EXPERT_CACHE.md: the fixed cost per layer)
+  build/llama/patched/build-$gpu/bin/test-backend-ops perf -o MOE_SLOTS -b "$gpu_dev" 2>&1 | grep -i 'MOE_SLOTS\|us/run'
 }
 
 stock_peer() {
