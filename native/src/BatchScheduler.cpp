@@ -7,6 +7,7 @@
 #include "TokenPiece.h"
 
 #include "ggml.h"
+#include "ggml-backend.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -39,6 +40,14 @@ size_t StopPrefixHold(const std::string & text, const std::vector<std::string> &
         }
     }
     return hold;
+}
+
+// Whether the graph may sample: not where the Vulkan backend can hold the logits. Its argmax graph crashed lavapipe
+// (Mesa 22.3, the Vulkan device CI has) in the driver's worker thread, as stock llama.cpp does there on other
+// graphs (docs/EXPERT_CACHE.md), and it has not run on a Vulkan GPU yet.
+bool GraphSamplingVerified() {
+    ggml_backend_reg_t vulkan = ggml_backend_reg_by_name("Vulkan");
+    return vulkan == nullptr || ggml_backend_reg_dev_count(vulkan) == 0;
 }
 
 double Ms(int64_t from_us, int64_t to_us) {
@@ -77,6 +86,7 @@ BatchScheduler::BatchScheduler(llama_context * ctx, const llama_model * model, i
         slots[i].seq = i;
     }
     device_greedy_.assign(n_seq, nullptr);
+    graph_sampling_ = GraphSamplingVerified();
     thread = std::thread([this] { run(); });
 }
 
@@ -363,7 +373,7 @@ void BatchScheduler::admit_locked() {
         slot.cache_hits.assign(cache_on_ ? (size_t) n_layer_ : 0, 0);
         slot.cache_misses.assign(cache_on_ ? (size_t) n_layer_ : 0, 0);
         slot.cache_bytes_copied = slot.cache_copy_ms = slot.cache_stall_ms = 0;
-        use_device_sampling(slot, slot.request->argmax_only && slot.request->top_logprobs < 0);
+        use_device_sampling(slot, graph_sampling_ && slot.request->argmax_only && slot.request->top_logprobs < 0);
         pending.pop_front();
         n_active++;
         total_requests++;

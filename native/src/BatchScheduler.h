@@ -169,6 +169,7 @@ class BatchScheduler {
     // per sequence: the greedy chain the context samples with in the graph while the sequence's requests are
     // argmax-only, null when none is attached; owned here (llama.cpp keeps only the pointer)
     std::vector<llama_sampler *> device_greedy_;
+    bool graph_sampling_ = false;  // this process's backends may sample in the graph (GraphSamplingVerified)
 
     llama_batch batch;
     std::vector<Slot> slots;  // one per sequence id; only the scheduler thread touches them
