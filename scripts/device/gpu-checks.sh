@@ -10,7 +10,7 @@
 #   vulkan-setup unpack the Vulkan build packed on the dev machine (scripts/device/pack-vulkan.sh: the machine has no
 #                glslc) and the Vulkan loader, and check that the driver gives a Vulkan device; then GPU_BACKEND=vulkan
 #                makes the steps below run Vulkan
-#   ops          test-backend-ops for the ops the patches add (the GPU backend against the CPU)
+#   ops          test-backend-ops for the ops the patches add or change (the GPU backend against the CPU)
 #   fidelity     the stock CPU peer, then bench/gpuFidelity.ts (cache vs stock, tiny + small)
 #   cache        bench:cache on the 30b-a3b preset (BENCH_* as usual; CACHE_RUNS="env;env" runs several)
 #   engine       bench:engine on the 30b-a3b preset, every layer on the GPU: the engine against llama-bench
@@ -114,6 +114,8 @@ vulkan_setup() {
 ops() {
   log "ops: test-backend-ops -o MOE_SLOTS on $gpu_dev"
   build/llama/patched/build-$gpu/bin/test-backend-ops -o MOE_SLOTS -b "$gpu_dev" 2>&1 | tail -25
+  # greedy tokens sampled in the graph: the first of equal maxima (patch 0016)
+  build/llama/patched/build-$gpu/bin/test-backend-ops -o ARGMAX -b "$gpu_dev" 2>&1 | tail -3
   # the op's cost with nothing to copy, at 30b-a3b's shapes (docs/EXPERT_CACHE.md: the fixed cost per layer)
   build/llama/patched/build-$gpu/bin/test-backend-ops perf -o MOE_SLOTS -b "$gpu_dev" 2>&1 | grep -i 'MOE_SLOTS\|us/run'
 }

@@ -35,14 +35,26 @@ describe('Vulkan expert cache on lavapipe (CPU Vulkan device)', function () {
     if (!built) this.skip();
   });
 
-  it('test-backend-ops -o MOE_SLOTS passes on Vulkan0 against the CPU backend', async function () {
-    const { stdout } = await run(join(VULKAN_BIN, 'test-backend-ops'), ['test', '-o', 'MOE_SLOTS', '-b', 'Vulkan0'],
+  /** Runs test-backend-ops for one op on Vulkan0 against the CPU backend; returns how many cases ran. */
+  async function backendOps(op: string): Promise<number> {
+    const { stdout } = await run(join(VULKAN_BIN, 'test-backend-ops'), ['test', '-o', op, '-b', 'Vulkan0'],
       { env: LAVAPIPE_ENV, maxBuffer: 16 << 20 });
     assert.match(stdout, /Backend 1\/\d+: Vulkan0/, stdout.slice(-2000));
     const passed = /(\d+)\/(\d+) tests passed/.exec(stdout);
     assert.ok(passed, `no test summary (was the op skipped as unsupported?):\n${stdout.slice(-2000)}`);
     assert.equal(passed[1], passed[2], stdout.slice(-3000));
-    assert.ok(Number(passed[2]) >= 16, `only ${passed[2]} MOE_SLOTS cases ran`);
+    return Number(passed[2]);
+  }
+
+  it('test-backend-ops -o MOE_SLOTS passes on Vulkan0 against the CPU backend', async function () {
+    const cases = await backendOps('MOE_SLOTS');
+    assert.ok(cases >= 16, `only ${cases} MOE_SLOTS cases ran`);
+  });
+
+  it('ARGMAX picks the first of equal maxima on Vulkan0 and on the CPU backend, as the greedy sampler does (patch 0016)', async function () {
+    // greedy tokens sampled in the graph come from ARGMAX (CPU, CUDA); the tie cases fail against an unpatched CPU backend
+    const cases = await backendOps('ARGMAX');
+    assert.ok(cases >= 10, `only ${cases} ARGMAX cases ran (the tie cases are missing)`);
   });
 
   it('the engine resolves slots on the device and matches stock llama-completion at K and N/2 slots', async function () {
