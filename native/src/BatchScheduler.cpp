@@ -475,7 +475,11 @@ void BatchScheduler::sample_batch(std::vector<GenerationEvent> & events) {
                                       ? moeflash::ArgmaxOfLogits(llama_get_logits_ith(ctx, slot.i_batch), llama_vocab_n_tokens(vocab))
                                       : llama_sampler_sample(slot.request->sampler, ctx, slot.i_batch);
         if (token == LLAMA_TOKEN_NULL) {
-            finish(slot, "error", events, "the device sampler returned no token");
+            // the backend took the sampler but produced no token (its logits were not copied back either): this
+            // request fails, the ones after it sample on the host
+            graph_sampling_ = false;
+            use_device_sampling(slot, false);
+            finish(slot, "error", events, "sampling in the graph returned no token; later requests sample on the host");
             continue;
         }
         TokenLogprob logprob;
