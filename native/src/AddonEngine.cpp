@@ -143,6 +143,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
                 o.Set("prefillMs", e.prefill_ms);
                 o.Set("ttftMs", e.ttft_ms);
                 o.Set("decodeMs", e.decode_ms);
+                o.Set("sampledInGraph", e.sampled_in_graph);
                 Napi::Uint16Array experts = Napi::Uint16Array::New(env, e.experts_per_layer.size());
                 std::copy(e.experts_per_layer.begin(), e.experts_per_layer.end(), experts.Data());
                 o.Set("expertsPerLayer", experts);

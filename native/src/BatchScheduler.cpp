@@ -583,6 +583,7 @@ GenerationEvent BatchScheduler::final_event(const GenerationRequest & request, c
     e.prefill_ms = Ms(slot->t_admit_us, slot->t_prefill_done_us);
     e.ttft_ms = Ms(request.t_submit_us, slot->t_first_us);
     e.decode_ms = Ms(slot->t_first_us, slot->t_last_us);
+    e.sampled_in_graph = slot->device_sampled;
     for (int32_t il = 0; il < n_layer_ && n_expert_ > 0; il++) {
         uint16_t n = 0;
         for (int32_t w = 0; w < mask_words_; w++) {

@@ -60,6 +60,7 @@ struct GenerationEvent {
     int32_t completion_tokens = 0;
     double queue_ms = 0, prefill_ms = 0, ttft_ms = 0, decode_ms = 0;
     std::vector<uint16_t> experts_per_layer;  // distinct experts this request's tokens were routed to, per layer
+    bool sampled_in_graph = false;            // its tokens were picked in the decode graph, not on the host
     // experts read on demand (ExpertPager), over the steps this request took part in
     bool paged = false;
     double paging_experts = 0, paging_page_cache_hits = 0, paging_bytes_read = 0;

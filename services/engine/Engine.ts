@@ -329,6 +329,7 @@ export class Engine implements EngineLike {
       },
       error: event.error || undefined,
       expertsPerLayer: event.expertsPerLayer ? Array.from(event.expertsPerLayer) : undefined,
+      sampling: completion > 0 ? (event.sampledInGraph ? 'graph' : 'host') : undefined,
       expertCache: event.expertCache
         ? {
             hits: Array.from(event.expertCache.hits),

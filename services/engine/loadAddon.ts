@@ -114,6 +114,7 @@ export interface NativeEvent {
   ttftMs?: number;
   decodeMs?: number;
   expertsPerLayer?: Uint16Array;
+  sampledInGraph?: boolean;
   expertCache?: { hits: Uint32Array; misses: Uint32Array; bytesCopied: number; copyMs: number; stallMs: number };
   expertPaging?: RequestExpertPaging;
 }

@@ -320,6 +320,12 @@ export interface GenerationFinal {
   error?: string;
   /** Distinct experts this request's tokens were routed to, per layer (empty for a dense model). */
   expertsPerLayer?: number[];
+  /**
+   * Where its tokens were picked: 'graph' (plain greedy, an argmax in the decode graph, one token id read back per
+   * step) or 'host' (the sampler chain over the logits: log-probabilities, temperature, penalties, grammar, or a
+   * backend that cannot sample in the graph). Absent when no token was generated.
+   */
+  sampling?: 'graph' | 'host';
   /** Expert cache hits/misses per layer, bytes copied, copy and stall time (when the cache is on). */
   expertCache?: RequestExpertCache;
   /** Experts read on demand: what the steps found in the page cache and read from disk (expertRead 'demand'). */

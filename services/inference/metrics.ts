@@ -244,6 +244,7 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
             'moeflash.ttft_ms': t.ttftMs,
             'moeflash.decode_ms': t.decodeMs,
             'moeflash.decode_tokens_per_second': t.decodeTokensPerSecond,
+            ...(final.sampling ? { 'moeflash.sampling': final.sampling } : {}),
           });
           const phase = (name: string, from: number, ms: number, attributes: Attributes = {}) =>
             tracer.startSpan(name, { startTime: startMs + from, attributes }, spanContext).end(startMs + from + ms);

@@ -74,6 +74,7 @@ describe('engine', function () {
     const host = await collect(engine.generate({ prompt: 'The quick brown fox', maxTokens: 16, topLogprobs: 1, sampling: { temperature: 0 } }));
     const deviceAgain = await greedy();
     assert.equal(host.final.completionTokens, 16);
+    assert.deepEqual([device.final.sampling, host.final.sampling, deviceAgain.final.sampling], ['graph', 'host', 'graph']);
     assert.deepEqual(host.tokens, device.tokens);
     assert.deepEqual(deviceAgain.tokens, device.tokens);
   });

@@ -75,6 +75,7 @@ describe('observability: traces and metrics of Generate (router + inference in o
     assert.equal(gen.attributes['gen_ai.usage.output_tokens'], 5);
     assert.deepEqual(gen.attributes['gen_ai.response.finish_reasons'], ['length']);
     assert.equal(gen.attributes['moeflash.request_id'], 'req-0');
+    assert.equal(gen.attributes['moeflash.sampling'], 'graph');
     for (const k of ['moeflash.queue_ms', 'moeflash.prefill_ms', 'moeflash.ttft_ms', 'moeflash.decode_ms']) assert.equal(typeof gen.attributes[k], 'number', k);
     assert.equal(gen.events.length, 1);
     assert.equal(gen.events[0].name, 'moeflash.experts');

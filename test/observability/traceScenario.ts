@@ -33,11 +33,11 @@ async function main(): Promise<void> {
   const { startStack } = await import('../../harness/startStack');
   const { generationClient, drain, generateRequest } = await import('../../harness/grpcClients');
   const engineTraceIds: (string | undefined)[] = [];
-  // The FakeEngine reports no experts: add a per-layer count as the real engine does, and note the trace id.
+  // The FakeEngine reports no experts nor where it sampled: add both as the real engine does, and note the trace id.
   const engine = new FakeEngine({
     finalExtra: (options) => {
       engineTraceIds.push(options.traceId);
-      return { expertsPerLayer: [2, 3] };
+      return { expertsPerLayer: [2, 3], sampling: 'graph' as const };
     },
   });
   const stack = await startStack({ fake: engine });
