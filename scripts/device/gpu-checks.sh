@@ -15,6 +15,10 @@
 #   cache        bench:cache on the 30b-a3b preset (BENCH_* as usual; CACHE_RUNS="env;env" runs several)
 #   engine       bench:engine on the 30b-a3b preset, every layer on the GPU: the engine against llama-bench
 # GPU_BACKEND=cuda (default) or vulkan picks the backend of ops, fidelity, cache and limited.
+#   variants     A/B of experiments on the built GPU tree: each patch in $VARIANTS (against the patched llama.cpp
+#                source; kept out of the repository, e.g. in .devtools/variants, carried) is applied, libggml and
+#                test-backend-ops rebuilt, the MOE_SLOTS perf case and $VARIANT_CACHE_RUNS run, then reverted and
+#                rebuilt; run `ops` and `cache` before it for the baseline of the same call
 #   zerocopy     bench/cuda/zeroCopyBandwidth.cu (nvcc here): kernels reading pinned host memory against the copy engine
 #   limited      bench:prefetch:limited on this machine's disk: the 30b-a3b preset in a memory cgroup of a quarter of
 #                its size, stock -ncmoe vs the GPU slot cache at 25 % with experts read on demand (docs/EXPERT_STORE.md)
@@ -176,6 +180,24 @@ engine() {
   keep_results
 }
 
+variants() {
+  local src=build/llama/patched/src dir=build/llama/patched/build-$gpu v name
+  rebuild() { cmake --build "$dir" --target "ggml-$gpu" test-backend-ops -j "$MOEFLASH_JOBS"; }
+  for v in ${VARIANTS:-}; do
+    name=$(basename "$v" .patch)
+    log "variant $name"
+    git -C "$src" apply "$root/$v" || { echo "variants: $v does not apply to $src"; continue; }
+    if rebuild > "$out/variant-$name.log" 2>&1; then
+      "$dir/bin/test-backend-ops" perf -o MOE_SLOTS -b "$gpu_dev" 2>&1 | grep 'MOE_SLOTS'
+      CACHE_RUNS="BENCH_LABEL=$gpu-$name ${VARIANT_CACHE_RUNS:-BENCH_STOCK=0 BENCH_REGIMES=realistic,own BENCH_BUDGETS=0.5}" cache
+    else
+      tail -20 "$out/variant-$name.log"
+    fi
+    git -C "$src" apply -R "$root/$v"
+  done
+  rebuild > /dev/null 2>&1
+}
+
 zerocopy() {
   log "zerocopy: kernel reads of host memory against the copy engine"
   local bin=build/zero-copy-bandwidth
@@ -206,7 +228,7 @@ for step in "$@"; do
   case "$step" in
     setup) setup ;; cpu) cpu ;; cuda-bg) cuda_bg ;; cuda-wait) cuda_wait ;; vulkan-setup) vulkan_setup ;; ops) ops ;;
     fidelity) fidelity ;; cache) cache ;; engine) engine ;;
-    zerocopy) zerocopy ;; limited) limited ;;
+    variants) variants ;; zerocopy) zerocopy ;; limited) limited ;;
     *) echo "gpu-checks: unknown step $step" >&2; exit 2 ;;
   esac
 done
