@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks on the lent device machine (docs/PERFORMANCE.md, docs/EXPERT_CACHE.md), which has no registry: carry
 # .devtools/ (scripts/device/pack-devtools.sh), dist/ and gen/. Runs the steps named as arguments, in order; a warm
-# machine keeps what earlier calls built. Results (JSON, logs) go to $OUT.
+# machine keeps what earlier calls built. Results go to $OUT (JSON and SVG in results.tar, logs beside it).
 #   setup        unpack node, the npm packages and the llama.cpp source (git repos the series applies to)
 #   cpu          the install on this machine's CPU with the GPU hidden: build-native (CPU level chosen by the probe),
 #                the stack started with one generation through the router, and the tests that need no registry tools
@@ -39,10 +39,15 @@ icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ "$gpu" = vulkan ] && [ -f "$icd" ]; then
   export VK_DRIVER_FILES=$icd
 fi
-# the result files this call writes: only they go to $OUT (it takes 8 files), and before the next call's working tree
-# replaces the tracked ones
+# the result files this call writes: only they go to $OUT, before the next call's working tree replaces the tracked
+# ones, appended to one results.tar ($OUT takes 8 files; a call of many steps writes more)
 stamp=$(mktemp)
-keep_results() { find bench/results -maxdepth 1 -type f -newer "$stamp" -exec cp {} "$out/" \; ; }
+keep_results() {
+  local new
+  new=$(find bench/results -maxdepth 1 -type f -newer "$stamp" -printf '%f\n')
+  [ -z "$new" ] || tar -rf "$out/results.tar" -C bench/results $new
+  touch "$stamp"
+}
 
 setup() {
   [ -d node_modules/nice-grpc ] || tar -xJf .devtools/node_modules.tar.xz
@@ -187,11 +192,11 @@ variants() {
     name=$(basename "$v" .patch)
     log "variant $name"
     git -C "$src" apply "$root/$v" || { echo "variants: $v does not apply to $src"; continue; }
-    if rebuild > "$out/variant-$name.log" 2>&1; then
+    if rebuild > "build/variant-$name.log" 2>&1; then
       "$dir/bin/test-backend-ops" perf -o MOE_SLOTS -b "$gpu_dev" 2>&1 | grep 'MOE_SLOTS'
       CACHE_RUNS="BENCH_LABEL=$gpu-$name ${VARIANT_CACHE_RUNS:-BENCH_STOCK=0 BENCH_REGIMES=realistic,own BENCH_BUDGETS=0.5}" cache
     else
-      tail -20 "$out/variant-$name.log"
+      tail -20 "build/variant-$name.log"
     fi
     git -C "$src" apply -R "$root/$v"
   done
