@@ -11,7 +11,9 @@
  * (predicted experts a step needed) and the share of speculative copies that were used.
  * BENCH_RESOLVE=device,host runs each budget with slots resolved in the graph (GGML_OP_MOE_SLOTS, the default) and
  * with the host stop per layer, in the same run. The "inline bound" column is the decode rate a step cannot beat
- * with copies inline: 1 / (stock full-GPU time per token + MiB copied per token / measured host->device bandwidth).
+ * with copies inline: 1 / (stock full-GPU time per token + MiB copied per token / measured host->device bandwidth);
+ * with BENCH_KERNEL_READ_GBPS (kernels' read rate of pinned host memory) the device-path rows also get that bound at
+ * the rate the op's own copy kernel can reach.
  * Options (env): BENCH_MODEL=30b-a3b (preset or path)  BENCH_BUDGETS=0.25,0.5,0.75  BENCH_REGIMES=own,realistic BENCH_HOST_MEMORY=pinned|mmap
  * BENCH_PREFETCH=off|on|off,on  BENCH_RESOLVE=device|host|device,host  BENCH_ROUTING_FILE=<routingLog file: adds the
  * replay regime, the cache measured on recorded traffic>  BENCH_STOCK=1 (0: skip the stock rows)  BENCH_THREADS=<cores>  BENCH_TG=128  BENCH_PP=512
@@ -63,6 +65,8 @@ interface Row {
   path?: string;
   /** Decode rate with copies inline at link speed: 1 / (full-GPU s/token + bytes/token / bandwidth). */
   bound?: number;
+  /** The same at the rate kernels read pinned host memory (BENCH_KERNEL_READ_GBPS): the device path's own copies. */
+  kernelBound?: number;
   /** Predictive prefetch: predicted experts the step needed, and speculative copies that were used. */
   predictionAccuracy?: number;
   usefulPrefetch?: number;
@@ -206,11 +210,26 @@ async function main(): Promise<void> {
     }
   }
   console.log(`host->device ${linkGBps.toFixed(1)} GB/s (pinned)`);
+  // The device path's op copies misses with a kernel (only the device knows them), and kernels read pinned host
+  // memory slower than the copy engine does (bench/cuda/zeroCopyBandwidth.cu measures it; gpu-checks.sh passes it on)
+  const kernelGBps = Number(process.env.BENCH_KERNEL_READ_GBPS ?? 0);
+  if (full && kernelGBps > 0) {
+    for (const r of rows) {
+      if (r.path === 'device' && r.mibPerToken !== undefined) r.kernelBound = 1 / (1 / full.tg + (r.mibPerToken * 1048576) / (kernelGBps * 1e9));
+    }
+    console.log(`kernel reads of pinned host memory ${kernelGBps.toFixed(1)} GB/s (BENCH_KERNEL_READ_GBPS)`);
+  }
+  const withKernelBound = rows.some((r) => r.kernelBound !== undefined);
   const f = (n: number | undefined, d = 1) => (n === undefined ? '' : n.toFixed(d));
   const pct = (n: number | undefined) => (n === undefined ? '' : `${(100 * n).toFixed(1)}%`);
   printTable(
-    ['system', 'path', 'routing', 'expert budget', 'decode t/s', 'inline bound t/s', 'of bound', 'prefill t/s', 'hit rate', 'MiB copied/token', 'copy ms/token', 'stall ms/token', 'prediction accuracy', 'useful prefetch'],
-    rows.map((r) => [r.system, r.path ?? '', r.regime, `${Math.round(r.budget * 100)}%`, f(r.tg), f(r.bound), r.bound ? f(r.tg / r.bound, 2) : '', f(r.pp), pct(r.hitRate), f(r.mibPerToken, 2), f(r.copyMsPerToken, 2), f(r.stallMsPerToken, 2), pct(r.predictionAccuracy), r.predictionAccuracy !== undefined && r.usefulPrefetch === undefined ? 'no copies' : pct(r.usefulPrefetch)]),
+    ['system', 'path', 'routing', 'expert budget', 'decode t/s', 'inline bound t/s', 'of bound', ...(withKernelBound ? ['kernel-copy bound t/s', 'of it'] : []), 'prefill t/s', 'hit rate', 'MiB copied/token', 'copy ms/token', 'stall ms/token', 'prediction accuracy', 'useful prefetch'],
+    rows.map((r) => [
+      r.system, r.path ?? '', r.regime, `${Math.round(r.budget * 100)}%`, f(r.tg), f(r.bound), r.bound ? f(r.tg / r.bound, 2) : '',
+      ...(withKernelBound ? [f(r.kernelBound), r.kernelBound ? f(r.tg / r.kernelBound, 2) : ''] : []),
+      f(r.pp), pct(r.hitRate), f(r.mibPerToken, 2), f(r.copyMsPerToken, 2), f(r.stallMsPerToken, 2), pct(r.predictionAccuracy),
+      r.predictionAccuracy !== undefined && r.usefulPrefetch === undefined ? 'no copies' : pct(r.usefulPrefetch),
+    ]),
   );
   const series = [
     ...regimes.flatMap((regime) =>
@@ -231,7 +250,7 @@ async function main(): Promise<void> {
       : []),
   ];
   const svg = plotLinesSvg({ title: `decode t/s vs expert budget (${label})`, xLabel: 'experts in device memory', yLabel: 'decode t/s', series });
-  writeResult(`cache-${label}`, { label, backend, hostMemory, threads, ngl, tg: TG, pp: PP, model: path, linkGBps, traceLocality, rows, date: new Date().toISOString() });
+  writeResult(`cache-${label}`, { label, backend, hostMemory, threads, ngl, tg: TG, pp: PP, model: path, linkGBps, ...(kernelGBps > 0 ? { kernelReadGBps: kernelGBps } : {}), traceLocality, rows, date: new Date().toISOString() });
   writeFileSync(join(repoRoot(), 'bench', 'results', `cache-${label}.svg`), svg);
 }
 

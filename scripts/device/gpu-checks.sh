@@ -162,6 +162,12 @@ model_30b() {
 cache() {
   export MOEFLASH_BACKEND=$gpu
   model_30b
+  # after the zerocopy step: the rate the op's copy loop read page-locked memory at (one layer's misses at 50%), for
+  # bench:cache's kernel-copy bound
+  if [ -z "${BENCH_KERNEL_READ_GBPS:-}" ] && [ -f "$out/zero-copy.txt" ]; then
+    BENCH_KERNEL_READ_GBPS=$(awk '/^page-locked/ && /\(op\)/ && $(NF-2) == 1925120 { print $NF; exit }' "$out/zero-copy.txt")
+    export BENCH_KERNEL_READ_GBPS
+  fi
   IFS=';' read -r -a runs <<< "${CACHE_RUNS:-}"
   [ ${#runs[@]} -eq 0 ] && runs=("")
   local i=0
