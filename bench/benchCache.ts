@@ -204,21 +204,15 @@ async function main(): Promise<void> {
 
   // the inline bound: full-GPU time per token plus the misses' bytes over the measured link
   const linkGBps = loadAddon().measureLinkBandwidth();
-  if (full && linkGBps > 0) {
-    for (const r of rows) {
-      if (r.mibPerToken !== undefined) r.bound = 1 / (1 / full.tg + (r.mibPerToken * 1048576) / (linkGBps * 1e9));
-    }
-  }
+  /** Decode rate of a row's step: full-GPU time plus its copied bytes at `gbps`. */
+  const boundAt = (r: Row, gbps: number) => (full && r.mibPerToken !== undefined && gbps > 0 ? 1 / (1 / full.tg + (r.mibPerToken * 1048576) / (gbps * 1e9)) : undefined);
+  for (const r of rows) r.bound = boundAt(r, linkGBps);
   console.log(`host->device ${linkGBps.toFixed(1)} GB/s (pinned)`);
   // The device path's op copies misses with a kernel (only the device knows them), and kernels read pinned host
   // memory slower than the copy engine does (bench/cuda/zeroCopyBandwidth.cu measures it; gpu-checks.sh passes it on)
   const kernelGBps = Number(process.env.BENCH_KERNEL_READ_GBPS ?? 0);
-  if (full && kernelGBps > 0) {
-    for (const r of rows) {
-      if (r.path === 'device' && r.mibPerToken !== undefined) r.kernelBound = 1 / (1 / full.tg + (r.mibPerToken * 1048576) / (kernelGBps * 1e9));
-    }
-    console.log(`kernel reads of pinned host memory ${kernelGBps.toFixed(1)} GB/s (BENCH_KERNEL_READ_GBPS)`);
-  }
+  for (const r of rows) if (r.path === 'device') r.kernelBound = boundAt(r, kernelGBps);
+  if (kernelGBps > 0) console.log(`kernel reads of pinned host memory ${kernelGBps.toFixed(1)} GB/s (BENCH_KERNEL_READ_GBPS)`);
   const withKernelBound = rows.some((r) => r.kernelBound !== undefined);
   const f = (n: number | undefined, d = 1) => (n === undefined ? '' : n.toFixed(d));
   const pct = (n: number | undefined) => (n === undefined ? '' : `${(100 * n).toFixed(1)}%`);

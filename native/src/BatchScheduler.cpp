@@ -328,7 +328,7 @@ void BatchScheduler::run() {
 // context re-reserve its graphs, so a sequence keeps its sampler while consecutive requests agree. A chain is attached
 // once in its life (llama.cpp initialises its device state on attach), so each attach gets a new one. A backend that
 // cannot run the sampler's ops keeps the host path.
-void BatchScheduler::use_device_sampling(Slot & slot, bool want) {
+void BatchScheduler::use_device_sampling(const Slot & slot, bool want) {
     llama_sampler *& chain = device_greedy_[(size_t) slot.seq];
     if (want && chain == nullptr) {
         chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
@@ -342,7 +342,6 @@ void BatchScheduler::use_device_sampling(Slot & slot, bool want) {
         llama_sampler_free(chain);
         chain = nullptr;
     }
-    slot.device_sampled = chain != nullptr;
 }
 
 // Moves queued requests into free sequences. Cancelled ones never take a sequence.
@@ -470,16 +469,16 @@ void BatchScheduler::sample_batch(std::vector<GenerationEvent> & events) {
             continue;
         }
         // sampling reads the logits, which waits for an asynchronous backend: time after it
-        const llama_token token = slot.device_sampled ? llama_get_sampled_token_ith(ctx, slot.i_batch)
+        const llama_token token = samples_in_graph(slot) ? llama_get_sampled_token_ith(ctx, slot.i_batch)
                                   : slot.request->argmax_only
                                       ? moeflash::ArgmaxOfLogits(llama_get_logits_ith(ctx, slot.i_batch), llama_vocab_n_tokens(vocab))
                                       : llama_sampler_sample(slot.request->sampler, ctx, slot.i_batch);
         if (token == LLAMA_TOKEN_NULL) {
             // the backend took the sampler but produced no token (its logits were not copied back either): this
             // request fails, the ones after it sample on the host
+            finish(slot, "error", events, "sampling in the graph returned no token; later requests sample on the host");
             graph_sampling_ = false;
             use_device_sampling(slot, false);
-            finish(slot, "error", events, "sampling in the graph returned no token; later requests sample on the host");
             continue;
         }
         TokenLogprob logprob;
@@ -583,7 +582,7 @@ GenerationEvent BatchScheduler::final_event(const GenerationRequest & request, c
     e.prefill_ms = Ms(slot->t_admit_us, slot->t_prefill_done_us);
     e.ttft_ms = Ms(request.t_submit_us, slot->t_first_us);
     e.decode_ms = Ms(slot->t_first_us, slot->t_last_us);
-    e.sampled_in_graph = slot->device_sampled;
+    e.sampled_in_graph = samples_in_graph(*slot);
     for (int32_t il = 0; il < n_layer_ && n_expert_ > 0; il++) {
         uint16_t n = 0;
         for (int32_t w = 0; w < mask_words_; w++) {

@@ -122,7 +122,6 @@ class BatchScheduler {
         std::vector<uint32_t> cache_hits, cache_misses;  // per layer, see GenerationEvent
         double cache_bytes_copied = 0, cache_copy_ms = 0, cache_stall_ms = 0;
         double paging_experts = 0, paging_page_cache_hits = 0, paging_bytes_read = 0;
-        bool device_sampled = false;          // its token is picked in the step's graph (use_device_sampling)
     };
 
     void run();
@@ -130,7 +129,9 @@ class BatchScheduler {
     void observe_routing();
     void observe_expert_cache();
     void observe_paging();
-    void use_device_sampling(Slot & slot, bool want);
+    void use_device_sampling(const Slot & slot, bool want);
+    // whether the slot's tokens are picked in the step's graph: its sequence has a greedy chain attached
+    bool samples_in_graph(const Slot & slot) const { return device_greedy_[(size_t) slot.seq] != nullptr; }
     void admit_locked();
     void step();
     // step()'s phases, in order

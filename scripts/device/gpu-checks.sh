@@ -120,13 +120,17 @@ vulkan_setup() {
   fi
 }
 
+# the op's cost with nothing to copy, at 30b-a3b's shapes (docs/EXPERT_CACHE.md: the fixed cost per layer)
+moe_slots_perf() {
+  build/llama/patched/build-$gpu/bin/test-backend-ops perf -o MOE_SLOTS -b "$gpu_dev" 2>&1 | grep 'MOE_SLOTS('
+}
+
 ops() {
   log "ops: test-backend-ops -o MOE_SLOTS on $gpu_dev"
   build/llama/patched/build-$gpu/bin/test-backend-ops -o MOE_SLOTS -b "$gpu_dev" 2>&1 | tail -25
   # greedy tokens sampled in the graph: the first of equal maxima (patch 0016)
   build/llama/patched/build-$gpu/bin/test-backend-ops -o ARGMAX -b "$gpu_dev" 2>&1 | tail -3
-  # the op's cost with nothing to copy, at 30b-a3b's shapes (docs/EXPERT_CACHE.md: the fixed cost per layer)
-  build/llama/patched/build-$gpu/bin/test-backend-ops perf -o MOE_SLOTS -b "$gpu_dev" 2>&1 | grep -i 'MOE_SLOTS\|us/run'
+  moe_slots_perf
 }
 
 stock_peer() {
@@ -199,7 +203,7 @@ variants() {
     log "variant $name"
     git -C "$src" apply "$root/$v" || { echo "variants: $v does not apply to $src"; continue; }
     if rebuild > "build/variant-$name.log" 2>&1; then
-      "$dir/bin/test-backend-ops" perf -o MOE_SLOTS -b "$gpu_dev" 2>&1 | grep 'MOE_SLOTS'
+      moe_slots_perf
       CACHE_RUNS="BENCH_LABEL=$gpu-$name ${VARIANT_CACHE_RUNS:-BENCH_STOCK=0 BENCH_REGIMES=realistic,own BENCH_BUDGETS=0.5}" cache
     else
       tail -20 "build/variant-$name.log"
