@@ -5,7 +5,9 @@
 // per-block chunks, Hopper's TMA bulk copies) from page-locked, write-combined and registered host memory, at the
 // sizes one decode step's layer copies (docs/EXPERT_CACHE.md). Built and run on the GPU machine by
 // `scripts/device/gpu-checks.sh zerocopy`; `tma` as the argument runs the TMA rows alone (an unsupported platform
-// faults, which ends the process).
+// faults, which ends the process). `graph` runs the rows of a memcpy node in a CUDA graph, launched by the host and
+// launched by a kernel (device graph launch): whether the device can start a copy-engine transfer itself, which
+// would give the op copy-engine speed with no host in the step (needs -rdc=true -lcudadevrt).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -111,8 +113,45 @@ __global__ void copy_tma(const char * __restrict__ src, char * __restrict__ dst,
     }
 }
 
+// a kernel that starts a device-launchable graph: as the op would start the copy of one missed expert
+__global__ void launch_graph(cudaGraphExec_t graph, int tail) {
+    cudaGraphLaunch(graph, tail ? cudaStreamGraphTailLaunch : cudaStreamGraphFireAndForget);
+}
+
+// a graph of one memcpy node (host -> device), instantiated for launch from the host or the device
+static cudaGraphExec_t memcpy_graph(void * dst, const void * src, size_t bytes, bool device_launch, cudaStream_t stream) {
+    cudaGraph_t graph;
+    CHECK(cudaGraphCreate(&graph, 0));
+    cudaGraphNode_t node;
+    CHECK(cudaGraphAddMemcpyNode1D(&node, graph, nullptr, 0, dst, src, bytes, cudaMemcpyHostToDevice));
+    cudaGraphExec_t exec;
+    CHECK(cudaGraphInstantiate(&exec, graph, device_launch ? cudaGraphInstantiateFlagDeviceLaunch : 0));
+    if (device_launch) CHECK(cudaGraphUpload(exec, stream));
+    CHECK(cudaGraphDestroy(graph));
+    return exec;
+}
+
+// a host-launched graph of one kernel node that device-launches `child` (device launch works only from a graph)
+static cudaGraphExec_t launcher_graph(cudaGraphExec_t child, int tail) {
+    cudaGraph_t graph;
+    CHECK(cudaGraphCreate(&graph, 0));
+    void * args[] = {&child, &tail};
+    cudaKernelNodeParams params = {};
+    params.func = (void *) launch_graph;
+    params.gridDim = dim3(1);
+    params.blockDim = dim3(1);
+    params.kernelParams = args;
+    cudaGraphNode_t node;
+    CHECK(cudaGraphAddKernelNode(&node, graph, nullptr, 0, &params));
+    cudaGraphExec_t exec;
+    CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    CHECK(cudaGraphDestroy(graph));
+    return exec;
+}
+
 int main(int argc, char ** argv) {
     const bool tma_only = argc > 1 && std::strcmp(argv[1], "tma") == 0;
+    const bool graph_only = argc > 1 && std::strcmp(argv[1], "graph") == 0;
     cudaDeviceProp prop;
     CHECK(cudaGetDeviceProperties(&prop, 0));
     const int n_sm = prop.multiProcessorCount;
@@ -170,6 +209,17 @@ int main(int argc, char ** argv) {
             if (tma_only) {
                 time("TMA 8 KiB x4, 1 block/SM x256", [&] { copy_tma<<<n_sm, 256, 0, stream>>>(host.data, device, bytes); });
                 time("TMA 8 KiB x4, 2 blocks/SM x256", [&] { copy_tma<<<2 * n_sm, 256, 0, stream>>>(host.data, device, bytes); });
+                continue;
+            }
+            if (graph_only) {
+                cudaGraphExec_t host_copy = memcpy_graph(device, host.data, bytes, false, stream);
+                cudaGraphExec_t device_copy = memcpy_graph(device, host.data, bytes, true, stream);
+                cudaGraphExec_t fire = launcher_graph(device_copy, 0);
+                cudaGraphExec_t tail = launcher_graph(device_copy, 1);
+                time("memcpy node, host-launched graph", [&] { CHECK(cudaGraphLaunch(host_copy, stream)); });
+                time("memcpy node, device fire-and-forget", [&] { CHECK(cudaGraphLaunch(fire, stream)); });
+                time("memcpy node, device tail launch", [&] { CHECK(cudaGraphLaunch(tail, stream)); });
+                for (cudaGraphExec_t g : {host_copy, device_copy, fire, tail}) CHECK(cudaGraphExecDestroy(g));
                 continue;
             }
             time("copy engine (cudaMemcpyAsync)", [&] { CHECK(cudaMemcpyAsync(device, host.data, bytes, cudaMemcpyHostToDevice, stream)); });

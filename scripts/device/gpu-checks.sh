@@ -19,7 +19,8 @@
 #                source; kept out of the repository, e.g. in .devtools/variants, carried) is applied, libggml and
 #                test-backend-ops rebuilt, the MOE_SLOTS perf case and $VARIANT_CACHE_RUNS run, then reverted and
 #                rebuilt; run `ops` and `cache` before it for the baseline of the same call
-#   zerocopy     bench/cuda/zeroCopyBandwidth.cu (nvcc here): kernels reading pinned host memory against the copy engine
+#   zerocopy     bench/cuda/zeroCopyBandwidth.cu (nvcc here): kernels reading pinned host memory against the copy engine,
+#                and memcpy nodes of graphs the device launches
 #   limited      bench:prefetch:limited on this machine's disk: the 30b-a3b preset in a memory cgroup of a quarter of
 #                its size, stock -ncmoe vs the GPU slot cache at 25 % with experts read on demand (docs/EXPERT_STORE.md)
 set -euo pipefail
@@ -216,8 +217,8 @@ variants() {
 zerocopy() {
   log "zerocopy: kernel reads of host memory against the copy engine"
   local bin=build/zero-copy-bandwidth
-  PATH=$PATH:/usr/local/cuda/bin nvcc -O3 -arch="sm_${CUDA_ARCHITECTURES%%;*}" -std=c++17 --extended-lambda -o "$bin" bench/cuda/zeroCopyBandwidth.cu
-  { "$bin"; timeout 60 "$bin" tma; } > "$out/zero-copy.txt" 2>&1 || true
+  PATH=$PATH:/usr/local/cuda/bin nvcc -O3 -arch="sm_${CUDA_ARCHITECTURES%%;*}" -std=c++17 --extended-lambda -rdc=true -o "$bin" bench/cuda/zeroCopyBandwidth.cu -lcudadevrt
+  { "$bin"; timeout 60 "$bin" tma; timeout 60 "$bin" graph; } > "$out/zero-copy.txt" 2>&1 || true
   cat "$out/zero-copy.txt"
 }
 
