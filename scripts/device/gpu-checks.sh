@@ -18,7 +18,8 @@
 #   variants     A/B of experiments on the built GPU tree: each patch in $VARIANTS (against the patched llama.cpp
 #                source; kept out of the repository, e.g. in .devtools/variants, carried) is applied, libggml and
 #                test-backend-ops rebuilt, the MOE_SLOTS perf case and $VARIANT_CACHE_RUNS run, then reverted and
-#                rebuilt; run `ops` and `cache` before it for the baseline of the same call
+#                rebuilt (VARIANTS_NO_RESTORE=1: not rebuilt, the call's last step); VARIANT_FIDELITY=1 runs `fidelity` on
+#                each; run `ops` and `cache` before it for the baseline of the same call
 #   zerocopy     bench/cuda/zeroCopyBandwidth.cu (nvcc here): kernels reading pinned host memory against the copy engine,
 #                and memcpy nodes of graphs the device launches
 #   limited      bench:prefetch:limited on this machine's disk: the 30b-a3b preset in a memory cgroup of a quarter of
@@ -205,13 +206,15 @@ variants() {
     git -C "$src" apply "$root/$v" || { echo "variants: $v does not apply to $src"; continue; }
     if rebuild > "build/variant-$name.log" 2>&1; then
       moe_slots_perf
+      [ -z "${VARIANT_FIDELITY:-}" ] || fidelity
       CACHE_RUNS="BENCH_LABEL=$gpu-$name ${VARIANT_CACHE_RUNS:-BENCH_STOCK=0 BENCH_REGIMES=realistic,own BENCH_BUDGETS=0.5}" cache
     else
       tail -20 "build/variant-$name.log"
     fi
     git -C "$src" apply -R "$root/$v"
   done
-  rebuild > /dev/null 2>&1
+  # the tree as it was built, unless the call ends here (a variant that changes build flags rebuilds everything twice)
+  [ -n "${VARIANTS_NO_RESTORE:-}" ] || rebuild > /dev/null 2>&1
 }
 
 zerocopy() {
