@@ -44,6 +44,13 @@ fi
 # the result files this call writes: only they go to $OUT, before the next call's working tree replaces the tracked
 # ones, appended to one results.tar ($OUT takes 8 files; a call of many steps writes more)
 stamp=$(mktemp)
+# a bench's whole output goes to $out/bench.log as it comes, so that a call cut at its limit still brings back what ran
+# (a step piped through tail prints nothing when killed); its last lines are shown here
+logged() {
+  local n=$1
+  shift
+  "$@" 2>&1 | tee -a "$out/bench.log" | grep -v "^moeflash: expert cache" | tail -"$n"
+}
 keep_results() {
   local new
   new=$(find bench/results -maxdepth 1 -type f -newer "$stamp" -printf '%f\n')
@@ -154,7 +161,7 @@ fidelity() {
     [ -f "build/device-models/$preset.gguf" ] || node bin/moeflash.js make-model --out "build/device-models/$preset.gguf" --preset "$preset" --seed 1 --quiet
   done
   log "fidelity"
-  node dist/bench/gpuFidelity.js build/device-models/tiny.gguf build/device-models/small.gguf 2>&1 | grep -v "^moeflash: expert cache" | tail -40 || echo "FIDELITY FAILED"
+  logged 40 node dist/bench/gpuFidelity.js build/device-models/tiny.gguf build/device-models/small.gguf || echo "FIDELITY FAILED"
   keep_results
 }
 
@@ -182,8 +189,7 @@ cache() {
     # a label per run, or every run writes cache-$gpu.json over the one before
     [[ ${#runs[@]} -gt 1 && $settings != *BENCH_LABEL=* ]] && settings="BENCH_LABEL=$gpu-run$i $settings"
     log "cache: $settings"
-    env $settings BENCH_MODEL=build/device-models/30b-a3b.gguf BENCH_THREADS=$(( $(nproc) - 1 )) node dist/bench/benchCache.js 2>&1 \
-      | grep -v "^moeflash: expert cache" | tail -22
+    logged 22 env $settings BENCH_MODEL=build/device-models/30b-a3b.gguf BENCH_THREADS=$(( $(nproc) - 1 )) node dist/bench/benchCache.js
   done
   keep_results
 }
@@ -193,7 +199,7 @@ engine() {
   model_30b
   log "engine: bench:engine, 30b-a3b, -ngl 99"
   BENCH_MODELS=build/device-models/30b-a3b.gguf BENCH_NGL=99 BENCH_THREADS=$(( $(nproc) - 1 )) BENCH_REPS=${ENGINE_REPS:-2} \
-    BENCH_LABEL=$gpu-ngl99 node dist/bench/benchEngine.js 2>&1 | tail -6
+    BENCH_LABEL=$gpu-ngl99 logged 6 node dist/bench/benchEngine.js
   keep_results
 }
 
