@@ -7,7 +7,8 @@
 // `scripts/device/gpu-checks.sh zerocopy`; `tma` as the argument runs the TMA rows alone (an unsupported platform
 // faults, which ends the process). `graph` runs the rows of a memcpy node in a CUDA graph, launched by the host and
 // launched by a kernel (device graph launch): whether the device can start a copy-engine transfer itself, which
-// would give the op copy-engine speed with no host in the step (needs -rdc=true -lcudadevrt).
+// would give the op copy-engine speed with no host in the step (needs -rdc=true -lcudadevrt); the last row is the
+// op's pattern, a kernel of the same graph waiting for the copy's flag.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -118,12 +119,45 @@ __global__ void launch_graph(cudaGraphExec_t graph, int tail) {
     cudaGraphLaunch(graph, tail ? cudaStreamGraphTailLaunch : cudaStreamGraphFireAndForget);
 }
 
-// a graph of one memcpy node (host -> device), instantiated for launch from the host or the device
-static cudaGraphExec_t memcpy_graph(void * dst, const void * src, size_t bytes, bool device_launch, cudaStream_t stream) {
+// the pattern the op would use: clear the copy's flag, launch its graph, and (in the next kernel of the same graph)
+// wait for the flag its last node sets; a wait longer than a second is counted, not waited out
+__global__ void launch_graph_flagged(cudaGraphExec_t graph, int * flag) {
+    *flag = 0;
+    __threadfence();
+    cudaGraphLaunch(graph, cudaStreamGraphFireAndForget);
+}
+
+__global__ void wait_flag(const int * flag, int * timeouts) {
+    uint64_t t0;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    while (*(volatile const int *) flag == 0) {
+        uint64_t t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        if (t - t0 > 1000000000ull) {
+            atomicAdd(timeouts, 1);
+            return;
+        }
+    }
+}
+
+// a graph of one memcpy node (host -> device), then, with `flag`, a memset node setting it to 1; instantiated for
+// launch from the host or the device
+static cudaGraphExec_t memcpy_graph(void * dst, const void * src, size_t bytes, bool device_launch, cudaStream_t stream,
+                                    int * flag = nullptr) {
     cudaGraph_t graph;
     CHECK(cudaGraphCreate(&graph, 0));
     cudaGraphNode_t node;
     CHECK(cudaGraphAddMemcpyNode1D(&node, graph, nullptr, 0, dst, src, bytes, cudaMemcpyHostToDevice));
+    if (flag != nullptr) {
+        cudaMemsetParams set = {};
+        set.dst = flag;
+        set.value = 1;
+        set.elementSize = sizeof(int);
+        set.width = 1;
+        set.height = 1;
+        cudaGraphNode_t done;
+        CHECK(cudaGraphAddMemsetNode(&done, graph, &node, 1, &set));
+    }
     cudaGraphExec_t exec;
     CHECK(cudaGraphInstantiate(&exec, graph, device_launch ? cudaGraphInstantiateFlagDeviceLaunch : 0));
     if (device_launch) CHECK(cudaGraphUpload(exec, stream));
@@ -143,6 +177,33 @@ static cudaGraphExec_t launcher_graph(cudaGraphExec_t child, int tail) {
     params.kernelParams = args;
     cudaGraphNode_t node;
     CHECK(cudaGraphAddKernelNode(&node, graph, nullptr, 0, &params));
+    cudaGraphExec_t exec;
+    CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    CHECK(cudaGraphDestroy(graph));
+    return exec;
+}
+
+// a host-launched graph of two kernels: the first device-launches `child` (which sets `flag` when done), the second
+// waits for the flag
+static cudaGraphExec_t launch_and_wait_graph(cudaGraphExec_t child, int * flag, int * timeouts) {
+    cudaGraph_t graph;
+    CHECK(cudaGraphCreate(&graph, 0));
+    void * launch_args[] = {&child, &flag};
+    cudaKernelNodeParams launch = {};
+    launch.func = (void *) launch_graph_flagged;
+    launch.gridDim = dim3(1);
+    launch.blockDim = dim3(1);
+    launch.kernelParams = launch_args;
+    cudaGraphNode_t first;
+    CHECK(cudaGraphAddKernelNode(&first, graph, nullptr, 0, &launch));
+    void * wait_args[] = {&flag, &timeouts};
+    cudaKernelNodeParams wait = {};
+    wait.func = (void *) wait_flag;
+    wait.gridDim = dim3(1);
+    wait.blockDim = dim3(1);
+    wait.kernelParams = wait_args;
+    cudaGraphNode_t second;
+    CHECK(cudaGraphAddKernelNode(&second, graph, &first, 1, &wait));
     cudaGraphExec_t exec;
     CHECK(cudaGraphInstantiate(&exec, graph, 0));
     CHECK(cudaGraphDestroy(graph));
@@ -219,7 +280,19 @@ int main(int argc, char ** argv) {
                 time("memcpy node, host-launched graph", [&] { CHECK(cudaGraphLaunch(host_copy, stream)); });
                 time("memcpy node, device fire-and-forget", [&] { CHECK(cudaGraphLaunch(fire, stream)); });
                 time("memcpy node, device tail launch", [&] { CHECK(cudaGraphLaunch(tail, stream)); });
-                for (cudaGraphExec_t g : {host_copy, device_copy, fire, tail}) CHECK(cudaGraphExecDestroy(g));
+                // the op's pattern: the wait in the same graph sees the copy done (timeouts: the child never ran
+                // while the waiting kernel held the stream)
+                int * flags;  // [0] the copy's flag, [1] waits that timed out
+                CHECK(cudaMalloc(&flags, 2 * sizeof(int)));
+                CHECK(cudaMemset(flags, 0, 2 * sizeof(int)));
+                cudaGraphExec_t flagged = memcpy_graph(device, host.data, bytes, true, stream, flags);
+                cudaGraphExec_t waited = launch_and_wait_graph(flagged, flags, flags + 1);
+                time("memcpy node, device launch, waited", [&] { CHECK(cudaGraphLaunch(waited, stream)); });
+                int timeouts = 0;
+                CHECK(cudaMemcpy(&timeouts, flags + 1, sizeof(int), cudaMemcpyDeviceToHost));
+                if (timeouts != 0) std::printf("  %d waits timed out after 1 s\n", timeouts);
+                for (cudaGraphExec_t g : {host_copy, device_copy, fire, tail, flagged, waited}) CHECK(cudaGraphExecDestroy(g));
+                CHECK(cudaFree(flags));
                 continue;
             }
             time("copy engine (cudaMemcpyAsync)", [&] { CHECK(cudaMemcpyAsync(device, host.data, bytes, cudaMemcpyHostToDevice, stream)); });
