@@ -165,22 +165,32 @@ static cudaGraphExec_t memcpy_graph(void * dst, const void * src, size_t bytes, 
     return exec;
 }
 
+// a one-thread kernel node after `dep` (none: a root)
+static cudaGraphNode_t add_thread_node(cudaGraph_t graph, void * func, void ** args, const cudaGraphNode_t * dep) {
+    cudaKernelNodeParams params = {};
+    params.func = func;
+    params.gridDim = dim3(1);
+    params.blockDim = dim3(1);
+    params.kernelParams = args;
+    cudaGraphNode_t node;
+    CHECK(cudaGraphAddKernelNode(&node, graph, dep, dep != nullptr ? 1 : 0, &params));
+    return node;
+}
+
+static cudaGraphExec_t instantiate_for_host(cudaGraph_t graph) {
+    cudaGraphExec_t exec;
+    CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    CHECK(cudaGraphDestroy(graph));
+    return exec;
+}
+
 // a host-launched graph of one kernel node that device-launches `child` (device launch works only from a graph)
 static cudaGraphExec_t launcher_graph(cudaGraphExec_t child, int tail) {
     cudaGraph_t graph;
     CHECK(cudaGraphCreate(&graph, 0));
     void * args[] = {&child, &tail};
-    cudaKernelNodeParams params = {};
-    params.func = (void *) launch_graph;
-    params.gridDim = dim3(1);
-    params.blockDim = dim3(1);
-    params.kernelParams = args;
-    cudaGraphNode_t node;
-    CHECK(cudaGraphAddKernelNode(&node, graph, nullptr, 0, &params));
-    cudaGraphExec_t exec;
-    CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    CHECK(cudaGraphDestroy(graph));
-    return exec;
+    add_thread_node(graph, (void *) launch_graph, args, nullptr);
+    return instantiate_for_host(graph);
 }
 
 // a host-launched graph of two kernels: the first device-launches `child` (which sets `flag` when done), the second
@@ -189,25 +199,10 @@ static cudaGraphExec_t launch_and_wait_graph(cudaGraphExec_t child, int * flag, 
     cudaGraph_t graph;
     CHECK(cudaGraphCreate(&graph, 0));
     void * launch_args[] = {&child, &flag};
-    cudaKernelNodeParams launch = {};
-    launch.func = (void *) launch_graph_flagged;
-    launch.gridDim = dim3(1);
-    launch.blockDim = dim3(1);
-    launch.kernelParams = launch_args;
-    cudaGraphNode_t first;
-    CHECK(cudaGraphAddKernelNode(&first, graph, nullptr, 0, &launch));
+    const cudaGraphNode_t launch = add_thread_node(graph, (void *) launch_graph_flagged, launch_args, nullptr);
     void * wait_args[] = {&flag, &timeouts};
-    cudaKernelNodeParams wait = {};
-    wait.func = (void *) wait_flag;
-    wait.gridDim = dim3(1);
-    wait.blockDim = dim3(1);
-    wait.kernelParams = wait_args;
-    cudaGraphNode_t second;
-    CHECK(cudaGraphAddKernelNode(&second, graph, &first, 1, &wait));
-    cudaGraphExec_t exec;
-    CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    CHECK(cudaGraphDestroy(graph));
-    return exec;
+    add_thread_node(graph, (void *) wait_flag, wait_args, &launch);
+    return instantiate_for_host(graph);
 }
 
 int main(int argc, char ** argv) {
