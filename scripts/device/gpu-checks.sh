@@ -243,9 +243,7 @@ limited() {
   log "limited: 30b-a3b ($size bytes) in a cgroup of $((size / 4)) bytes, disk ${dev:-unknown}"
   BENCH_PREFETCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LIMIT_BYTES=$((size / 4)) BENCH_GPU_LAYERS=99 BENCH_CACHE_BUDGET=0.25 \
     BENCH_BLOCK_DEV=${dev:-nvme0n1} BENCH_THREADS=$(( $(nproc) - 1 )) BENCH_SCENARIOS=${LIMITED_SCENARIOS:-raw,demand,demandHints,stock} \
-    BENCH_TOKENS=${LIMITED_TOKENS:-16} BENCH_REPS=${LIMITED_REPS:-1} BENCH_RESULT=prefetch-limited-cuda node dist/bench/benchPrefetchLimited.js > "$out/limited.log" 2>&1 || true
-  # the log is written as the scenarios finish, so a call that runs out of time still brings back the ones that did
-  grep -v "^moeflash: expert cache" "$out/limited.log" | tail -30
+    BENCH_TOKENS=${LIMITED_TOKENS:-16} BENCH_REPS=${LIMITED_REPS:-1} BENCH_RESULT=prefetch-limited-cuda logged 30 node dist/bench/benchPrefetchLimited.js || true
   keep_results
 }
 
