@@ -34,6 +34,8 @@
  * GPU machine: BENCH_GPU_LAYERS=99 (stock: -ncmoe keeping BENCH_CACHE_BUDGET=0.25 of the layers' experts on the
  *   GPU; on demand: the GPU slot cache with that share of each layer's experts, hostMemory mmap), and
  *   BENCH_PREFETCH_MODEL=<gguf> (e.g. the 30b-a3b preset bench:cache generates) with BENCH_BLOCK_DEV=<nvme device>.
+ *   There the engine publishes hints only with MOEFLASH_RECORD_ROUTING=1 (routed experts, after each step) and
+ *   BENCH_CACHE_PREFETCH=1 (the cache's predictions, during the step); both are off by default on a GPU build.
  * Options (env): BENCH_PREFETCH_MODEL=<gguf>  BENCH_LIMIT_BYTES  BENCH_TOKENS=64  BENCH_THREADS=2  BENCH_REPS=1  BENCH_TEMPERATURE=0
  *   BENCH_PLOT_SECONDS=20 (the cold-start plot, <name>.svg; `--plot <result.json>` redraws a saved result)
  *   BENCH_RESULT=prefetch-limited (bench/results/<name>.json)  BENCH_BLOCK_DEV=vda  BENCH_IO_MODE=auto (the expert-store's: auto, uring, fadvise)  BENCH_SCENARIOS=raw,stock,hints,heat,heatStock,cached
@@ -152,7 +154,10 @@ function placement(scenario: ScenarioName, nLayer: number, nExpert: number): Par
   const gpuLayers = Number(process.env.BENCH_GPU_LAYERS ?? 0);
   if (gpuLayers === 0) return {};
   const budget = Number(process.env.BENCH_CACHE_BUDGET ?? 0.25);
-  if (scenario.startsWith('demand')) return { nGpuLayers: gpuLayers, expertCache: { slots: Math.max(1, Math.round(nExpert * budget)), hostMemory: 'mmap' } };
+  // BENCH_CACHE_PREFETCH=1: the cache predicts the next layer's experts (and copies them ahead), which gives the
+  // expert-store predictions to read from disk while the step runs; without it only the routed experts are known
+  const prefetch = process.env.BENCH_CACHE_PREFETCH === '1';
+  if (scenario.startsWith('demand')) return { nGpuLayers: gpuLayers, expertCache: { slots: Math.max(1, Math.round(nExpert * budget)), hostMemory: 'mmap', prefetch } };
   return { nGpuLayers: gpuLayers, nCpuMoe: Math.round(nLayer * (1 - budget)) };
 }
 
@@ -371,6 +376,10 @@ export async function runLimited(): Promise<void> {
     reps,
     cpu: cpus()[0]?.model,
     blockDev,
+    gpu: Number(process.env.BENCH_GPU_LAYERS ?? 0) > 0
+      ? { layers: Number(process.env.BENCH_GPU_LAYERS), cacheBudget: Number(process.env.BENCH_CACHE_BUDGET ?? 0.25), cachePrefetch: process.env.BENCH_CACHE_PREFETCH === '1' }
+      : undefined,
+    recordRouting: process.env.MOEFLASH_RECORD_ROUTING,
     ms90Reference: { what: '90% of stock steady-state t/s under the same limit', tokensPerSecond: 0.9 * stockSteady },
     rows,
     runs: results,

@@ -23,7 +23,8 @@
 #   zerocopy     bench/cuda/zeroCopyBandwidth.cu (nvcc here): kernels reading pinned host memory against the copy engine,
 #                and memcpy nodes of graphs the device launches
 #   limited      bench:prefetch:limited on this machine's disk: the 30b-a3b preset in a memory cgroup of a quarter of
-#                its size, stock -ncmoe vs the GPU slot cache at 25 % with experts read on demand (docs/EXPERT_STORE.md)
+#                its size, stock -ncmoe vs the GPU slot cache at 25 % with experts read on demand (docs/EXPERT_STORE.md);
+#                LIMITED_SCENARIOS, LIMITED_TOKENS; MOEFLASH_RECORD_ROUTING=1 / BENCH_CACHE_PREFETCH=1 give the store hints
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"

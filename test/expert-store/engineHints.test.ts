@@ -163,6 +163,27 @@ describe('expert-store: with the engine', function () {
     }
   });
 
+  it('routing not recorded (a GPU build by default): the engine says the channel stays silent; the cache\'s predictions still reach it', async () => {
+    const client = await startStore();
+    const silent = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel, recordRouting: false, expertCache: { slots: 8 } });
+    try {
+      assert.match(silent.info.hintChannelError ?? '', /^hint channel: nothing is published on it: routing is not recorded \(recordRouting/);
+      await until('the store to attach', async () => (await client.stats({})).hintChannelAttached);
+      assert.equal((await generate(silent)).tokens.length, 48);
+      assert.equal((await client.stats({})).hintsReceived, 0);
+    } finally {
+      await silent.close();
+    }
+    const predicting = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel, recordRouting: false, expertCache: { slots: 8, prefetch: true } });
+    try {
+      assert.equal(predicting.info.hintChannelError, undefined);
+      assert.equal((await generate(predicting)).tokens.length, 48);
+      await until('the cache\'s predictions', async () => (await client.stats({})).hintsReceived > 0);
+    } finally {
+      await predicting.close();
+    }
+  });
+
   it('a second engine on the same model and channel serves without hints and says why', async () => {
     const first = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel });
     try {
