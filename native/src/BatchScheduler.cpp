@@ -464,6 +464,7 @@ bool BatchScheduler::decode_batch(std::vector<GenerationEvent> & events) {
 
 // Samples a token for every slot with logits in the batch and hands it to on_token.
 void BatchScheduler::sample_batch(std::vector<GenerationEvent> & events) {
+    bool graph_sampling_failed = false;
     for (auto & slot : slots) {
         if (!slot.request || slot.i_batch < 0) {
             continue;
@@ -475,10 +476,9 @@ void BatchScheduler::sample_batch(std::vector<GenerationEvent> & events) {
                                       : llama_sampler_sample(slot.request->sampler, ctx, slot.i_batch);
         if (token == LLAMA_TOKEN_NULL) {
             // the backend took the sampler but produced no token (its logits were not copied back either): this
-            // request fails, the ones after it sample on the host
+            // request fails, and from the next step every sequence samples on the host
             finish(slot, "error", events, "sampling in the graph returned no token; later requests sample on the host");
-            graph_sampling_ = false;
-            use_device_sampling(slot, false);
+            graph_sampling_failed = true;
             continue;
         }
         TokenLogprob logprob;
@@ -499,6 +499,14 @@ void BatchScheduler::sample_batch(std::vector<GenerationEvent> & events) {
         }
         slot.t_last_us = now;
         on_token(slot, token, with_logprob ? &logprob : nullptr, events);
+    }
+    if (graph_sampling_failed) {
+        // every chain goes, not only the failed sequence's: the others would meet the same backend on their next step.
+        // After the loop, because a sequence's token of this step can only be read the way it was computed.
+        graph_sampling_ = false;
+        for (auto & slot : slots) {
+            use_device_sampling(slot, false);
+        }
     }
 }
 
