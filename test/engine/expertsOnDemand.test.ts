@@ -123,6 +123,29 @@ describe('engine: experts read on demand', function () {
     }
   });
 
+  it('with the cache predicting, its speculative copies are read through the pager too (lookahead); output is the same', async () => {
+    const options = { path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false };
+    const atLoad = await Engine.load({ ...options, expertCache: { slots: 8 } });
+    let reference: number[];
+    try {
+      reference = (await generate(atLoad)).tokens;
+    } finally {
+      await atLoad.close();
+    }
+    await cache.evict(null);
+    const engine = await Engine.load({ ...options, expertRead: 'demand', expertCache: { slots: 8, prefetch: true } });
+    try {
+      assert.deepEqual((await generate(engine)).tokens, reference);
+      const total = engine.expertCacheStats()!.total;
+      const s = engine.expertPagingStats()!;
+      assert.ok(total.predicted > 0 && total.prefetched > 0, `${total.predicted} predicted, ${total.prefetched} copied ahead`);
+      // every expert the cache copied from host memory, missed or predicted, was handed to the pager before the copy
+      assert.ok(s.experts >= total.misses + total.prefetched, `${s.experts} experts read from host, ${total.misses} misses + ${total.prefetched} prefetched`);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('demand where experts are not read from the mapping is INVALID_ARGUMENT naming expertRead', () => {
     for (const options of [{ nGpuLayers: 99 }, { nGpuLayers: 99, expertCache: { slots: 8 } }, { expertCache: { slots: 8, hostMemory: 'pinned' as const } }]) {
       assert.throws(
