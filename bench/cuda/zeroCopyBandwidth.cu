@@ -8,8 +8,13 @@
 // faults, which ends the process). `graph` runs the rows of a memcpy node in a CUDA graph, launched by the host and
 // launched by a kernel (device graph launch): whether the device can start a copy-engine transfer itself, which
 // would give the op copy-engine speed with no host in the step (needs -rdc=true -lcudadevrt); the last row is the
-// op's pattern, a kernel of the same graph waiting for the copy's flag.
+// op's pattern, a kernel of the same graph waiting for the copy's flag. `scatter [GiB]` reads one expert (2.65 MB) at
+// a different place of a pool as large as a model's experts for every copy, as the op does, against re-reading one
+// place as the rows above do: the GPU translates every fresh page of host memory (its page tables, and the host's
+// IOMMU where it is on), which a re-read region has cached; a pool backed by transparent huge pages, registered,
+// tells whether larger pages help.
 #include <cuda_runtime.h>
+#include <sys/mman.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -205,7 +210,74 @@ static cudaGraphExec_t launch_and_wait_graph(cudaGraphExec_t child, int * flag, 
     return instantiate_for_host(graph);
 }
 
+// one expert of 30b-a3b (gate, up and down slabs of 2048 x 768 q4_0) read from a fresh place of a large pool per copy
+static int run_scatter(size_t pool_bytes, int n_sm) {
+    const size_t bytes = 2654208;
+    const int reps = 400;
+    char * device;
+    CHECK(cudaMalloc(&device, bytes));
+    cudaStream_t stream;
+    CHECK(cudaStreamCreate(&stream));
+    cudaEvent_t start, stop;
+    CHECK(cudaEventCreate(&start));
+    CHECK(cudaEventCreate(&stop));
+    std::vector<size_t> offsets(reps);
+    uint64_t x = 88172645463325252ull;
+    for (size_t & o : offsets) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        o = (x % ((pool_bytes - bytes) / 4096)) * 4096;
+    }
+    char * pinned;
+    CHECK(cudaHostAlloc(&pinned, pool_bytes, cudaHostAllocDefault));  // as ggml-cuda's host buffer type allocates
+    char * huge = (char *) mmap(nullptr, pool_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (huge == MAP_FAILED) return std::printf("mmap of %zu bytes failed\n", pool_bytes), 1;
+    madvise(huge, pool_bytes, MADV_HUGEPAGE);
+    for (size_t i = 0; i < pool_bytes; i += 4096) pinned[i] = huge[i] = (char) (i >> 12);
+    CHECK(cudaHostRegister(huge, pool_bytes, cudaHostRegisterPortable));
+    // how much of the process's anonymous memory the kernel backs with huge pages (the THP pool's share of it)
+    char line[256] = "AnonHugePages: unknown";
+    if (FILE * f = std::fopen("/proc/self/smaps_rollup", "r")) {
+        while (std::fgets(line, sizeof line, f) && std::strncmp(line, "AnonHugePages:", 14) != 0) {}
+        std::fclose(f);
+    }
+    std::printf("pool %.1f GiB each; %s", pool_bytes / 1073741824.0, line);
+    std::printf("%-22s %-34s %9s %7s\n", "host memory", "copy of one expert (2.65 MB)", "us/copy", "GB/s");
+    struct Pool {
+        const char * name;
+        char * data;
+    } pools[] = {{"cudaHostAlloc", pinned}, {"THP + registered", huge}};
+    for (const Pool & pool : pools) {
+        for (int fresh = 0; fresh < 2; ++fresh) {
+            auto time = [&](const char * name, auto launch) {
+                for (int i = 0; i < 5; ++i) launch(pool.data);
+                CHECK(cudaEventRecord(start, stream));
+                for (int i = 0; i < reps; ++i) launch(pool.data + (fresh ? offsets[i] : 0));
+                CHECK(cudaEventRecord(stop, stream));
+                CHECK(cudaEventSynchronize(stop));
+                CHECK(cudaGetLastError());
+                float ms;
+                CHECK(cudaEventElapsedTime(&ms, start, stop));
+                const double us = ms * 1000.0 / reps;
+                char row[64];
+                std::snprintf(row, sizeof row, "%s, %s", name, fresh ? "fresh place" : "same place");
+                std::printf("%-22s %-34s %9.1f %7.1f\n", pool.name, row, us, bytes / us / 1e3);
+            };
+            time("copy engine", [&](const char * src) { CHECK(cudaMemcpyAsync(device, src, bytes, cudaMemcpyHostToDevice, stream)); });
+            time("op's kernel", [&](const char * src) {
+                copy_grid_stride<4><<<4 * n_sm, 256, 0, stream>>>((const int4 *) src, (int4 *) device, (int64_t) (bytes / 16));
+            });
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char ** argv) {
+    if (argc > 1 && std::strcmp(argv[1], "scatter") == 0) {
+        cudaDeviceProp prop;
+        CHECK(cudaGetDeviceProperties(&prop, 0));
+        std::printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
+        return run_scatter((size_t) (argc > 2 ? std::atof(argv[2]) : 8.0) * 1073741824.0, prop.multiProcessorCount);
+    }
     const bool tma_only = argc > 1 && std::strcmp(argv[1], "tma") == 0;
     const bool graph_only = argc > 1 && std::strcmp(argv[1], "graph") == 0;
     cudaDeviceProp prop;
