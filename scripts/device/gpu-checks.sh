@@ -24,7 +24,8 @@
 #                memcpy nodes of graphs the device launches, and one expert read from a fresh place of an 8 GiB pool
 #   limited      bench:prefetch:limited on this machine's disk: the 30b-a3b preset in a memory cgroup of a quarter of
 #                its size, stock -ncmoe vs the GPU slot cache at 25 % with experts read on demand (docs/EXPERT_STORE.md);
-#                LIMITED_SCENARIOS, LIMITED_TOKENS; MOEFLASH_RECORD_ROUTING=1 / BENCH_CACHE_PREFETCH=1 give the store hints
+#                LIMITED_SCENARIOS, LIMITED_TOKENS, LIMITED_RESULT; MOEFLASH_RECORD_ROUTING=1 / BENCH_CACHE_PREFETCH=1 give
+#                the store hints
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -244,7 +245,7 @@ limited() {
   log "limited: 30b-a3b ($size bytes) in a cgroup of $((size / 4)) bytes, disk ${dev:-unknown}"
   BENCH_PREFETCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LIMIT_BYTES=$((size / 4)) BENCH_GPU_LAYERS=99 BENCH_CACHE_BUDGET=0.25 \
     BENCH_BLOCK_DEV=${dev:-nvme0n1} BENCH_THREADS=$(( $(nproc) - 1 )) BENCH_SCENARIOS=${LIMITED_SCENARIOS:-raw,demand,demandHints,stock} \
-    BENCH_TOKENS=${LIMITED_TOKENS:-16} BENCH_REPS=${LIMITED_REPS:-1} BENCH_RESULT=prefetch-limited-cuda logged 30 node dist/bench/benchPrefetchLimited.js || true
+    BENCH_TOKENS=${LIMITED_TOKENS:-16} BENCH_REPS=${LIMITED_REPS:-1} BENCH_RESULT=${LIMITED_RESULT:-prefetch-limited-cuda} logged 30 node dist/bench/benchPrefetchLimited.js || true
   keep_results
 }
 
