@@ -311,7 +311,10 @@ export async function runLimited(): Promise<void> {
     heat: 'heat-map Warm + hint prefetch',
     heatStock: 'heat-map Warm, then stock',
     heatAfterLoad: 'load, then heat-map Warm + hints',
-    demand: 'experts on demand (engine reads routed + predicted)',
+    // on the GPU the cache's misses are what the engine reads, and predictions exist only with the cache's prefetch
+    demand: Number(process.env.BENCH_GPU_LAYERS ?? 0) > 0 && process.env.BENCH_CACHE_PREFETCH !== '1'
+      ? 'experts on demand (engine reads the cache misses)'
+      : 'experts on demand (engine reads routed + predicted)',
     demandHints: 'experts on demand + expert-store lookahead',
     demandHeat: 'on demand + lookahead + heat Warm beside',
     cached: 'reference: no limit, all cached',
