@@ -53,7 +53,10 @@ async function main(): Promise<void> {
   console.log(`\nfidelity on ${backend}: our engine vs stock llama-completion, greedy, ${N_PREDICT} tokens\n`);
   printTable(['model', 'placement', 'prompt', 'reference', 'tokens', 'identical'],
     rows.map((r) => [r.model, r.placement, r.prompt, r.reference, r.tokens, r.equal ? 'yes' : r.control ? 'no (control)' : 'NO']));
-  console.log(`\nwritten ${writeResult(`fidelity-${backend}`, { date: new Date().toISOString(), backend, rows })}`);
+  // MOEFLASH_RECORD_ROUTING changes the engine's graphs (the routing becomes a graph output): say which ran
+  const recordRouting = process.env.MOEFLASH_RECORD_ROUTING;
+  const name = `fidelity-${backend}${recordRouting === '1' ? '-record-routing' : ''}`;
+  console.log(`\nwritten ${writeResult(name, { date: new Date().toISOString(), backend, recordRouting, rows })}`);
   if (rows.some((r) => !r.equal && !r.control)) process.exitCode = 1;
 }
 
