@@ -210,17 +210,26 @@ static cudaGraphExec_t launch_and_wait_graph(cudaGraphExec_t child, int * flag, 
     return instantiate_for_host(graph);
 }
 
+// a stream and the two events that time work on it
+struct Timer {
+    cudaStream_t stream;
+    cudaEvent_t  start, stop;
+    Timer() {
+        CHECK(cudaStreamCreate(&stream));
+        CHECK(cudaEventCreate(&start));
+        CHECK(cudaEventCreate(&stop));
+    }
+};
+
 // one expert of 30b-a3b (gate, up and down slabs of 2048 x 768 q4_0) read from a fresh place of a large pool per copy
 static int run_scatter(size_t pool_bytes, int n_sm) {
     const size_t bytes = 2654208;
     const int reps = 400;
     char * device;
     CHECK(cudaMalloc(&device, bytes));
-    cudaStream_t stream;
-    CHECK(cudaStreamCreate(&stream));
-    cudaEvent_t start, stop;
-    CHECK(cudaEventCreate(&start));
-    CHECK(cudaEventCreate(&stop));
+    const Timer timer;
+    const cudaStream_t stream = timer.stream;
+    const cudaEvent_t start = timer.start, stop = timer.stop;
     std::vector<size_t> offsets(reps);
     uint64_t x = 88172645463325252ull;
     for (size_t & o : offsets) {
@@ -297,11 +306,9 @@ int main(int argc, char ** argv) {
     CHECK(cudaHostRegister(registered, max_bytes, cudaHostRegisterPortable | cudaHostRegisterReadOnly));
     char * device;
     CHECK(cudaMalloc(&device, max_bytes));
-    cudaStream_t stream;
-    CHECK(cudaStreamCreate(&stream));
-    cudaEvent_t start, stop;
-    CHECK(cudaEventCreate(&start));
-    CHECK(cudaEventCreate(&stop));
+    const Timer timer;
+    const cudaStream_t stream = timer.stream;
+    const cudaEvent_t start = timer.start, stop = timer.stop;
 
     // one layer's misses at 50 % of 30b-a3b's experts (0.73 experts of 2.65 MB), two experts, eight experts
     const size_t sizes[] = {1925120, 5308416, 21233664};

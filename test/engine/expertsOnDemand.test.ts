@@ -32,6 +32,15 @@ describe('engine: experts read on demand', function () {
     return resident.reduce((a, b) => a + b, 0) / index.expertBytes;
   };
   const generate = (engine: Engine) => collect(engine.generate({ prompt: PROMPT, maxTokens: TOKENS, sampling: { temperature: 0 } }));
+  // the tokens with every expert read at load (the reference on-demand output must equal)
+  const tokensReadAtLoad = async (options: Parameters<typeof Engine.load>[0]) => {
+    const atLoad = await Engine.load({ ...options, expertRead: 'load' });
+    try {
+      return (await generate(atLoad)).tokens;
+    } finally {
+      await atLoad.close();
+    }
+  };
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'moeflash-on-demand-'));
@@ -96,13 +105,7 @@ describe('engine: experts read on demand', function () {
   it('with the expert cache, its misses are read on demand before it copies them; output is the same', async () => {
     const options = { path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, expertCache: { slots: 8 } };
     await cache.evict(null);
-    const atLoad = await Engine.load({ ...options, expertRead: 'load' });
-    let reference: number[];
-    try {
-      reference = (await generate(atLoad)).tokens;
-    } finally {
-      await atLoad.close();
-    }
+    const reference = await tokensReadAtLoad(options);
     await cache.evict(null);
     const engine = await Engine.load({ ...options, expertRead: 'demand' });
     try {
@@ -125,13 +128,7 @@ describe('engine: experts read on demand', function () {
 
   it('with the cache predicting, its speculative copies are read through the pager too (lookahead); output is the same', async () => {
     const options = { path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false };
-    const atLoad = await Engine.load({ ...options, expertCache: { slots: 8 } });
-    let reference: number[];
-    try {
-      reference = (await generate(atLoad)).tokens;
-    } finally {
-      await atLoad.close();
-    }
+    const reference = await tokensReadAtLoad({ ...options, expertCache: { slots: 8 } });
     await cache.evict(null);
     const engine = await Engine.load({ ...options, expertRead: 'demand', expertCache: { slots: 8, prefetch: true } });
     try {
