@@ -39,7 +39,11 @@ gpu=${GPU_BACKEND:-cuda}
 case "$gpu" in cuda) gpu_dev=CUDA0 ;; vulkan) gpu_dev=Vulkan0 ;; *) echo "gpu-checks: GPU_BACKEND must be cuda or vulkan" >&2; exit 2 ;; esac
 # the NVIDIA driver's Vulkan manifest, named so that the loader finds it whatever its search path (every step of
 # every call needs it)
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+# a headless machine may need the manifest vulkan-setup wrote for the same driver's EGL library (below)
+egl_icd=$root/build/vulkan-egl-icd.json
+icd=$nvidia_icd
+[ -f "$egl_icd" ] && icd=$egl_icd
 if [ "$gpu" = vulkan ] && [ -f "$icd" ]; then
   export VK_DRIVER_FILES=$icd
 fi
@@ -114,21 +118,51 @@ cuda_wait() {
   grep -q '^exit 0' build/cuda-build.log
 }
 
+# where the dynamic linker finds a library: its cache, then LD_LIBRARY_PATH and the driver's usual directory
+find_lib() {
+  local d path=${LD_LIBRARY_PATH:-}
+  ldconfig -p | awk -v l="$1" '$1 == l { print $NF; found = 1; exit } END { exit !found }' && return 0
+  for d in ${path//:/ } /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do
+    [ -e "$d/$1" ] && { echo "$d/$1"; return 0; }
+  done
+  return 0
+}
+
+vulkan_devices() {
+  build/llama/patched/build-vulkan/bin/test-backend-ops -o ADD -b Vulkan0 2>&1 | grep -q "Backend .*: Vulkan0"
+}
+
 vulkan_setup() {
-  log "vulkan: the packed build and the loader"
+  log "vulkan: the packed build, the loader and the X client libraries the driver's GLX entry links"
   tar -xJf .devtools/vulkan.tar.xz
   echo vulkan > native/build/BACKEND
   for f in .devtools/vulkan-loader/*.deb; do dpkg -x "$f" /; done
   ldconfig
-  local devices
-  devices=$(build/llama/patched/build-vulkan/bin/test-backend-ops -o ADD -b Vulkan0 2>&1 || true)
-  if ! grep -q "Backend .*: Vulkan0" <<< "$devices"; then
-    echo "vulkan-setup: the driver gives no Vulkan device"
-    # seen on a lent H100: the NVIDIA Vulkan driver cannot create an instance without the nvidia_modeset module
-    [ -f "$icd" ] && ! grep -q '^nvidia_modeset ' /proc/modules && \
-      echo "vulkan-setup: this machine has not loaded the nvidia_modeset kernel module, which NVIDIA's Vulkan driver needs"
-    return 1
+  vulkan_devices && return 0
+  echo "vulkan-setup: the driver gives no Vulkan device through $icd"
+  VK_LOADER_DEBUG=error,warn build/llama/patched/build-vulkan/bin/test-backend-ops -o ADD -b Vulkan0 2>&1 | grep -i 'loader\|error' | head -8 || true
+  [ -f "$nvidia_icd" ] || return 1
+  local glx egl
+  glx=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["ICD"]["library_path"])' "$nvidia_icd" || true)
+  [ "${glx#/}" != "$glx" ] || glx=$(find_lib "$(basename "${glx:-libGLX_nvidia.so.0}")")
+  echo "vulkan-setup: the manifest's library ${glx:-not found}"
+  [ -z "$glx" ] || ldd "$glx" | grep 'not found' || true
+  # the manifest names the GLX library, which sets up X11 on instance creation; headless Vulkan is reported to work
+  # through the EGL library of the same driver (offscreen Vulkan needs no nvidia_modeset)
+  egl=$(find_lib libEGL_nvidia.so.0)
+  if [ -n "$egl" ]; then
+    python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); m["ICD"]["library_path"] = sys.argv[2]; json.dump(m, open(sys.argv[3], "w"))' \
+      "$nvidia_icd" "$egl" "$egl_icd"
+    if VK_DRIVER_FILES=$egl_icd vulkan_devices; then
+      echo "vulkan-setup: a Vulkan device through $egl ($egl_icd, used by later steps and calls)"
+      export VK_DRIVER_FILES=$egl_icd
+      return 0
+    fi
+    rm -f "$egl_icd"
+    echo "vulkan-setup: none through $egl either"
   fi
+  grep -q '^nvidia_modeset ' /proc/modules || echo "vulkan-setup: this machine has not loaded the nvidia_modeset kernel module"
+  return 1
 }
 
 # the op's cost with nothing to copy, at 30b-a3b's shapes (docs/EXPERT_CACHE.md: the fixed cost per layer)

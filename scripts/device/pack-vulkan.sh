@@ -2,8 +2,8 @@
 # Packs the Vulkan build made here for the GPU machine, which has no glslc or Vulkan headers (and no registry):
 # .devtools/vulkan.tar.xz holds the patched llama.cpp libraries (stripped), llama-bench, test-backend-ops, the Vulkan
 # addon with its CPU build record, liburing (the machine lacks it) and, when built with the same CPU flags, the stock
-# CPU peer gpu-checks.sh `fidelity` uses; .devtools/vulkan-loader/ Debian's Vulkan loader. gpu-checks.sh vulkan-setup
-# unpacks both. (CUDA is built on the machine, gpu-checks.sh cuda-bg, about two minutes on 16 cores: a CUDA build made
+# CPU peer gpu-checks.sh `fidelity` uses; .devtools/vulkan-loader/ Debian's Vulkan loader and X client libraries.
+# gpu-checks.sh vulkan-setup unpacks both. (CUDA is built on the machine, gpu-checks.sh cuda-bg, about two minutes on 16 cores: a CUDA build made
 # here links Debian's cuBLAS 11, and its symbol version tags keep it from loading against the machine's cuBLAS 13.)
 # Build first:
 #   MOEFLASH_BACKEND=vulkan MOEFLASH_LLAMA_TARGETS="llama ggml llama-common llama-bench test-backend-ops" \
@@ -48,5 +48,6 @@ fi
 find "$stage/build" -type f -exec patchelf --set-rpath '$ORIGIN' {} \;
 tar -C "$stage" -cf - . | xz -T0 -6 > .devtools/vulkan.tar.xz
 mkdir -p .devtools/vulkan-loader
-(cd .devtools/vulkan-loader && rm -f ./*.deb && apt-get download libvulkan1 >/dev/null)
+# with the X client libraries NVIDIA's GLX library (the Vulkan driver's usual entry) links: the machine has none
+(cd .devtools/vulkan-loader && rm -f ./*.deb && apt-get download libvulkan1 libx11-6 libxext6 libxcb1 libxau6 libxdmcp6 libbsd0 libmd0 >/dev/null)
 du -sh .devtools/vulkan.tar.xz .devtools/vulkan-loader/*.deb
