@@ -70,6 +70,12 @@ const reps = Number(process.env.BENCH_REPS ?? 1);
 const limitBytes = Number(process.env.BENCH_LIMIT_BYTES ?? 1.5 * GiB);
 const warmHeadroom = Number(process.env.BENCH_WARM_HEADROOM_BYTES ?? 384 * 1024 ** 2);
 const blockDev = process.env.BENCH_BLOCK_DEV ?? 'vda';
+// the GPU machine's placement (below): layers on the GPU, the slot cache's share of each layer's experts, and
+// whether the cache predicts the next layer's experts (and copies them ahead), which gives the expert-store
+// predictions to read from disk while the step runs; without it only the routed experts are known
+const gpuLayers = Number(process.env.BENCH_GPU_LAYERS ?? 0);
+const cacheBudget = Number(process.env.BENCH_CACHE_BUDGET ?? 0.25);
+const cachePrefetch = process.env.BENCH_CACHE_PREFETCH === '1';
 const stateDir = join(repoRoot(), 'build', 'bench-state-limited');
 
 type ScenarioName = 'raw' | 'stock' | 'hints' | 'heat' | 'heatStock' | 'heatAfterLoad' | 'demand' | 'demandHints' | 'demandHeat' | 'cached';
@@ -151,14 +157,9 @@ function cgroupStat(cg: string | undefined): Record<string, number> | undefined 
  * the GPU slot cache with BENCH_CACHE_BUDGET of each layer's experts, copied from the page cache (NVMe -> RAM -> VRAM).
  */
 function placement(scenario: ScenarioName, nLayer: number, nExpert: number): Partial<LoadOptions> {
-  const gpuLayers = Number(process.env.BENCH_GPU_LAYERS ?? 0);
   if (gpuLayers === 0) return {};
-  const budget = Number(process.env.BENCH_CACHE_BUDGET ?? 0.25);
-  // BENCH_CACHE_PREFETCH=1: the cache predicts the next layer's experts (and copies them ahead), which gives the
-  // expert-store predictions to read from disk while the step runs; without it only the routed experts are known
-  const prefetch = process.env.BENCH_CACHE_PREFETCH === '1';
-  if (scenario.startsWith('demand')) return { nGpuLayers: gpuLayers, expertCache: { slots: Math.max(1, Math.round(nExpert * budget)), hostMemory: 'mmap', prefetch } };
-  return { nGpuLayers: gpuLayers, nCpuMoe: Math.round(nLayer * (1 - budget)) };
+  if (scenario.startsWith('demand')) return { nGpuLayers: gpuLayers, expertCache: { slots: Math.max(1, Math.round(nExpert * cacheBudget)), hostMemory: 'mmap', prefetch: cachePrefetch } };
+  return { nGpuLayers: gpuLayers, nCpuMoe: Math.round(nLayer * (1 - cacheBudget)) };
 }
 
 async function child(scenario: ScenarioName, path: string): Promise<unknown> {
@@ -312,7 +313,7 @@ export async function runLimited(): Promise<void> {
     heatStock: 'heat-map Warm, then stock',
     heatAfterLoad: 'load, then heat-map Warm + hints',
     // on the GPU the cache's misses are what the engine reads, and predictions exist only with the cache's prefetch
-    demand: Number(process.env.BENCH_GPU_LAYERS ?? 0) > 0 && process.env.BENCH_CACHE_PREFETCH !== '1'
+    demand: gpuLayers > 0 && !cachePrefetch
       ? 'experts on demand (engine reads the cache misses)'
       : 'experts on demand (engine reads routed + predicted)',
     demandHints: 'experts on demand + expert-store lookahead',
@@ -379,9 +380,7 @@ export async function runLimited(): Promise<void> {
     reps,
     cpu: cpus()[0]?.model,
     blockDev,
-    gpu: Number(process.env.BENCH_GPU_LAYERS ?? 0) > 0
-      ? { layers: Number(process.env.BENCH_GPU_LAYERS), cacheBudget: Number(process.env.BENCH_CACHE_BUDGET ?? 0.25), cachePrefetch: process.env.BENCH_CACHE_PREFETCH === '1' }
-      : undefined,
+    gpu: gpuLayers > 0 ? { layers: gpuLayers, cacheBudget, cachePrefetch } : undefined,
     recordRouting: process.env.MOEFLASH_RECORD_ROUTING,
     ms90Reference: { what: '90% of stock steady-state t/s under the same limit', tokensPerSecond: 0.9 * stockSteady },
     rows,

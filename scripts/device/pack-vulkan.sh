@@ -3,8 +3,9 @@
 # .devtools/vulkan.tar.xz holds the patched llama.cpp libraries (stripped), llama-bench, test-backend-ops, the Vulkan
 # addon with its CPU build record, liburing (the machine lacks it) and, when built with the same CPU flags, the stock
 # CPU peer gpu-checks.sh `fidelity` uses; .devtools/vulkan-loader/ Debian's Vulkan loader and X client libraries.
-# gpu-checks.sh vulkan-setup unpacks both. (CUDA is built on the machine, gpu-checks.sh cuda-bg, about two minutes on 16 cores: a CUDA build made
-# here links Debian's cuBLAS 11, and its symbol version tags keep it from loading against the machine's cuBLAS 13.)
+# gpu-checks.sh vulkan-setup unpacks both. (CUDA is built on the machine, gpu-checks.sh cuda-bg, about two minutes on
+# 16 cores: a CUDA build made here links Debian's cuBLAS 11, and its symbol version tags keep it from loading against
+# the machine's cuBLAS 13.)
 # Build first:
 #   MOEFLASH_BACKEND=vulkan MOEFLASH_LLAMA_TARGETS="llama ggml llama-common llama-bench test-backend-ops" \
 #     MOEFLASH_ADDON_BUILD_DIR=$PWD/native/build/vulkan bash scripts/build-native.sh
