@@ -22,6 +22,9 @@
 #                each; run `ops` and `cache` before it for the baseline of the same call
 #   zerocopy     bench/cuda/zeroCopyBandwidth.cu (nvcc here): kernels reading pinned host memory against the copy engine,
 #                and one expert read from a fresh place of an 8 GiB pool
+#   profile      bench/cuda/kernelProfile.c preloaded into bench:cache runs ($PROFILE_RUNS: "env;env", each its own
+#                process, e.g. "BENCH_REGIMES=realistic BENCH_BUDGETS=0.5"): per decode step, the time per kernel, the
+#                device's idle gaps and what they follow, the host's CUDA calls; profile-<n>.txt per run
 #   limited      bench:prefetch:limited on this machine's disk: the 30b-a3b preset in a memory cgroup of a quarter of
 #                its size, stock -ncmoe vs the GPU slot cache at 25 % with experts read on demand (docs/EXPERT_STORE.md);
 #                LIMITED_SCENARIOS, LIMITED_TOKENS, LIMITED_RESULT; MOEFLASH_RECORD_ROUTING=1 / BENCH_CACHE_PREFETCH=1 give
@@ -268,6 +271,32 @@ zerocopy() {
   cat "$out/zero-copy.txt"
 }
 
+profile() {
+  export MOEFLASH_BACKEND=$gpu
+  model_30b
+  # pack-devtools.sh builds the library against the dev machine's CUPTI and packs both; else build it here
+  local dir=$root/.devtools/profiler
+  if [ ! -f "$dir/libkernelprofile.so" ]; then
+    dir=$root/build/kernel-profile
+    mkdir -p "$dir"
+    gcc -O2 -shared -fPIC -o "$dir/libkernelprofile.so" bench/cuda/kernelProfile.c -I/usr/local/cuda/include \
+      -L/usr/local/cuda/lib64 -L/usr/local/cuda/extras/CUPTI/lib64 -lcupti || { echo "profile: no CUPTI to build against"; return 1; }
+  fi
+  IFS=';' read -r -a runs <<< "${PROFILE_RUNS:-BENCH_REGIMES=realistic BENCH_BUDGETS=0.5}"
+  local i=0
+  for settings in "${runs[@]}"; do
+    i=$((i + 1))
+    log "profile $i: $settings"
+    rm -f "$out/profile-$i.txt"
+    # a short prompt and many steps: the window (the profile's CK_SKIP) starts after the bench's warm-up generations
+    env $settings BENCH_MODEL=build/device-models/30b-a3b.gguf BENCH_THREADS=$(( $(nproc) - 1 )) BENCH_STOCK=0 BENCH_PP=16 \
+      BENCH_TG=128 BENCH_LABEL=$gpu-profile-$i CK_OUT="$out/profile-$i.txt" LD_LIBRARY_PATH="$dir:${LD_LIBRARY_PATH:-}" \
+      LD_PRELOAD="$dir/libkernelprofile.so" node dist/bench/benchCache.js 2>&1 | grep '^moeflash cache.*tg' || true
+    grep -v 'host api' "$out/profile-$i.txt" | head -24
+    grep 'host api' "$out/profile-$i.txt" | head -8
+  done
+}
+
 limited() {
   export MOEFLASH_BACKEND=$gpu
   model_30b
@@ -288,7 +317,7 @@ for step in "$@"; do
   case "$step" in
     setup) setup ;; cpu) cpu ;; cuda-bg) cuda_bg ;; cuda-wait) cuda_wait ;; vulkan-setup) vulkan_setup ;; ops) ops ;;
     fidelity) fidelity ;; cache) cache ;; engine) engine ;;
-    variants) variants ;; zerocopy) zerocopy ;; limited) limited ;;
+    variants) variants ;; zerocopy) zerocopy ;; profile) profile ;; limited) limited ;;
     *) echo "gpu-checks: unknown step $step" >&2; exit 2 ;;
   esac
 done
