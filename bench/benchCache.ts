@@ -176,7 +176,43 @@ function printTraceLocality(nLayer: number, nExpert: number, nUsed: number): Rou
   return ours;
 }
 
+/** One row's settings, for the child process that measures it. */
+interface RowJob {
+  path: string;
+  budget: number;
+  regime: Regime;
+  prefetch: boolean;
+  resolve: 'device' | 'host';
+}
+
+const ROW_ENV = 'BENCH_CACHE_ROW';
+const ROW_MARK = 'bench-cache-row ';
+
+/**
+ * Each row runs in a process of its own: rows measured late in one process ran slower than the same engine alone
+ * (on an H100, an all-resident row after three other engines 289 t/s against 315 alone), so a row's figure should
+ * not depend on the rows before it.
+ */
+async function oursInChild(job: RowJob): Promise<Awaited<ReturnType<typeof ours>>> {
+  const { stdout, stderr } = await run(process.execPath, [__filename], {
+    env: { ...process.env, [ROW_ENV]: JSON.stringify(job) },
+    maxBuffer: 16 << 20,
+  }).catch((e: Error & { stderr?: string }) => {
+    throw new Error(`bench:cache row ${JSON.stringify(job)} failed: ${e.stderr?.trim().split('\n').slice(-5).join('\n') ?? e.message}`);
+  });
+  process.stderr.write(stderr); // the engine's log of the row
+  const line = stdout.split('\n').find((l) => l.startsWith(ROW_MARK));
+  if (!line) throw new Error(`bench:cache row ${JSON.stringify(job)} printed no result`);
+  return JSON.parse(line.slice(ROW_MARK.length)) as Awaited<ReturnType<typeof ours>>;
+}
+
 async function main(): Promise<void> {
+  const rowJob = process.env[ROW_ENV];
+  if (rowJob) {
+    const job = JSON.parse(rowJob) as RowJob;
+    console.log(ROW_MARK + JSON.stringify(await ours(job.path, job.budget, job.regime, job.prefetch, job.resolve)));
+    return;
+  }
   const path = await benchModel(process.env.BENCH_MODEL ?? '30b-a3b');
   const rows: Row[] = [];
   let nLayer = 0;
@@ -184,7 +220,7 @@ async function main(): Promise<void> {
   for (const regime of regimes) {
     for (const budget of budgets) {
       for (const prefetch of prefetchModes) for (const resolve of resolveModes) {
-        const r = await ours(path, budget, regime, prefetch, resolve);
+        const r = await oursInChild({ path, budget, regime, prefetch, resolve });
         nLayer = r.nLayer;
         if (regime === 'realistic' && !traceLocality) traceLocality = printTraceLocality(r.nLayer, r.nExpert, r.nUsed);
         rows.push(r.row);
