@@ -283,6 +283,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
             o.Set("prefetched", (double) s.prefetched);
             o.Set("prefetchedUsed", (double) s.prefetched_used);
             o.Set("bytesPrefetched", (double) s.bytes_prefetched);
+            o.Set("prefetchDeferred", (double) s.prefetch_deferred);
             o.Set("bytesStaged", (double) s.bytes_staged);
             o.Set("bytesStagedOnDevice", (double) s.bytes_staged_on_device);
             return o;

@@ -228,7 +228,7 @@ void ExpertPager::Predict(int32_t il, int32_t n_used) {
 }
 
 void ExpertPager::HostRead(int32_t /* il */, const int32_t * experts, int32_t n_experts, const void * const * src,
-                           const size_t * expert_bytes, int32_t n_src, void * user_data) {
+                           const size_t * expert_bytes, int32_t n_src, uint8_t * ready, void * user_data) {
     auto * self = static_cast<ExpertPager *>(user_data);
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<int32_t> & list = self->host_read_;
@@ -240,6 +240,11 @@ void ExpertPager::HostRead(int32_t /* il */, const int32_t * experts, int32_t n_
         }
     }
     self->CountTiers(list);
+    // measured before the reads were queued: an expert with a missing page would make its copy wait for the disk
+    for (int32_t i = 0; i < n_experts; i++) {
+        const int32_t e = experts[i];
+        ready[i] = e >= 0 && e < self->n_expert_ && self->missing_of_expert_[e] == 0;
+    }
     self->paging_ns_ += (uint64_t) std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
 }
 

@@ -48,10 +48,11 @@ class ExpertPager {
     // llama_context_params.cb_eval; user_data is the pager
     static bool Eval(struct ggml_tensor * t, bool ask, void * user_data);
 
-    // llama_expert_cache_set_host_read_callback (the expert cache's misses); user_data is the pager. Call
+    // llama_expert_cache_set_host_read_callback (the expert cache's misses and guesses); user_data is the pager. Marks
+    // in ready the experts with a page not in memory, which the cache does not copy on a guess. Call
     // serve_expert_cache() first: the graph path then stays out of the way (the layers run on slots).
     static void HostRead(int32_t il, const int32_t * experts, int32_t n_experts, const void * const * src,
-                         const size_t * expert_bytes, int32_t n_src, void * user_data);
+                         const size_t * expert_bytes, int32_t n_src, uint8_t * ready, void * user_data);
     void serve_expert_cache() { graph_path_ = false; }
 
     // Hints go here from the next decode on (nullptr: none). Publishing happens on the decode thread.

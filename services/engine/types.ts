@@ -114,6 +114,9 @@ export interface ExpertCacheCounters {
   prefetchedUsed: number;
   /** Bytes of the speculative copies (included in bytesCopied). */
   bytesPrefetched: number;
+  /** Predicted experts not copied ahead because their bytes were still on disk (experts read on demand): a copy from
+   * the file mapping would have stalled the step on a guess. */
+  prefetchDeferred: number;
   /** Bytes copied from host memory to the staging bank for ubatches too large for the slots (prefill); not in bytesCopied. */
   bytesStaged: number;
   /** Staging copies of experts resident in the layer's slots, made device to device (not in bytesStaged). */

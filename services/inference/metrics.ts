@@ -128,6 +128,10 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
       unit: 'By',
       description: 'Bytes copied speculatively (included in moeflash.expert_cache.bytes_copied).',
     }),
+    prefetchDeferred: meter.createObservableCounter('moeflash.expert_cache.prefetch.deferred', {
+      unit: '{expert}',
+      description: 'Predicted experts not copied ahead because their bytes were still on disk (experts read on demand).',
+    }),
   } as const;
   // Experts read on demand (expertRead 'demand'): the tiers below the GPU. A routed expert is served by the page cache
   // (every page resident) or needs the disk; bytes_read counts the routed experts' bytes the disk had to supply.

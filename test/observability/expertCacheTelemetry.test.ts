@@ -129,6 +129,8 @@ describe('observability: expert cache metrics, span attributes and trace-summary
     assert.ok(valueFor(text, 'moeflash_expert_cache_prefetch_predicted_used_total') <= predicted);
     assert.ok(valueFor(text, 'moeflash_expert_cache_prefetch_useful_copies_total') <= valueFor(text, 'moeflash_expert_cache_prefetch_copies_total'));
     assert.ok(valueFor(text, 'moeflash_expert_cache_prefetch_bytes_total') <= valueFor(text, 'moeflash_expert_cache_bytes_copied_total'));
+    // the experts are in memory (read at load): no guess waits for the disk
+    assert.equal(valueFor(text, 'moeflash_expert_cache_prefetch_deferred_total'), 0);
     assert.equal(valueFor(text, 'moeflash_expert_cache_hit_ratio_count'), 1);
     assert.ok(Math.abs(valueFor(text, 'moeflash_expert_cache_hit_ratio_sum') - hits / (hits + misses)) < 1e-9);
     // no per-layer label: one series per model whatever the layer count
