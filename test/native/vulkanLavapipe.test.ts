@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 
 import { addonPath, repoRoot } from '../../services/engine/loadAddon';
 import type { CacheFidelityRequest, CacheFidelityRow } from '../../harness/expertCacheFidelityChild';
+import type { RouteDecisions, RouteDecisionsRequest } from '../../harness/routeDecisionsChild';
 import { testModel } from '../../harness/testModels';
 
 const run = promisify(execFile);
@@ -84,5 +85,19 @@ describe('Vulkan expert cache on lavapipe (CPU Vulkan device)', function () {
     } finally {
       rmSync(ggmlDir, { recursive: true, force: true });
     }
+  });
+
+  it('with a route override (bench:cache\'s synthetic trace), the device path makes the host path\'s decisions', async function () {
+    // the override's ids live in a tensor next to the banks on the device, written once per step (patch 0011)
+    const request: RouteDecisionsRequest = { model: await testModel('tiny'), slots: 4, seed: 5, tokens: 24 };
+    const { stdout } = await run(process.execPath, [join(__dirname, '..', '..', 'harness', 'routeDecisionsChild.js'), JSON.stringify(request)], {
+      env: { ...LAVAPIPE_ENV, MOEFLASH_BACKEND: 'vulkan' },
+      maxBuffer: 16 << 20,
+    });
+    const { device, host } = JSON.parse(stdout.trim().split('\n').pop()!) as { device: RouteDecisions; host: RouteDecisions };
+    assert.equal(device.path, 'device');
+    assert.equal(host.path, 'host-stop');
+    assert.deepEqual(device.layers, host.layers);
+    assert.ok(device.layers.some(([, misses, evictions]) => misses > 0 && evictions > 0), 'the trace missed and evicted');
   });
 });
