@@ -425,13 +425,15 @@ class StartWorker : public Napi::AsyncWorker {
                 if (pager) {
                     pager->set_hints(hints.get());  // owned by the scheduler from OnOK, which outlives every decode
                 }
-                // Three things publish: the scheduler after each step (recorded routing), the pager during the step,
-                // the expert cache's predictions. With none of them the expert-store would wait for hints forever
-                // (a GPU build by default: recording is off there), so say so where the operator looks.
-                if (!record_routing && !(pager && pager->publishes_hints()) && !cache.prefetch) {
+                // Four things publish: the scheduler after each step (recorded routing), the pager during the step,
+                // the expert cache's predictions, and without recorded routing the cache's slots every few steps
+                // (which experts were used). With none of them the expert-store would wait for hints forever (a GPU
+                // build without the cache, or with a slot for every expert), so say so where the operator looks.
+                const bool slots_record_use = cache.slots > 0 && !cache.all_resident;
+                if (!record_routing && !(pager && pager->publishes_hints()) && !cache.prefetch && !slots_record_use) {
                     hint_error = "nothing is published on it: routing is not recorded (recordRouting / "
-                                 "MOEFLASH_RECORD_ROUTING, off by default on GPU backends) and the expert cache does not "
-                                 "predict (prefetch off)";
+                                 "MOEFLASH_RECORD_ROUTING, off by default on GPU backends) and no expert cache with fewer "
+                                 "slots than experts records their use";
                 }
             } catch (const std::exception & e) {
                 // hints only speed up the expert-store: the engine serves without them (another engine process on

@@ -187,10 +187,12 @@ void BatchScheduler::observe_paging() {
 
 // After a decode: count every token's experts, mark them on its request, and publish each (layer, sequence)'s
 // distinct experts to the expert-store. The routing was copied out with the logits: reading it costs no sync.
-void BatchScheduler::observe_routing() {
+// Returns whether the step recorded routing.
+bool BatchScheduler::observe_routing() {
     if (n_expert_ == 0) {
-        return;
+        return false;
     }
+    bool recorded = false;
     std::vector<int32_t> & slot_of_seq = slot_of_seq_;
     slot_of_seq.assign(slots.size(), -1);
     for (size_t i = 0; i < slots.size(); i++) {
@@ -208,6 +210,7 @@ void BatchScheduler::observe_routing() {
         if (n_tokens <= 0) {
             continue;
         }
+        recorded = true;
         if (routing_log) {
             for (int32_t t = 0; t < n_tokens; t++) {
                 routing_log->write(seqs[t], il, ids + (size_t) t * stride, n_used);
@@ -249,6 +252,23 @@ void BatchScheduler::observe_routing() {
                 hints->publish((uint32_t) il, step_ids_.data(), step_ids_.size(), nullptr, 0,
                                slot != nullptr ? slot->request->trace_id : nullptr);
             }
+        }
+    }
+    return recorded;
+}
+
+// Without recorded routing, the expert-store's heat map learns from the cache's slots which experts were used
+// (those used since the last ask, every kCacheUseEvery steps; an expert used and evicted in between is missed).
+void BatchScheduler::publish_cache_use() {
+    if (!cache_on_ || !hints || (pager_ != nullptr && pager_->publishes_hints()) || ++cache_use_steps_ < kCacheUseEvery) {
+        return;
+    }
+    cache_use_steps_ = 0;
+    cache_use_ids_.resize((size_t) n_expert_);
+    for (int32_t il = 0; il < n_layer_; il++) {
+        const int32_t n = llama_expert_cache_take_used(ctx, il, cache_use_ids_.data(), n_expert_);
+        if (n > 0) {
+            hints->publish((uint32_t) il, cache_use_ids_.data(), (size_t) n, nullptr, 0, nullptr);
         }
     }
 }
@@ -456,7 +476,9 @@ bool BatchScheduler::decode_batch(std::vector<GenerationEvent> & events) {
         }
         return false;
     }
-    observe_routing();
+    if (!observe_routing()) {
+        publish_cache_use();
+    }
     observe_expert_cache();
     observe_paging();
     return true;

@@ -126,8 +126,9 @@ class BatchScheduler {
 
     void run();
     static void publish_prediction(int32_t il, const int32_t * experts, int32_t n_experts, void * user_data);
-    void observe_routing();
+    bool observe_routing();
     void observe_expert_cache();
+    void publish_cache_use();
     void observe_paging();
     void use_device_sampling(const Slot & slot, bool want);
     // whether the slot's tokens are picked in the step's graph: its sequence has a greedy chain attached
@@ -165,6 +166,11 @@ class BatchScheduler {
     std::vector<int32_t> slot_of_seq_;   // slot index of each sequence id, -1 if free
     std::vector<uint64_t> layer_mask_;   // experts one sequence used at one layer
     bool cache_on_ = false;
+    // without recorded routing (a GPU build by default), every kCacheUseEvery steps the cache's slots say which
+    // experts were used (llama_expert_cache_take_used: a small read-back per layer), for the expert-store's heat map
+    static constexpr int32_t kCacheUseEvery = 16;
+    int32_t cache_use_steps_ = 0;
+    std::vector<int32_t> cache_use_ids_;
     const moeflash::ExpertPager * pager_ = nullptr;
     moeflash::ExpertPagerStats paging_prev_;
     std::vector<llama_expert_cache_stats> cache_prev_;  // per layer, counters after the previous step

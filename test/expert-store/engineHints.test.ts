@@ -164,9 +164,40 @@ describe('expert-store: with the engine', function () {
     }
   });
 
-  it('routing not recorded (a GPU build by default) and no cache prediction: the engine says the channel stays silent', async () => {
+  it('routing not recorded (as on a GPU): the expert cache\'s slots tell the store\'s heat map which experts were used', async () => {
+    // the experts this prompt uses, from recorded routing (the cache does not change routing)
+    const reference = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false });
+    let usedSet: string[];
+    try {
+      await generate(reference);
+      usedSet = reference.expertUse().flatMap((layer, l) => layer.flatMap((n, e) => (n > 0 ? [`${l}:${e}`] : [])));
+    } finally {
+      await reference.close();
+    }
     const client = await startStore();
-    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel, recordRouting: false, expertCache: { slots: 8 } });
+    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel,
+      recordRouting: false, expertCache: { slots: 8 } });
+    try {
+      assert.equal(engine.info.hintChannelError, undefined);
+      assert.equal(engine.info.expertCache?.path, 'device', 'slots resolved in the graph, as on a GPU');
+      await until('the store to attach', async () => (await client.stats({})).hintChannelAttached);
+      assert.equal((await generate(engine)).tokens.length, 48);
+      // every 16 steps one record per layer with the experts used since the last (48 steps: 3 rounds)
+      await until('the slots\' reports to arrive', async () => (await client.stats({})).hintsReceived >= 3 * 8);
+      await until('the heat map to hold them', async () => (await client.getHeatMap({})).layers.some((l) => l.counts.some((n) => n > 0)));
+      const heat = await client.getHeatMap({});
+      const seen = heat.layers.flatMap((l) => l.counts.flatMap((n, e) => (n > 0 ? [`${l.layer}:${e}`] : [])));
+      assert.ok(seen.length > 0);
+      assert.deepEqual(seen.filter((e) => !usedSet.includes(e)), [], 'only experts the routing used');
+      assert.equal((await client.stats({})).hintsMalformed, 0);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('routing not recorded (a GPU build by default) and no expert cache: the engine says the channel stays silent', async () => {
+    const client = await startStore();
+    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel, recordRouting: false });
     try {
       assert.match(engine.info.hintChannelError ?? '', /^hint channel: nothing is published on it: routing is not recorded \(recordRouting/);
       await until('the store to attach', async () => (await client.stats({})).hintChannelAttached);
