@@ -425,12 +425,12 @@ class StartWorker : public Napi::AsyncWorker {
                 if (pager) {
                     pager->set_hints(hints.get());  // owned by the scheduler from OnOK, which outlives every decode
                 }
-                // Four things publish: the scheduler after each step (recorded routing), the pager during the step,
-                // the expert cache's predictions, and without recorded routing the cache's slots every few steps
-                // (which experts were used). With none of them the expert-store would wait for hints forever (a GPU
-                // build without the cache, or with a slot for every expert), so say so where the operator looks.
+                // Publishing: the scheduler after each step (recorded routing), the pager during the step, and a
+                // cache with fewer slots than experts (its predictions with prefetch on, and without recorded routing
+                // its slots' uses every few steps). With none of them the expert-store would wait for hints forever
+                // (a GPU build without the cache, or with a slot for every expert), so say so where the operator looks.
                 const bool slots_record_use = cache.slots > 0 && !cache.all_resident;
-                if (!record_routing && !(pager && pager->publishes_hints()) && !cache.prefetch && !slots_record_use) {
+                if (!record_routing && !(pager && pager->publishes_hints()) && !slots_record_use) {
                     hint_error = "nothing is published on it: routing is not recorded (recordRouting / "
                                  "MOEFLASH_RECORD_ROUTING, off by default on GPU backends) and no expert cache with fewer "
                                  "slots than experts records their use";

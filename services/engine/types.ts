@@ -200,7 +200,8 @@ export interface ModelInfo {
   /**
    * Why the engine publishes no routing although LoadOptions.hintChannel was given: the channel could not be opened
    * (e.g. another engine process on the same model holds it), or nothing would publish on it (routing not recorded,
-   * as on GPU backends by default, and no expert-cache prediction); the engine serves without hints.
+   * as on GPU backends by default, and no expert cache with fewer slots than experts to report their use); the engine
+   * serves without hints.
    */
   hintChannelError?: string;
   /** How experts come from the file: all at load, or the routed ones on demand (LoadOptions.expertRead). */

@@ -52,6 +52,13 @@ describe('expert-store: with the engine', function () {
     return { tokens, finish: final?.finishReason ?? 'none' };
   }
 
+  /** "layer:expert" of every expert the engine's recorded routing used, sorted. */
+  const usedExperts = (engine: Engine) =>
+    engine.expertUse().flatMap((layer, l) => layer.flatMap((n, e) => (n > 0 ? [`${l}:${e}`] : []))).sort();
+  /** "layer:expert" of every expert the store's heat map counted, sorted. */
+  const heatSeen = async (client: ExpertStoreServiceClient) =>
+    (await client.getHeatMap({})).layers.flatMap((l) => l.counts.flatMap((n, e) => (n > 0 ? [`${l.layer}:${e}`] : []))).sort();
+
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'moeflash-engine-hints-'));
     // A private copy of the small model (page-aligned expert slabs): residency per expert is exact.
@@ -71,8 +78,7 @@ describe('expert-store: with the engine', function () {
       assert.equal((await client.residency({})).residentBytes, 0);
       const { tokens } = await generate(engine);
       assert.equal(tokens.length, 48);
-      const used = engine.expertUse();
-      const usedSet = used.flatMap((layer, l) => layer.flatMap((n, e) => (n > 0 ? [`${l}:${e}`] : []))).sort();
+      const usedSet = usedExperts(engine);
       assert.ok(usedSet.length > 0);
       await until('the store to read every used expert', async () => {
         const s = await client.stats({});
@@ -98,9 +104,7 @@ describe('expert-store: with the engine', function () {
       assert.equal(s.prefetchedExperts, usedSet.length);
       assert.ok(s.prefetchUseful + s.prefetchDeduplicated > 0, 'experts are reused across tokens');
       await until('the heat map to hold the uses', async () => {
-        const heat = await client.getHeatMap({});
-        const seen = heat.layers.flatMap((l) => l.counts.flatMap((n, e) => (n > 0 ? [`${l.layer}:${e}`] : []))).sort();
-        return JSON.stringify(seen) === JSON.stringify(usedSet);
+        return JSON.stringify(await heatSeen(client)) === JSON.stringify(usedSet);
       });
     } finally {
       await engine.close();
@@ -170,7 +174,7 @@ describe('expert-store: with the engine', function () {
     let usedSet: string[];
     try {
       await generate(reference);
-      usedSet = reference.expertUse().flatMap((layer, l) => layer.flatMap((n, e) => (n > 0 ? [`${l}:${e}`] : [])));
+      usedSet = usedExperts(reference);
     } finally {
       await reference.close();
     }
@@ -184,9 +188,8 @@ describe('expert-store: with the engine', function () {
       assert.equal((await generate(engine)).tokens.length, 48);
       // every 16 steps one record per layer with the experts used since the last (48 steps: 3 rounds)
       await until('the slots\' reports to arrive', async () => (await client.stats({})).hintsReceived >= 3 * 8);
-      await until('the heat map to hold them', async () => (await client.getHeatMap({})).layers.some((l) => l.counts.some((n) => n > 0)));
-      const heat = await client.getHeatMap({});
-      const seen = heat.layers.flatMap((l) => l.counts.flatMap((n, e) => (n > 0 ? [`${l.layer}:${e}`] : [])));
+      await until('the heat map to hold them', async () => (await heatSeen(client)).length > 0);
+      const seen = await heatSeen(client);
       assert.ok(seen.length > 0);
       assert.deepEqual(seen.filter((e) => !usedSet.includes(e)), [], 'only experts the routing used');
       assert.equal((await client.stats({})).hintsMalformed, 0);
