@@ -119,6 +119,8 @@ interface Gen {
   io: ReturnType<typeof ioDelta>;
   /** expertRead demand: the pager's counters over this generation */
   paging?: ExpertPagingStats;
+  /** with an expert-store on the hint channel: its reads ahead that a later hint used, over this generation */
+  storeUsefulExperts?: number;
 }
 
 function pagingDelta(a: ExpertPagingStats | undefined, b: ExpertPagingStats | undefined): ExpertPagingStats | undefined {
@@ -128,8 +130,9 @@ function pagingDelta(a: ExpertPagingStats | undefined, b: ExpertPagingStats | un
   return out;
 }
 
-async function generate(engine: Engine, startedAt: number, prompt: number[]): Promise<Gen> {
+async function generate(engine: Engine, startedAt: number, prompt: number[], store?: ExpertStore): Promise<Gen> {
   const paging0 = engine.expertPagingStats();
+  const storeUseful0 = store?.hintStats()?.useful;
   const a = ioSample();
   const tokenMs: number[] = [];
   let final: Extract<GenerationEvent, { type: 'final' }> | undefined;
@@ -144,6 +147,7 @@ async function generate(engine: Engine, startedAt: number, prompt: number[]): Pr
     ttftMs: final.timings.ttftMs,
     io: ioDelta(a, ioSample()),
     paging: pagingDelta(paging0, engine.expertPagingStats()),
+    storeUsefulExperts: storeUseful0 === undefined ? undefined : (store?.hintStats()?.useful ?? storeUseful0) - storeUseful0,
   };
 }
 
@@ -219,14 +223,15 @@ async function child(scenario: ScenarioName, path: string): Promise<unknown> {
     let cold: Gen;
     let steady: Gen;
     try {
-      cold = await generate(engine, startedAt, [1, 2, 3, 4]);
-      steady = await generate(engine, startedAt, [5, 6, 7, 8]);
+      cold = await generate(engine, startedAt, [1, 2, 3, 4], store);
+      steady = await generate(engine, startedAt, [5, 6, 7, 8], store);
     } finally {
       await engine.close();
       await warming;
     }
     const hints = store?.hintStats();
-    return { scenario, warm, loadMs, ioLoad, cold, steady, hints, cgroup: cgroupStat(cg) };
+    const bytesPerExpert = index.expertBytes / (index.nLayer * index.nExpert);
+    return { scenario, warm, loadMs, ioLoad, cold, steady, hints, bytesPerExpert, cgroup: cgroupStat(cg) };
   } finally {
     await store?.close();
   }
@@ -258,6 +263,12 @@ function timeTo(target: number, tokenMs: number[], window = 8): number {
     if ((window * 1000) / (tokenMs[i] - tokenMs[i - window]) >= target) return tokenMs[i];
   }
   return NaN;
+}
+
+/** Disk bytes a scenario's steady decode used: needed experts read on demand, and reads ahead that were then needed. */
+function usefulBytes(x: any): number {
+  const p: ExpertPagingStats = x.steady.paging;
+  return p.bytesMissing + p.bytesReadAheadUsed + (x.steady.storeUsefulExperts ?? 0) * (x.bytesPerExpert ?? 0);
 }
 
 export async function runLimited(): Promise<void> {
@@ -337,8 +348,11 @@ export async function runLimited(): Promise<void> {
       // over both generations (token times from the scenario's start); NaN: not within 2 x N tokens
       msTo90: med(s, (x) => timeTo(0.9 * stockSteady, [...x.cold.tokenMs, ...x.steady.tokenMs])),
       msTo90Own: med(s, (x) => timeTo(0.9 * x.steady.tokensPerSecond, [...x.cold.tokenMs, ...x.steady.tokenMs])),
-      // experts on demand: the routed experts' bytes that were not in the page cache, per second of steady decode
-      usefulGBps: med(s, (x) => (x.steady.paging ? x.steady.paging.bytesMissing / GB / x.steady.io.seconds : NaN)),
+      // experts on demand, per second of steady decode: the disk bytes decoding used, i.e. the routed (or missed)
+      // experts' bytes not in the page cache when needed, plus the reads ahead of experts then needed (the engine's,
+      // and the expert-store's on hints)
+      usefulGBps: med(s, (x) => (x.steady.paging ? usefulBytes(x) / GB / x.steady.io.seconds : NaN)),
+      readAheadUsedShare: med(s, (x) => (x.steady.paging ? x.steady.paging.bytesReadAheadUsed / x.steady.paging.bytesReadAhead : NaN)),
       ramHitRate: med(s, (x) => (x.steady.paging ? x.steady.paging.pageCacheHits / x.steady.paging.experts : NaN)),
       predictionAccuracy: med(s, (x) => (x.steady.paging ? x.steady.paging.predictedUsed / x.steady.paging.predicted : NaN)),
     }));
@@ -360,8 +374,8 @@ export async function runLimited(): Promise<void> {
   if (paged.length > 0) {
     console.log('');
     printTable(
-      ['experts on demand (steady)', 'RAM hit rate', 'useful GB/s', 'useful vs uring', 'prediction accuracy'],
-      paged.map((r) => [r.scenario, r.ramHitRate, r.usefulGBps, r.usefulGBps / uring, r.predictionAccuracy]),
+      ['experts on demand (steady)', 'RAM hit rate', 'useful GB/s', 'useful vs uring', 'prediction accuracy', 'read-ahead bytes used'],
+      paged.map((r) => [r.scenario, r.ramHitRate, r.usefulGBps, r.usefulGBps / uring, r.predictionAccuracy, r.readAheadUsedShare]),
     );
   }
   for (const s of ['hints', 'heat', 'demandHints']) {

@@ -323,6 +323,8 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
         o.Set("predicted", (double) s.predicted);
         o.Set("predictedUsed", (double) s.predicted_used);
         o.Set("predictedRead", (double) s.predicted_read);
+        o.Set("bytesReadAhead", (double) s.bytes_read_ahead);
+        o.Set("bytesReadAheadUsed", (double) s.bytes_read_ahead_used);
         o.Set("pagingMs", s.paging_ms);
         o.Set("hintsInStep", pager->publishes_hints());
         return o;

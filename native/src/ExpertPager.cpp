@@ -42,7 +42,11 @@ bool LayerOf(const char * name, const char * base, int32_t * il) {
 
 ExpertPager::ExpertPager(int32_t n_layer, int32_t n_expert, bool read_predicted)
     : n_layer_(n_layer), n_expert_(n_expert), read_predicted_(read_predicted), layers_((size_t) n_layer),
-      missing_of_expert_((size_t) n_expert) {}
+      missing_of_expert_((size_t) n_expert) {
+    for (Layer & layer : layers_) {
+        layer.guessed_bytes.assign((size_t) n_expert, 0);
+    }
+}
 
 ExpertPager::Node ExpertPager::Classify(const ggml_tensor * t, int32_t * il) {
     const char * name = ggml_get_name(t);
@@ -110,7 +114,7 @@ bool ExpertPager::Ask(ggml_tensor * t) {
             // first sight of this tensor (the first evaluation): read the current experts now, before it computes
             layer.experts.push_back(w);
             if (!layer.routed.empty()) {
-                ReadExperts(w, layer.routed, true);
+                ReadExperts(w, layer.routed, Measure::need);
             }
             return false;
         }
@@ -144,11 +148,12 @@ void ExpertPager::OnRouted(int32_t il, const ggml_tensor * ids) {
     }
     predicted_ += layer.predicted.size();
     predicted_used_ += used;
+    CountUsedGuesses(il, layer.routed);
 
     // the routed experts' pages, all tensors of the layer queued before any of its matmuls runs
     std::fill(missing_of_expert_.begin(), missing_of_expert_.end(), 0);
     for (const ggml_tensor * w : layer.experts) {
-        ReadExperts(w, layer.routed, true);
+        ReadExperts(w, layer.routed, Measure::need);
     }
     if (!layer.experts.empty()) {
         CountTiers(layer.routed);
@@ -160,9 +165,11 @@ void ExpertPager::OnRouted(int32_t il, const ggml_tensor * ids) {
     }
     const std::vector<int32_t> & next = predicts ? layers_[il + 1].predicted : layer.predicted /* unused */;
     if (predicts && read_predicted_ && hints_ == nullptr && !layers_[il + 1].experts.empty()) {
+        std::fill(missing_of_expert_.begin(), missing_of_expert_.end(), 0);
         for (const ggml_tensor * w : layers_[il + 1].experts) {
-            ReadExperts(w, next, false);
+            ReadExperts(w, next, Measure::guess);
         }
+        RecordGuesses(il + 1, next);
         predicted_read_ += next.size();
     }
     if (hints_ != nullptr) {
@@ -227,8 +234,9 @@ void ExpertPager::Predict(int32_t il, int32_t n_used) {
     }
 }
 
-void ExpertPager::HostRead(int32_t /* il */, const int32_t * experts, int32_t n_experts, const void * const * src,
-                           const size_t * expert_bytes, int32_t n_src, uint8_t * ready, void * user_data) {
+void ExpertPager::HostRead(int32_t il, const int32_t * experts, int32_t n_experts, bool speculative,
+                           const void * const * src, const size_t * expert_bytes, int32_t n_src, uint8_t * ready,
+                           void * user_data) {
     auto * self = static_cast<ExpertPager *>(user_data);
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<int32_t> & list = self->host_read_;
@@ -236,10 +244,20 @@ void ExpertPager::HostRead(int32_t /* il */, const int32_t * experts, int32_t n_
     std::fill(self->missing_of_expert_.begin(), self->missing_of_expert_.end(), 0);
     for (int32_t p = 0; p < n_src; p++) {
         if (src[p] != nullptr) {
-            self->ReadSlabs(src[p], expert_bytes[p], list, true);
+            self->ReadSlabs(src[p], expert_bytes[p], list, speculative ? Measure::guess : Measure::need);
         }
     }
-    self->CountTiers(list);
+    const bool layer_known = il >= 0 && il < self->n_layer_;
+    if (speculative) {
+        if (layer_known) {
+            self->RecordGuesses(il, list);
+        }
+    } else {
+        self->CountTiers(list);
+        if (layer_known) {
+            self->CountUsedGuesses(il, list);
+        }
+    }
     // measured before the reads were queued: an expert with a missing page would make its copy wait for the disk
     for (int32_t i = 0; i < n_experts; i++) {
         const int32_t e = experts[i];
@@ -260,14 +278,40 @@ void ExpertPager::CountTiers(const std::vector<int32_t> & experts) {
     page_cache_hits_ += hits;
 }
 
-// Queues the reads of the given experts' slabs of one expert tensor (MADV_WILLNEED reads exactly the range, even
-// where the mapping is MADV_RANDOM, and returns once the reads are submitted). With count, first measures what of
-// each slab is missing from the page cache.
-void ExpertPager::ReadExperts(const ggml_tensor * w, const std::vector<int32_t> & experts, bool count) {
-    ReadSlabs(w->data, w->nb[2], experts, count);
+// A layer's guesses just measured by ReadSlabs (Measure::guess): what each read ahead takes from the disk. They
+// replace the layer's earlier guesses, which its needs since then did not use.
+void ExpertPager::RecordGuesses(int32_t il, const std::vector<int32_t> & experts) {
+    std::vector<uint64_t> & guessed = layers_[il].guessed_bytes;
+    std::fill(guessed.begin(), guessed.end(), 0);
+    for (int32_t e : experts) {
+        if (e >= 0 && e < n_expert_) {
+            guessed[e] = missing_of_expert_[e];
+            bytes_read_ahead_ += missing_of_expert_[e];
+        }
+    }
 }
 
-void ExpertPager::ReadSlabs(const void * base, size_t slab, const std::vector<int32_t> & experts, bool count) {
+// A layer's needs (routed experts, or the cache's misses): the bytes its guesses read ahead for these were useful.
+// The guesses are spent either way: a read ahead counts as used only by the layer's next need.
+void ExpertPager::CountUsedGuesses(int32_t il, const std::vector<int32_t> & experts) {
+    std::vector<uint64_t> & guessed = layers_[il].guessed_bytes;
+    uint64_t used = 0;
+    for (int32_t e : experts) {
+        if (e >= 0 && e < n_expert_) {
+            used += guessed[e];
+        }
+    }
+    bytes_read_ahead_used_ += used;
+    std::fill(guessed.begin(), guessed.end(), 0);
+}
+
+// Queues the reads of the given experts' slabs of one expert tensor (MADV_WILLNEED reads exactly the range, even
+// where the mapping is MADV_RANDOM, and returns once the reads are submitted), measuring first what is missing.
+void ExpertPager::ReadExperts(const ggml_tensor * w, const std::vector<int32_t> & experts, Measure measure) {
+    ReadSlabs(w->data, w->nb[2], experts, measure);
+}
+
+void ExpertPager::ReadSlabs(const void * base, size_t slab, const std::vector<int32_t> & experts, Measure measure) {
     static const size_t page = (size_t) sysconf(_SC_PAGESIZE);
     for (int32_t e : experts) {
         if (e < 0 || e >= n_expert_) {
@@ -276,18 +320,21 @@ void ExpertPager::ReadSlabs(const void * base, size_t slab, const std::vector<in
         const uintptr_t beg = (uintptr_t) base + (size_t) e * slab;
         const uintptr_t a = beg & ~(uintptr_t) (page - 1);
         const size_t len = beg + slab - a;
-        size_t missing = 0;
-        if (count) {
+        if (measure != Measure::nothing) {
             const size_t n_pages = (len + page - 1) / page;
             residency_.resize(n_pages);
+            size_t missing = 0;
             if (mincore((void *) a, len, residency_.data()) == 0) {
                 for (size_t p = 0; p < n_pages; p++) {
                     missing += (residency_[p] & 1) == 0;
                 }
             }
-            missing_of_expert_[e] += missing;
-            bytes_routed_ += slab;
-            bytes_missing_ += std::min(missing * page, slab);
+            const size_t missing_bytes = std::min(missing * page, slab);
+            missing_of_expert_[e] += missing_bytes;
+            if (measure == Measure::need) {
+                bytes_routed_ += slab;
+                bytes_missing_ += missing_bytes;
+            }
             if (missing == 0) {
                 continue;
             }
@@ -306,6 +353,8 @@ ExpertPagerStats ExpertPager::stats() const {
     s.predicted = predicted_.load();
     s.predicted_used = predicted_used_.load();
     s.predicted_read = predicted_read_.load();
+    s.bytes_read_ahead = bytes_read_ahead_.load();
+    s.bytes_read_ahead_used = bytes_read_ahead_used_.load();
     s.paging_ms = (double) paging_ns_.load() / 1e6;
     return s;
 }

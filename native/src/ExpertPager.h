@@ -37,6 +37,10 @@ struct ExpertPagerStats {
     uint64_t predicted = 0;        // distinct experts predicted for a layer
     uint64_t predicted_used = 0;   // of those, routed there
     uint64_t predicted_read = 0;   // predicted experts the engine read ahead itself (no expert-store attached)
+    uint64_t bytes_read_ahead = 0;      // bytes of guessed experts (predictions, the cache's speculative copies) not in
+                                        // the page cache when the engine queued their reads
+    uint64_t bytes_read_ahead_used = 0; // of those, bytes of experts the layer then needed (a guess counts as used
+                                        // when the layer's next routing or miss list has it)
     double paging_ms = 0;          // time the decode thread spent counting, advising and predicting
 };
 
@@ -51,8 +55,9 @@ class ExpertPager {
     // llama_expert_cache_set_host_read_callback (the expert cache's misses and guesses); user_data is the pager. Marks
     // in ready the experts with a page not in memory, which the cache does not copy on a guess. Call
     // serve_expert_cache() first: the graph path then stays out of the way (the layers run on slots).
-    static void HostRead(int32_t il, const int32_t * experts, int32_t n_experts, const void * const * src,
-                         const size_t * expert_bytes, int32_t n_src, uint8_t * ready, void * user_data);
+    static void HostRead(int32_t il, const int32_t * experts, int32_t n_experts, bool speculative,
+                         const void * const * src, const size_t * expert_bytes, int32_t n_src, uint8_t * ready,
+                         void * user_data);
     void serve_expert_cache() { graph_path_ = false; }
 
     // Hints go here from the next decode on (nullptr: none). Publishing happens on the decode thread.
@@ -65,6 +70,9 @@ class ExpertPager {
 
   private:
     enum class Node { other, router_logits, routed_ids, expert_matmul };
+    // what ReadSlabs measures (mincore) before it queues the reads: nothing, a need (the tiers of routed or missed
+    // experts) or a guess (how many bytes a read ahead takes from the disk)
+    enum class Measure { nothing, need, guess };
 
     struct Layer {
         const ggml_tensor * router = nullptr;       // ffn_gate_inp weight (src0 of the router logits)
@@ -72,15 +80,19 @@ class ExpertPager {
         std::vector<const ggml_tensor *> experts;   // the expert weight tensors the layer's matmuls read (host only)
         std::vector<int32_t> routed;                // distinct experts of the current evaluation
         std::vector<int32_t> predicted;             // predicted for this layer by the layer before
+        std::vector<uint64_t> guessed_bytes;        // per expert: bytes its last guess read ahead from disk, until
+                                                    // the layer's next need uses or drops it
     };
 
     static Node Classify(const ggml_tensor * t, int32_t * il);
     bool Ask(ggml_tensor * t);
     void OnRouted(int32_t il, const ggml_tensor * ids);
     void Predict(int32_t il, int32_t n_used);
-    void ReadExperts(const ggml_tensor * w, const std::vector<int32_t> & experts, bool count);
-    void ReadSlabs(const void * base, size_t slab, const std::vector<int32_t> & experts, bool count);
+    void ReadExperts(const ggml_tensor * w, const std::vector<int32_t> & experts, Measure measure);
+    void ReadSlabs(const void * base, size_t slab, const std::vector<int32_t> & experts, Measure measure);
     void CountTiers(const std::vector<int32_t> & experts);
+    void RecordGuesses(int32_t il, const std::vector<int32_t> & experts);
+    void CountUsedGuesses(int32_t il, const std::vector<int32_t> & experts);
 
     int32_t n_layer_;
     int32_t n_expert_;
@@ -94,8 +106,9 @@ class ExpertPager {
     std::vector<uint8_t> seen_;             // OnRouted scratch: experts of the current evaluation
 
     std::atomic<uint64_t> layer_steps_{0}, experts_{0}, page_cache_hits_{0}, bytes_routed_{0}, bytes_missing_{0},
-        predicted_{0}, predicted_used_{0}, predicted_read_{0}, paging_ns_{0};
-    // per routed expert of the current evaluation: pages found missing (to decide page-cache hits over its tensors)
+        predicted_{0}, predicted_used_{0}, predicted_read_{0}, bytes_read_ahead_{0}, bytes_read_ahead_used_{0},
+        paging_ns_{0};
+    // per expert of the batch being measured: bytes found missing over its tensors (zero: a page-cache hit)
     std::vector<uint64_t> missing_of_expert_;
 };
 

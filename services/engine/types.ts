@@ -148,6 +148,13 @@ export interface ExpertPagingStats {
   predicted: number;
   predictedUsed: number;
   predictedRead: number;
+  /**
+   * Bytes the engine read ahead from disk on a guess (its predictions, the expert cache's speculative copies), and of
+   * those the bytes of experts the layer's next routing (or miss list) then needed: the useful part of the read-ahead.
+   * bytesMissing + bytesReadAheadUsed is what the disk supplied that decoding used.
+   */
+  bytesReadAhead: number;
+  bytesReadAheadUsed: number;
   /** Decode-thread time spent measuring residency, queueing reads and predicting. */
   pagingMs: number;
   /** Routing and predictions go to the expert-store during the step (a hint channel is attached). */

@@ -152,6 +152,14 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
       unit: '{expert}',
       description: 'Predicted experts the layer then routed to.',
     }),
+    bytesReadAhead: meter.createObservableCounter('moeflash.expert_paging.bytes_read_ahead', {
+      unit: 'By',
+      description: 'Bytes of guessed experts (predictions, speculative copies) the engine read ahead from disk.',
+    }),
+    bytesReadAheadUsed: meter.createObservableCounter('moeflash.expert_paging.bytes_read_ahead_used', {
+      unit: 'By',
+      description: "Of the bytes read ahead, those of experts the layer's next routing or miss list needed.",
+    }),
   } as const;
   meter.addBatchObservableCallback(
     (result) => {
