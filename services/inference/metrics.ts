@@ -1,4 +1,4 @@
-import { context, metrics, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
+import { context, metrics, SpanKind, SpanStatusCode, trace, type Attributes, type Meter, type ObservableCounter, type Span } from '@opentelemetry/api';
 import { GEN_AI_BUCKETS } from '../common/telemetry/genAiBuckets';
 import type { EngineLike, ExpertCacheStats, GenerationFinal, RequestExpertCache, RequestExpertPaging } from '../engine/types';
 import type { EngineHost } from './EngineHost';
@@ -17,6 +17,20 @@ export interface GenerationTrace {
 
 export interface InferenceMetrics {
   start(model: string, requestId: string): GenerationTrace;
+}
+
+/** Engine-wide counters read at scrape time, one per key: [name after the prefix, unit, description]. */
+function observableCounters<K extends string>(
+  meter: Meter,
+  prefix: string,
+  defs: Record<K, readonly [name: string, unit: string, description: string]>,
+): Record<K, ObservableCounter> {
+  const out = {} as Record<K, ObservableCounter>;
+  for (const key of Object.keys(defs) as K[]) {
+    const [name, unit, description] = defs[key];
+    out[key] = meter.createObservableCounter(prefix + name, { unit, description });
+  }
+  return out;
 }
 
 /** At most this many layers go into the expert attribute: a bounded, single attribute whatever the model. */
@@ -107,32 +121,14 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
     description: 'Expert cache slots per MoE layer (absent when the cache is off).',
   });
   // Predictive prefetch, engine-wide: accuracy = predicted_used / predicted, useful copies = prefetched_used / prefetched.
-  const prefetchCounters = {
-    predicted: meter.createObservableCounter('moeflash.expert_cache.prefetch.predicted', {
-      unit: '{expert}',
-      description: 'Distinct experts the prefetch predicted for a layer step.',
-    }),
-    predictedUsed: meter.createObservableCounter('moeflash.expert_cache.prefetch.predicted_used', {
-      unit: '{expert}',
-      description: 'Predicted experts the layer step then needed.',
-    }),
-    prefetched: meter.createObservableCounter('moeflash.expert_cache.prefetch.copies', {
-      unit: '{expert}',
-      description: 'Experts copied speculatively into a slot.',
-    }),
-    prefetchedUsed: meter.createObservableCounter('moeflash.expert_cache.prefetch.useful_copies', {
-      unit: '{expert}',
-      description: 'Speculative copies the layer step then needed (the rest was wasted).',
-    }),
-    bytesPrefetched: meter.createObservableCounter('moeflash.expert_cache.prefetch.bytes', {
-      unit: 'By',
-      description: 'Bytes copied speculatively (included in moeflash.expert_cache.bytes_copied).',
-    }),
-    prefetchDeferred: meter.createObservableCounter('moeflash.expert_cache.prefetch.deferred', {
-      unit: '{expert}',
-      description: 'Predicted experts not copied ahead because their bytes were still on disk (experts read on demand).',
-    }),
-  } as const;
+  const prefetchCounters = observableCounters(meter, 'moeflash.expert_cache.prefetch.', {
+    predicted: ['predicted', '{expert}', 'Distinct experts the prefetch predicted for a layer step.'],
+    predictedUsed: ['predicted_used', '{expert}', 'Predicted experts the layer step then needed.'],
+    prefetched: ['copies', '{expert}', 'Experts copied speculatively into a slot.'],
+    prefetchedUsed: ['useful_copies', '{expert}', 'Speculative copies the layer step then needed (the rest was wasted).'],
+    bytesPrefetched: ['bytes', 'By', 'Bytes copied speculatively (included in moeflash.expert_cache.bytes_copied).'],
+    prefetchDeferred: ['deferred', '{expert}', 'Predicted experts not copied ahead because their bytes were still on disk (experts read on demand).'],
+  });
   // Experts read on demand (expertRead 'demand'): the tiers below the GPU. A routed expert is served by the page cache
   // (every page resident) or needs the disk; bytes_read counts the routed experts' bytes the disk had to supply.
   const pagingExperts = meter.createCounter('moeflash.expert_paging.experts', {
@@ -143,24 +139,12 @@ export function InferenceMetrics(host: EngineHost): InferenceMetrics {
     unit: 'By',
     description: "Bytes of routed experts that were not in the page cache when routed (read from disk during the step).",
   });
-  const pagingPrediction = {
-    predicted: meter.createObservableCounter('moeflash.expert_paging.predicted', {
-      unit: '{expert}',
-      description: "Experts predicted for a layer by the layer before it (its router on this layer's input), read ahead.",
-    }),
-    predictedUsed: meter.createObservableCounter('moeflash.expert_paging.predicted_used', {
-      unit: '{expert}',
-      description: 'Predicted experts the layer then routed to.',
-    }),
-    bytesReadAhead: meter.createObservableCounter('moeflash.expert_paging.bytes_read_ahead', {
-      unit: 'By',
-      description: 'Bytes of guessed experts (predictions, speculative copies) the engine read ahead from disk.',
-    }),
-    bytesReadAheadUsed: meter.createObservableCounter('moeflash.expert_paging.bytes_read_ahead_used', {
-      unit: 'By',
-      description: "Of the bytes read ahead, those of experts the layer's next routing or miss list needed.",
-    }),
-  } as const;
+  const pagingPrediction = observableCounters(meter, 'moeflash.expert_paging.', {
+    predicted: ['predicted', '{expert}', "Experts predicted for a layer by the layer before it (its router on this layer's input), read ahead."],
+    predictedUsed: ['predicted_used', '{expert}', 'Predicted experts the layer then routed to.'],
+    bytesReadAhead: ['bytes_read_ahead', 'By', 'Bytes of guessed experts (predictions, speculative copies) the engine read ahead from disk.'],
+    bytesReadAheadUsed: ['bytes_read_ahead_used', 'By', "Of the bytes read ahead, those of experts the layer's next routing or miss list needed."],
+  });
   meter.addBatchObservableCallback(
     (result) => {
       for (const m of host.list()) {

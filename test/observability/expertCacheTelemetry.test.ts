@@ -232,6 +232,9 @@ describe('observability: experts read on demand (MOEFLASH_EXPERT_READ=demand): t
     const predicted = valueFor(text, 'moeflash_expert_paging_predicted_total');
     assert.ok(predicted > 0, 'the next layers were predicted');
     assert.ok(valueFor(text, 'moeflash_expert_paging_predicted_used_total') <= predicted);
+    // the guesses' reads ahead are exported apart from the needs' reads, the used part never above the whole
+    const readAhead = valueFor(text, 'moeflash_expert_paging_bytes_read_ahead_total');
+    assert.ok(valueFor(text, 'moeflash_expert_paging_bytes_read_ahead_used_total') <= readAhead);
   });
 });
 
