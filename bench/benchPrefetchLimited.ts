@@ -121,6 +121,17 @@ interface Gen {
   paging?: ExpertPagingStats;
   /** with an expert-store on the hint channel: its reads ahead that a later hint used, over this generation */
   storeUsefulExperts?: number;
+  /** this process's CPU time and page faults per token (the engine's threads and the store's, kernel work included) */
+  perToken: { userMs: number; systemMs: number; minorFaults: number; majorFaults: number };
+}
+
+function cpuPerToken(a: NodeJS.ResourceUsage, b: NodeJS.ResourceUsage, n: number): Gen['perToken'] {
+  return {
+    userMs: (b.userCPUTime - a.userCPUTime) / 1000 / n,
+    systemMs: (b.systemCPUTime - a.systemCPUTime) / 1000 / n,
+    minorFaults: (b.minorPageFault - a.minorPageFault) / n,
+    majorFaults: (b.majorPageFault - a.majorPageFault) / n,
+  };
 }
 
 function pagingDelta(a: ExpertPagingStats | undefined, b: ExpertPagingStats | undefined): ExpertPagingStats | undefined {
@@ -133,6 +144,7 @@ function pagingDelta(a: ExpertPagingStats | undefined, b: ExpertPagingStats | un
 async function generate(engine: Engine, startedAt: number, prompt: number[], store?: ExpertStore): Promise<Gen> {
   const paging0 = engine.expertPagingStats();
   const storeUseful0 = store?.hintStats()?.useful;
+  const usage0 = process.resourceUsage();
   const a = ioSample();
   const tokenMs: number[] = [];
   let final: Extract<GenerationEvent, { type: 'final' }> | undefined;
@@ -147,6 +159,7 @@ async function generate(engine: Engine, startedAt: number, prompt: number[], sto
     ttftMs: final.timings.ttftMs,
     io: ioDelta(a, ioSample()),
     paging: pagingDelta(paging0, engine.expertPagingStats()),
+    perToken: cpuPerToken(usage0, process.resourceUsage(), tokenMs.length),
     storeUsefulExperts: storeUseful0 === undefined ? undefined : (store?.hintStats()?.useful ?? storeUseful0) - storeUseful0,
   };
 }
@@ -265,6 +278,18 @@ function timeTo(target: number, tokenMs: number[], window = 8): number {
   return NaN;
 }
 
+function blockQueueSettings(dev: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const key of ['scheduler', 'nr_requests', 'read_ahead_kb', 'rotational']) {
+    try {
+      out[key] = readFileSync(`/sys/block/${dev}/queue/${key}`, 'utf8').trim();
+    } catch {
+      // not every device has every setting
+    }
+  }
+  return out;
+}
+
 /** Disk bytes a scenario's steady decode used: needed experts read on demand, and reads ahead that were then needed. */
 function usefulBytes(x: any): number {
   const p: ExpertPagingStats = x.steady.paging;
@@ -352,11 +377,15 @@ export async function runLimited(): Promise<void> {
       // experts' bytes not in the page cache when needed, plus the reads ahead of experts then needed (the engine's,
       // and the expert-store's on hints)
       usefulGBps: med(s, (x) => (x.steady.paging ? usefulBytes(x) / GB / x.steady.io.seconds : NaN)),
+      userMsPerToken: med(s, (x) => x.steady.perToken.userMs),
+      systemMsPerToken: med(s, (x) => x.steady.perToken.systemMs),
+      minorFaultsPerToken: med(s, (x) => x.steady.perToken.minorFaults),
       readAheadUsedShare: med(s, (x) => (x.steady.paging ? x.steady.paging.bytesReadAheadUsed / x.steady.paging.bytesReadAhead : NaN)),
       ramHitRate: med(s, (x) => (x.steady.paging ? x.steady.paging.pageCacheHits / x.steady.paging.experts : NaN)),
       predictionAccuracy: med(s, (x) => (x.steady.paging ? x.steady.paging.predictedUsed / x.steady.paging.predicted : NaN)),
     }));
 
+  console.log(`block device ${blockDev}: ${JSON.stringify(blockQueueSettings(blockDev))}`);
   console.log(`\nbench:prefetch --limited — ${path} (${(size / GB).toFixed(2)} GB, ${index.nLayer} layers x ${index.nExpert} experts), cgroup limit ${(limitBytes / GiB).toFixed(2)} GiB, ${tokens} tokens, ${threads} threads, median of ${reps} (${cpus()[0]?.model ?? 'cpu'})\n`);
   printTable(
     ['read path (dropped cache, in the cgroup)', 'GB/s'],
@@ -378,6 +407,11 @@ export async function runLimited(): Promise<void> {
       paged.map((r) => [r.scenario, r.ramHitRate, r.usefulGBps, r.usefulGBps / uring, r.predictionAccuracy, r.readAheadUsedShare]),
     );
   }
+  console.log('');
+  printTable(
+    ['steady decode, per token', 'user CPU ms', 'system CPU ms', 'minor faults'],
+    rows.map((r) => [r.scenario, r.userMsPerToken, r.systemMsPerToken, r.minorFaultsPerToken]),
+  );
   for (const s of ['hints', 'heat', 'demandHints']) {
     const h = results[s]?.at(-1)?.hints;
     if (h) console.log(`${s} counters: ${JSON.stringify(h)}`);
@@ -394,6 +428,9 @@ export async function runLimited(): Promise<void> {
     reps,
     cpu: cpus()[0]?.model,
     blockDev,
+    // whether the disk can favour demand reads over reads ahead (I/O priority classes need a scheduler that honours
+    // them and requests waiting in it)
+    blockQueue: blockQueueSettings(blockDev),
     gpu: gpuLayers > 0 ? { layers: gpuLayers, cacheBudget, cachePrefetch } : undefined,
     recordRouting: process.env.MOEFLASH_RECORD_ROUTING,
     ms90Reference: { what: '90% of stock steady-state t/s under the same limit', tokensPerSecond: 0.9 * stockSteady },
