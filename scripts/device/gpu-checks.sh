@@ -29,6 +29,8 @@
 #                its size, stock -ncmoe vs the GPU slot cache at 25 % with experts read on demand (docs/EXPERT_STORE.md);
 #                LIMITED_SCENARIOS, LIMITED_TOKENS, LIMITED_RESULT; MOEFLASH_RECORD_ROUTING=1 / BENCH_CACHE_PREFETCH=1 give
 #                the store hints
+#   readpaths    bench:readpaths on the same disk and limit: CPU cost and rate of a byte of an expert through the page
+#                cache (the pager's path) and through O_DIRECT into memory the reader owns
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -318,11 +320,22 @@ limited() {
   keep_results
 }
 
+# the same disk and limit: what a byte of an expert costs by its path into memory (the page cache as the pager reads,
+# or O_DIRECT into memory the reader owns), for the engine-owned RAM tier (docs/EXPERT_STORE.md); CPU only
+readpaths() {
+  model_30b
+  local size
+  size=$(stat -c %s build/device-models/30b-a3b.gguf)
+  BENCH_PREFETCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LIMIT_BYTES=$((size / 4)) BENCH_READ_BATCH=8 \
+    BENCH_READ_BYTES=4000000000 BENCH_READ_RAM_BYTES=$((1 << 30)) BENCH_RESULT=read-paths-device logged 12 node dist/bench/benchReadPaths.js || true
+  keep_results
+}
+
 for step in "$@"; do
   case "$step" in
     setup) setup ;; cpu) cpu ;; cuda-bg) cuda_bg ;; cuda-wait) cuda_wait ;; vulkan-setup) vulkan_setup ;; ops) ops ;;
     fidelity) fidelity ;; cache) cache ;; engine) engine ;;
-    variants) variants ;; zerocopy) zerocopy ;; profile) profile ;; limited) limited ;;
+    variants) variants ;; zerocopy) zerocopy ;; profile) profile ;; limited) limited ;; readpaths) readpaths ;;
     *) echo "gpu-checks: unknown step $step" >&2; exit 2 ;;
   esac
 done
