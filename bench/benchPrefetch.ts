@@ -16,7 +16,6 @@
  * Options (env): BENCH_PREFETCH_MODEL=<gguf> (default: a generated ~1.7 GB q8_0 MoE, 16 layers x 64 experts)
  *   BENCH_TOKENS=64  BENCH_THREADS=<cores>  BENCH_REPS=3
  */
-import { closeSync, openSync, readSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 
@@ -30,6 +29,7 @@ import { ExpertStore } from '../services/expert-store/ExpertStore';
 import { PageCache } from '../services/expert-store/PageCache';
 import { shapedBenchModel } from './benchModel';
 import { median, printTable, writeResult } from './benchTable';
+import { preadAll } from './preadAll';
 import { runLimited } from './benchPrefetchLimited';
 
 const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
@@ -43,26 +43,6 @@ function wholeFile(index: ExpertIndex): FileRange[] {
 
 async function resident(cache: PageCache, ranges: FileRange[]): Promise<number> {
   return (await cache.residency(ranges)).resident.reduce((a, b) => a + b, 0);
-}
-
-/** pread in 1 MiB pieces, one at a time. */
-function preadAll(index: ExpertIndex): number {
-  const buf = Buffer.allocUnsafe(1 << 20);
-  let bytes = 0;
-  for (const f of index.files) {
-    const fd = openSync(f.path, 'r');
-    try {
-      for (let off = 0; off < f.size; ) {
-        const n = readSync(fd, buf, 0, buf.length, off);
-        if (n <= 0) break;
-        off += n;
-        bytes += n;
-      }
-    } finally {
-      closeSync(fd);
-    }
-  }
-  return bytes;
 }
 
 interface Decode {
@@ -115,7 +95,7 @@ async function main(): Promise<void> {
   for (let r = 0; r < reps; r++) {
     await cache.evict(null);
     let t = performance.now();
-    const n = preadAll(index);
+    const n = preadAll(index.files);
     raw.pread.push(n / GB / ((performance.now() - t) / 1000));
     if (uring.available) {
       for (const [key, qd] of [['uringQd1', 1], ['uringQd32', 32]] as const) {

@@ -41,7 +41,7 @@
  *   BENCH_RESULT=prefetch-limited (bench/results/<name>.json)  BENCH_BLOCK_DEV=vda  BENCH_IO_MODE=auto (the expert-store's: auto, uring, fadvise)  BENCH_SCENARIOS=raw,stock,hints,heat,heatStock,cached
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 
@@ -56,6 +56,7 @@ import { hintChannelName } from '../services/common/hintChannelName';
 import { PageCache } from '../services/expert-store/PageCache';
 import { shapedBenchModel } from './benchModel';
 import { median, printTable, writeResult } from './benchTable';
+import { preadAll } from './preadAll';
 import { createMemoryCgroup, joinMemoryCgroup, memoryCgroupStat } from './memoryCgroup';
 import { plotLinesSvg } from './plotSvg';
 
@@ -191,20 +192,8 @@ async function child(scenario: ScenarioName, path: string): Promise<unknown> {
     const res = await new PageCache(index.files, { ioMode: 'uring', queueDepth: 32 }).prefetch(whole);
     out.uringQd32GBps = res.bytes / GB / (res.ms / 1000);
     await new PageCache(index.files, {}).evict(null);
-    const buf = Buffer.allocUnsafe(1 << 20);
     const t = performance.now();
-    let bytes = 0;
-    const fd = openSync(index.files[0].path, 'r');
-    try {
-      for (let off = 0; off < index.files[0].size; ) {
-        const n = readSync(fd, buf, 0, buf.length, off);
-        if (n <= 0) break;
-        off += n;
-        bytes += n;
-      }
-    } finally {
-      closeSync(fd);
-    }
+    const bytes = preadAll(index.files);
     out.preadQd1GBps = bytes / GB / ((performance.now() - t) / 1000);
     return { ...out, cgroup: cgroupStat(cg) };
   }
