@@ -20,7 +20,9 @@
  *   heatAfterLoad  Engine.load with hints first, then the heat-map Warm (the loader reads the whole file and would
  *              push out what was warmed before it), then decode
  *   demand     Engine.load({expertRead: 'demand'}): experts mapped without read-around or populate; the engine reads
- *              each layer's routed experts once routed and the next layer's predicted ones (native/src/ExpertPager.h)
+ *              each layer's routed experts once routed and the next layer's predicted ones (native/src/ExpertPager.h),
+ *              on the CPU into memory of its own sized from the cgroup (expertRam, native/src/ExpertRam.h)
+ *   demandPageCache  the same through the page cache (expertRam 'off')
  *   demandHints  the same with the in-process ExpertStore on the hint channel: the engine reads the routed experts,
  *              the store reads the predicted ones
  *   demandHeat  demandHints, with the store's heat-map Warm running from the start, beside the load and the decode
@@ -79,7 +81,7 @@ const cacheBudget = Number(process.env.BENCH_CACHE_BUDGET ?? 0.25);
 const cachePrefetch = process.env.BENCH_CACHE_PREFETCH === '1';
 const stateDir = join(repoRoot(), 'build', 'bench-state-limited');
 
-type ScenarioName = 'raw' | 'stock' | 'hints' | 'heat' | 'heatStock' | 'heatAfterLoad' | 'demand' | 'demandHints' | 'demandHeat' | 'cached';
+type ScenarioName = 'raw' | 'stock' | 'hints' | 'heat' | 'heatStock' | 'heatAfterLoad' | 'demand' | 'demandPageCache' | 'demandHints' | 'demandHeat' | 'cached';
 
 // ---------------------------------------------------------------------------------------------------------------
 // child side
@@ -199,7 +201,7 @@ async function child(scenario: ScenarioName, path: string): Promise<unknown> {
   }
 
   const log = pino({ level: 'silent' });
-  const withStore = !['stock', 'cached', 'demand'].includes(scenario);
+  const withStore = !['stock', 'cached', 'demand', 'demandPageCache'].includes(scenario);
   const hintChannel = ['hints', 'heat', 'heatAfterLoad', 'demandHints', 'demandHeat'].includes(scenario) ? hintChannelName(path) : undefined;
   const expertRead = scenario.startsWith('demand') ? 'demand' : 'load';
   const startedAt = performance.now();
@@ -218,7 +220,13 @@ async function child(scenario: ScenarioName, path: string): Promise<unknown> {
     if (store && (scenario === 'heat' || scenario === 'heatStock')) await heatWarm(store);
     const warming = store && scenario === 'demandHeat' ? heatWarm(store) : undefined;
     const t = performance.now();
-    const engine = await Engine.load({ path, threads, parallel: 1, contextSize: 2 * tokens + 64, warmup: false, hintChannel, expertRead, ...placement(scenario, index.nLayer, index.nExpert) });
+    const engine = await Engine.load({
+      path, threads, parallel: 1, contextSize: 2 * tokens + 64, warmup: false, hintChannel, expertRead,
+      // demand: the engine's own expert memory where it applies (CPU layers, sized from the cgroup), else the page cache
+      ...(scenario === 'demandPageCache' ? { expertRam: 'off' as const } : {}),
+      ...placement(scenario, index.nLayer, index.nExpert),
+    });
+    const expertRam = engine.info.expertRam;
     const loadMs = performance.now() - t;
     if (store && scenario === 'heatAfterLoad') await heatWarm(store);
     const ioLoad = ioDelta(io0, ioSample());
@@ -233,7 +241,7 @@ async function child(scenario: ScenarioName, path: string): Promise<unknown> {
     }
     const hints = store?.hintStats();
     const bytesPerExpert = index.expertBytes / (index.nLayer * index.nExpert);
-    return { scenario, warm, loadMs, ioLoad, cold, steady, hints, bytesPerExpert, cgroup: cgroupStat(cg) };
+    return { scenario, warm, loadMs, ioLoad, cold, steady, hints, bytesPerExpert, expertRam, cgroup: cgroupStat(cg) };
   } finally {
     await store?.close();
   }
@@ -340,7 +348,8 @@ export async function runLimited(): Promise<void> {
     // on the GPU the cache's misses are what the engine reads, and predictions exist only with the cache's prefetch
     demand: gpuLayers > 0 && !cachePrefetch
       ? 'experts on demand (engine reads the cache misses)'
-      : 'experts on demand (engine reads routed + predicted)',
+      : 'experts on demand (engine memory, O_DIRECT)',
+    demandPageCache: 'experts on demand (page cache)',
     demandHints: 'experts on demand + expert-store lookahead',
     demandHeat: 'on demand + lookahead + heat Warm beside',
     cached: 'reference: no limit, all cached',

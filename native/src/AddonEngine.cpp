@@ -326,6 +326,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
         o.Set("bytesReadAhead", (double) s.bytes_read_ahead);
         o.Set("bytesReadAheadUsed", (double) s.bytes_read_ahead_used);
         o.Set("pagingMs", s.paging_ms);
+        o.Set("ramResidentBytes", (double) s.ram_resident_bytes);
         o.Set("hintsInStep", pager->publishes_hints());
         return o;
     }
@@ -363,10 +364,11 @@ class StartWorker : public Napi::AsyncWorker {
   public:
     StartWorker(Napi::Env env, AddonEngine * engine, Napi::Object engine_obj, llama_context_params params, bool warmup,
                 bool record_routing, std::string hint_channel, std::string routing_log_path,
-                moeflash::ExpertCacheRequest cache_request)
+                moeflash::ExpertCacheRequest cache_request, uint64_t expert_ram_bytes)
         : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), engine(engine), params(params), warmup(warmup),
           record_routing(record_routing), hint_channel(std::move(hint_channel)),
-          routing_log_path(std::move(routing_log_path)), cache_request(std::move(cache_request)) {
+          routing_log_path(std::move(routing_log_path)), cache_request(std::move(cache_request)),
+          expert_ram_bytes(expert_ram_bytes) {
         engine_ref = Napi::Persistent(engine_obj);
     }
     Napi::Promise Promise() { return deferred.Promise(); }
@@ -377,7 +379,7 @@ class StartWorker : public Napi::AsyncWorker {
             const llama_model * m = engine->model->model;
             // reading the predictions ahead is the expert-store's job when it is attached (hint channel)
             pager = std::make_unique<moeflash::ExpertPager>(llama_model_n_layer(m), (int32_t) moeflash::ArchMetaInt(m, "expert_count"),
-                                                            /*read_predicted=*/hint_channel.empty());
+                                                            /*read_predicted=*/hint_channel.empty(), expert_ram_bytes);
             params.cb_eval = moeflash::ExpertPager::Eval;
             params.cb_eval_user_data = pager.get();
         }
@@ -423,6 +425,8 @@ class StartWorker : public Napi::AsyncWorker {
                 moeflash::HintWriterOptions options;
                 options.n_layer = (uint32_t) llama_model_n_layer(engine->model->model);
                 options.model = engine->model->path.substr(engine->model->path.find_last_of('/') + 1);
+                // experts in the engine's own memory: an expert-store reading them into the page cache would waste the disk
+                options.heat_only = pager != nullptr && pager->ram_active();
                 hints = std::make_unique<moeflash::HintWriter>(hint_channel, options);
                 if (pager) {
                     pager->set_hints(hints.get());  // owned by the scheduler from OnOK, which outlives every decode
@@ -482,6 +486,9 @@ class StartWorker : public Napi::AsyncWorker {
         if (!hint_error.empty()) {
             out.Set("hintChannelError", hint_error);
         }
+        if (expert_ram_bytes > 0) {
+            out.Set("expertRam", engine->pager != nullptr && engine->pager->ram_active());
+        }
         out.Set("contextSize", (double) llama_n_ctx_seq(ctx));
         out.Set("parallel", (double) llama_n_seq_max(ctx));
         deferred.Resolve(out);
@@ -507,6 +514,7 @@ class StartWorker : public Napi::AsyncWorker {
     std::string hint_channel;
     std::string routing_log_path;
     moeflash::ExpertCacheRequest cache_request;
+    uint64_t expert_ram_bytes;
     moeflash::ExpertCacheSetup cache;
     std::unique_ptr<moeflash::HintWriter> hints;
     std::unique_ptr<moeflash::RoutingLog> routing_log;
@@ -605,7 +613,8 @@ Napi::Value AddonEngine::Start(const Napi::CallbackInfo & info) {
                                     o.Get("recordRouting").ToBoolean().Value(),
                                     channel.IsString() ? channel.As<Napi::String>().Utf8Value() : std::string(),
                                     o.Get("routingLog").IsString() ? o.Get("routingLog").As<Napi::String>().Utf8Value() : std::string(),
-                                    ExpertCacheRequestFrom(o.Get("expertCache")));
+                                    ExpertCacheRequestFrom(o.Get("expertCache")),
+                                    o.Get("expertRamBytes").IsNumber() ? (uint64_t) o.Get("expertRamBytes").As<Napi::Number>().DoubleValue() : 0);
     Napi::Promise promise = worker->Promise();
     worker->Queue();
     return promise;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -40,9 +41,12 @@ bool LayerOf(const char * name, const char * base, int32_t * il) {
 
 }  // namespace
 
-ExpertPager::ExpertPager(int32_t n_layer, int32_t n_expert, bool read_predicted)
+ExpertPager::ExpertPager(int32_t n_layer, int32_t n_expert, bool read_predicted, uint64_t ram_bytes)
     : n_layer_(n_layer), n_expert_(n_expert), read_predicted_(read_predicted), layers_((size_t) n_layer),
       missing_of_expert_((size_t) n_expert) {
+    if (ram_bytes > 0) {
+        ram_ = std::make_unique<ExpertRam>(n_layer, n_expert, ram_bytes);
+    }
     for (Layer & layer : layers_) {
         layer.guessed_bytes.assign((size_t) n_expert, 0);
     }
@@ -113,8 +117,20 @@ bool ExpertPager::Ask(ggml_tensor * t) {
             }
             // first sight of this tensor (the first evaluation): read the current experts now, before it computes
             layer.experts.push_back(w);
+            const bool in_ram = ram_ && ram_->Adopt(il, w);
+            if (ram_ && !in_ram && !ram_warned_) {
+                fprintf(stderr, "moeflash: experts of '%s' stay in the page cache: %s\n", ggml_get_name(w), ram_->error().c_str());
+                ram_warned_ = true;
+            }
+            if (!in_ram) {
+                layer.paged.push_back(w);
+            }
             if (!layer.routed.empty()) {
-                ReadExperts(w, layer.routed, Measure::need);
+                if (in_ram) {
+                    NeedRam(il);  // the layer's experts start over with each tensor adopted: all of them are read
+                } else {
+                    ReadExperts(w, layer.routed, Measure::need);
+                }
             }
             return false;
         }
@@ -152,11 +168,14 @@ void ExpertPager::OnRouted(int32_t il, const ggml_tensor * ids) {
 
     // the routed experts' pages, all tensors of the layer queued before any of its matmuls runs
     std::fill(missing_of_expert_.begin(), missing_of_expert_.end(), 0);
-    for (const ggml_tensor * w : layer.experts) {
+    for (const ggml_tensor * w : layer.paged) {
         ReadExperts(w, layer.routed, Measure::need);
     }
-    if (!layer.experts.empty()) {
+    if (!layer.paged.empty()) {
         CountTiers(layer.routed);
+    }
+    if (ram_ && ram_->owns(il)) {
+        NeedRam(il);
     }
 
     const bool predicts = il + 1 < n_layer_ && n_tokens <= kMaxPredictTokens;
@@ -164,9 +183,14 @@ void ExpertPager::OnRouted(int32_t il, const ggml_tensor * ids) {
         Predict(il, (int32_t) n_used);
     }
     const std::vector<int32_t> & next = predicts ? layers_[il + 1].predicted : layer.predicted /* unused */;
-    if (predicts && read_predicted_ && hints_ == nullptr && !layers_[il + 1].experts.empty()) {
+    if (predicts && ram_ && ram_->owns(il + 1)) {
+        // the engine's own memory: only the engine can read ahead into it
+        bytes_read_ahead_ += ram_->Guess(il + 1, next);
+        predicted_read_ += next.size();
+    }
+    if (predicts && read_predicted_ && hints_ == nullptr && !layers_[il + 1].paged.empty()) {
         std::fill(missing_of_expert_.begin(), missing_of_expert_.end(), 0);
-        for (const ggml_tensor * w : layers_[il + 1].experts) {
+        for (const ggml_tensor * w : layers_[il + 1].paged) {
             ReadExperts(w, next, Measure::guess);
         }
         RecordGuesses(il + 1, next);
@@ -176,6 +200,18 @@ void ExpertPager::OnRouted(int32_t il, const ggml_tensor * ids) {
         hints_->publish((uint32_t) il, layer.routed.data(), layer.routed.size(), predicts ? next.data() : nullptr,
                         predicts ? next.size() : 0, nullptr);
     }
+}
+
+// The layer's routed experts from the engine's own memory: read now what is not there, counted as the page cache's
+// tiers are (a resident expert is a RAM hit).
+void ExpertPager::NeedRam(int32_t il) {
+    const ExpertRam::Needed n = ram_->Need(il, layers_[il].routed);
+    layer_steps_++;
+    experts_ += n.experts;
+    page_cache_hits_ += n.resident;
+    bytes_routed_ += n.bytes;
+    bytes_missing_ += n.bytes_read;
+    bytes_read_ahead_used_ += n.bytes_guessed_used;
 }
 
 // The next layer's router applied to this layer's FFN input, top n_used per token. Needs both on the host and the
@@ -356,6 +392,7 @@ ExpertPagerStats ExpertPager::stats() const {
     s.bytes_read_ahead = bytes_read_ahead_.load();
     s.bytes_read_ahead_used = bytes_read_ahead_used_.load();
     s.paging_ms = (double) paging_ns_.load() / 1e6;
+    s.ram_resident_bytes = ram_ ? ram_->resident_bytes() : 0;
     return s;
 }
 

@@ -18,10 +18,12 @@
 // decides when pages are read.
 #pragma once
 
+#include "ExpertRam.h"
 #include "ggml.h"
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace moeflash {
@@ -42,12 +44,15 @@ struct ExpertPagerStats {
     uint64_t bytes_read_ahead_used = 0; // of those, bytes of experts the layer then needed (a guess counts as used
                                         // when the layer's next routing or miss list has it)
     double paging_ms = 0;          // time the decode thread spent counting, advising and predicting
+    uint64_t ram_resident_bytes = 0; // experts held in the engine's own memory (ExpertRam), resident or on their way
 };
 
 class ExpertPager {
   public:
-    // read_predicted: read the predicted experts ahead from the engine (when no expert-store consumes the hints)
-    ExpertPager(int32_t n_layer, int32_t n_expert, bool read_predicted);
+    // read_predicted: read the predicted experts ahead from the engine (when no expert-store consumes the hints).
+    // ram_bytes > 0: hold the experts of CPU layers in memory of the engine's own, at most that many bytes (ExpertRam),
+    // instead of the page cache.
+    ExpertPager(int32_t n_layer, int32_t n_expert, bool read_predicted, uint64_t ram_bytes = 0);
 
     // llama_context_params.cb_eval; user_data is the pager
     static bool Eval(struct ggml_tensor * t, bool ask, void * user_data);
@@ -67,6 +72,8 @@ class ExpertPager {
     bool publishes_hints() const { return hints_ != nullptr && graph_path_; }
 
     ExpertPagerStats stats() const;
+    // whether experts can live in the engine's own memory here (ExpertRam: io_uring works)
+    bool ram_active() const { return ram_ && ram_->usable(); }
 
   private:
     enum class Node { other, router_logits, routed_ids, expert_matmul };
@@ -78,6 +85,7 @@ class ExpertPager {
         const ggml_tensor * router = nullptr;       // ffn_gate_inp weight (src0 of the router logits)
         const ggml_tensor * ffn_input = nullptr;    // src1 of the router logits in the graph being computed
         std::vector<const ggml_tensor *> experts;   // the expert weight tensors the layer's matmuls read (host only)
+        std::vector<const ggml_tensor *> paged;     // of those, the ones read through the page cache (not ExpertRam's)
         std::vector<int32_t> routed;                // distinct experts of the current evaluation
         std::vector<int32_t> predicted;             // predicted for this layer by the layer before
         std::vector<uint64_t> guessed_bytes;        // per expert: bytes its last guess read ahead from disk, until
@@ -91,6 +99,7 @@ class ExpertPager {
     void ReadExperts(const ggml_tensor * w, const std::vector<int32_t> & experts, Measure measure);
     void ReadSlabs(const void * base, size_t slab, const std::vector<int32_t> & experts, Measure measure);
     void CountTiers(const std::vector<int32_t> & experts);
+    void NeedRam(int32_t il);
     void RecordGuesses(int32_t il, const std::vector<int32_t> & experts);
     void CountUsedGuesses(int32_t il, const std::vector<int32_t> & experts);
 
@@ -110,6 +119,8 @@ class ExpertPager {
         paging_ns_{0};
     // per expert of the batch being measured: bytes found missing over its tensors (zero: a page-cache hit)
     std::vector<uint64_t> missing_of_expert_;
+    std::unique_ptr<ExpertRam> ram_;
+    bool ram_warned_ = false;
 };
 
 }  // namespace moeflash

@@ -183,6 +183,7 @@ struct HintConsumer::Impl {
     std::vector<double> done_ms;
     std::vector<uint32_t> seen;  // stamp of the last record that named the expert (de-duplicates ids in a record)
     uint32_t stamp = 0;
+    bool heat_only = false;  // the segment's writer holds its experts itself: count, read nothing
     std::deque<uint32_t> demand_q, predicted_q;
     Cursor cur[2];  // 0: demand, 1: predicted
     unsigned predicted_in_flight = 0;
@@ -298,6 +299,8 @@ struct HintConsumer::Impl {
         }
         int n = 0;
         RecordCopy rec;
+        heat_only = (__atomic_load_n(&Header()->flags, __ATOMIC_ACQUIRE) & hint::kHeaderHeatOnly) != 0;
+        st.heat_only = heat_only;
         while (next < w && n < 4096) {
             const uint8_t * slot = seg + hint::kHeaderSize + (next & seg_mask) * hint::kRecordSize;
             const auto * seq = reinterpret_cast<const std::atomic<uint64_t> *>(slot);
@@ -387,6 +390,7 @@ struct HintConsumer::Impl {
     void OnDemand(uint32_t ex, double now) {
         counts[ex]++;
         st.demand_ids++;
+        if (heat_only) return;  // the engine reads its experts itself: the heat map is all these are for
         switch (state[ex]) {
             case kQueued:
                 st.late++;
@@ -416,6 +420,7 @@ struct HintConsumer::Impl {
 
     void OnPredicted(uint32_t ex, double now) {
         st.predicted_ids++;
+        if (heat_only) return;
         if (state[ex] == kIdle || (state[ex] == kDone && now - done_ms[ex] >= opt.recent_ms)) {
             Enqueue(ex, false);
         } else {
@@ -875,6 +880,7 @@ class JsHintConsumer : public Napi::ObjectWrap<JsHintConsumer> {
         o.Set("alreadyResident", (double) s.already_resident);
         o.Set("deduplicated", (double) s.deduplicated);
         o.Set("useful", (double) s.useful);
+        o.Set("heatOnly", s.heat_only);
         o.Set("late", (double) s.late);
         o.Set("ioErrors", (double) s.io_errors);
         o.Set("inFlight", (double) s.in_flight);

@@ -75,6 +75,7 @@ struct HintWriterOptions {
     uint32_t n_expert = 0;
     std::string model;                           // informational tag (e.g. the GGUF file name), truncated to 63 bytes
     bool unlink_on_close = true;                 // remove the segment on close() (not on a crash)
+    bool heat_only = false;                      // hint::kHeaderHeatOnly: consumers count, read nothing ahead
 };
 
 class HintWriter {
@@ -183,6 +184,7 @@ class HintWriter {
         header_->producer_pid = (int32_t) getpid();
         if (options_.n_layer != 0) header_->n_layer = options_.n_layer;
         if (options_.n_expert != 0) header_->n_expert = options_.n_expert;
+        __atomic_store_n(&header_->flags, options_.heat_only ? hint::kHeaderHeatOnly : 0u, __ATOMIC_RELEASE);
         if (!options_.model.empty()) {
             memset(header_->model, 0, sizeof(header_->model));
             memcpy(header_->model, options_.model.data(), std::min(options_.model.size(), sizeof(header_->model) - 1));
@@ -337,6 +339,7 @@ struct HintConsumerStats {
     uint64_t late = 0;              // hints for experts whose prefetch had not completed
     uint64_t io_errors = 0;
     uint64_t in_flight = 0, queued = 0;
+    bool heat_only = false;         // the writer reads its experts itself (hint::kHeaderHeatOnly): nothing is read ahead
     std::string mode, fallback_reason, last_error;
     std::string last_trace_id;      // hex of the last non-zero trace id seen
 };

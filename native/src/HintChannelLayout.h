@@ -37,6 +37,10 @@ constexpr uint32_t kMaxCapacity = 1u << 20;
 // Record flags.
 constexpr uint32_t kFlagContinued = 1u;  // more ids of the same layer and step follow in the next record
 
+// Header flags (set by the writer that opened the segment last).
+constexpr uint32_t kHeaderHeatOnly = 1u;  // the engine reads its experts itself, not through the page cache (ExpertRam):
+                                          // the hints are for the heat map; reading them ahead would be wasted
+
 struct alignas(64) Header {
     char magic[8];                    //   0: kMagic; written last when a segment is created
     uint32_t version;                 //   8: kVersion
@@ -48,7 +52,7 @@ struct alignas(64) Header {
     int32_t producer_pid;             //  32: pid of the writer that opened the segment last
     uint32_t n_layer;                 //  36: layers of the model (0: not told)
     uint32_t n_expert;                //  40: experts per layer (0: not told)
-    uint32_t flags;                   //  44: 0
+    uint32_t flags;                   //  44: kHeader* (atomic access: a new writer may change it)
     uint64_t created_ns;              //  48: CLOCK_REALTIME when the segment was created
     uint64_t writer_opens;            //  56: times a writer opened the segment (1 after creation)
     std::atomic<uint64_t> write_index;  //  64: records written so far (the next record's number); own cache line

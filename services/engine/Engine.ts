@@ -20,6 +20,7 @@ import type {
   LoadOptions,
   ModelInfo,
 } from './types';
+import { kvCacheBytes, sizeExpertRam } from './sizeExpertRam';
 import { DEFAULT_MAX_TOKENS, DEFAULT_SAMPLING, validateChat, validateGenerate, validateLoad } from './validateOptions';
 
 /**
@@ -115,6 +116,16 @@ export class Engine implements EngineLike {
     }
 
     const facts = model.info() as Omit<ModelInfo, 'path' | 'expertBytesPerLayer' | 'bytesPerExpert' | 'contextSize' | 'parallel'>;
+    const perLayer = expertBytesPerLayer(layout, facts.nLayer);
+    let expertRam;
+    try {
+      const nonExpertBytes = layout.fileSize - perLayer.reduce((a, b) => a + b, 0);
+      const contextBytes = kvCacheBytes(layout, facts.nLayer, Math.min(options.contextSize ?? 4096, facts.nCtxTrain > 0 ? facts.nCtxTrain : Infinity) * (options.parallel ?? 4));
+      expertRam = sizeExpertRam(options, expertRead, Math.max(0, ...perLayer), nonExpertBytes, contextBytes);
+    } catch (e) {
+      model.dispose();
+      throw e; // names the option: the caller's input
+    }
     const contextSize = Math.min(options.contextSize ?? 4096, facts.nCtxTrain > 0 ? facts.nCtxTrain : Infinity);
     const nSeq = options.parallel ?? 4;
     const routingLog = options.routingLog ?? (process.env.MOEFLASH_ROUTING_LOG || undefined);
@@ -146,6 +157,7 @@ export class Engine implements EngineLike {
         recordRouting: routingLog !== undefined || (options.recordRouting ?? defaultRecordRouting()),
         routingLog,
         hintChannel: options.hintChannel,
+        expertRamBytes: expertRam?.bytes ?? 0,
         // on demand, the cache's misses are read on its host path (ExpertPager.HostRead), not inside a device op
         expertCache: options.expertCache && { ...options.expertCache, routeReplay, ...(expertRead === 'demand' ? { resolve: 'host' as const } : {}) },
       });
@@ -153,11 +165,12 @@ export class Engine implements EngineLike {
       model.dispose();
       throw new ModelLoadError(options.path, (e as Error).message);
     }
-    const perLayer = expertBytesPerLayer(layout, facts.nLayer);
     const info: ModelInfo = {
       ...facts,
       path: options.path,
       expertRead,
+      // io_uring may be unavailable where the engine runs (seccomp, sysctl): then the page cache serves
+      ...(expertRam && started.expertRam ? { expertRam } : {}),
       expertBytesPerLayer: perLayer,
       bytesPerExpert: facts.nExpert > 0 ? Math.max(0, ...perLayer) / facts.nExpert : 0,
       contextSize: started.contextSize,

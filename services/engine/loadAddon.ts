@@ -67,9 +67,11 @@ export interface NativeEngine {
     recordRouting: boolean;
     routingLog?: string;
     hintChannel?: string;
+    /** Experts read on demand into memory of the engine's own, at most this many bytes (0: the page cache). */
+    expertRamBytes?: number;
     /** routeReplay: the replayRouting file, read and checked (services/engine/readRoutingLog.ts). */
     expertCache?: ExpertCacheOptions & { routeReplay?: { ids: Int32Array; layers: number; used: number } };
-  }): Promise<{ contextSize: number; parallel: number; hintChannelError?: string; expertCache?: { slots: number; slotBytes: number; stagingBytes: number; allResident: boolean; sizedBy: string; prefetch: boolean; path: 'device' | 'host-stop' | 'all-resident' } }>;
+  }): Promise<{ contextSize: number; parallel: number; hintChannelError?: string; expertRam?: boolean; expertCache?: { slots: number; slotBytes: number; stagingBytes: number; allResident: boolean; sizedBy: string; prefetch: boolean; path: 'device' | 'host-stop' | 'all-resident' } }>;
   submit(id: number, prompt: Int32Array, params: NativeSamplingParams): void;
   cancel(id: number): boolean;
   expertUse(): { nExpert: number; counts: Float64Array };

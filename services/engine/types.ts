@@ -31,6 +31,15 @@ export interface LoadOptions {
    * in the memory the process may use (MemAvailable, its cgroup's limit) and no layer is offloaded.
    */
   expertRead?: 'auto' | 'load' | 'demand';
+  /**
+   * Where experts read on demand are held (expertRead 'demand' without the expert cache): at most this many bytes of
+   * memory the engine owns, filled by O_DIRECT reads straight into place (native/src/ExpertRam.h), or the page cache
+   * ('off'). The page cache costs the kernel a page allocation, a cgroup charge and, at the memory limit, a reclaim
+   * for every 4 KiB read. Left out (auto): the memory limit less the non-expert weights, what the process holds now,
+   * the context's KV cache, one layer's experts and a headroom of max(128 MiB, 5 %); the page cache where that is not a layer's experts or
+   * io_uring is unavailable. At least one layer's experts.
+   */
+  expertRam?: number | 'off';
   /** Run llama.cpp's warmup decode after loading. Default true. */
   warmup?: boolean;
   /**
@@ -137,7 +146,10 @@ export interface ExpertCacheStats {
  * Experts read on demand (expertRead 'demand'), counters since start: the RAM tier (page cache) and the disk below it.
  */
 export interface ExpertPagingStats {
-  /** MoE layer evaluations paged, routed experts (distinct per evaluation) and of those the ones found in RAM. */
+  /**
+   * MoE layer evaluations paged, routed experts (distinct per evaluation) and of those the ones found in RAM: the
+   * engine's own expert memory with expertRam, else the page cache.
+   */
   layerSteps: number;
   experts: number;
   pageCacheHits: number;
@@ -157,6 +169,8 @@ export interface ExpertPagingStats {
   bytesReadAheadUsed: number;
   /** Decode-thread time spent measuring residency, queueing reads and predicting. */
   pagingMs: number;
+  /** With expertRam: bytes of experts held in the engine's own memory (resident or being read); 0 otherwise. */
+  ramResidentBytes: number;
   /** Routing and predictions go to the expert-store during the step (a hint channel is attached). */
   hintsInStep: boolean;
 }
@@ -213,6 +227,8 @@ export interface ModelInfo {
   hintChannelError?: string;
   /** How experts come from the file: all at load, or the routed ones on demand (LoadOptions.expertRead). */
   expertRead: 'load' | 'demand';
+  /** Experts read on demand into memory the engine owns (LoadOptions.expertRam): its size and how it was chosen. */
+  expertRam?: { bytes: number; sizedBy: 'option' | 'memory limit' };
   /** Bytes of routed-expert weights (gate+up+down) per layer, index = layer. */
   expertBytesPerLayer: number[];
   /** Bytes of one expert (gate+up+down) of one layer: the size of one cache slot. */

@@ -67,7 +67,8 @@ describe('engine: experts read on demand', function () {
     }
 
     await cache.evict(null);
-    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, expertRead: 'demand' });
+    // through the page cache (expertRam off): the engine-owned memory has its own test (expertRam.test.ts)
+    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, expertRead: 'demand', expertRam: 'off' });
     try {
       assert.equal(engine.info.expertRead, 'demand');
       const afterLoad = await residentExpertShare();

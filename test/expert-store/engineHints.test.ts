@@ -132,7 +132,8 @@ describe('expert-store: with the engine', function () {
 
   it('experts read on demand: routed and predicted experts reach the store during the step', async () => {
     const client = await startStore();
-    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel, expertRead: 'demand' });
+    // through the page cache, where the store's reads ahead serve the engine
+    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel, expertRead: 'demand', expertRam: 'off' });
     try {
       await until('the store to attach', async () => (await client.stats({})).hintChannelAttached);
       const { tokens } = await generate(engine);
@@ -150,6 +151,27 @@ describe('expert-store: with the engine', function () {
       const s = await client.stats({});
       assert.equal(s.hintsMalformed, 0);
       assert.ok(s.prefetchedExperts + s.prefetchAlreadyResident + s.prefetchDeduplicated > 0, 'the store acted on them');
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it("experts in the engine's own memory (expertRam): the store's heat map gets the routing, and the store reads nothing ahead", async () => {
+    const client = await startStore();
+    const engine = await Engine.load({ path: modelPath, threads: 2, parallel: 1, contextSize: 256, warmup: false, hintChannel, expertRead: 'demand', expertRam: 64 * 2 ** 20 });
+    try {
+      assert.equal(engine.info.expertRam?.bytes, 64 * 2 ** 20);
+      await until('the store to attach', async () => (await client.stats({})).hintChannelAttached);
+      assert.equal((await generate(engine)).tokens.length, 48);
+      const paging = engine.expertPagingStats()!;
+      assert.ok(paging.hintsInStep && paging.predictedRead > 0, 'the engine publishes and reads its guesses itself');
+      const used = usedExperts(engine);
+      await until('the heat map to hold every expert used', async () => (await heatSeen(client)).length >= used.length);
+      assert.deepEqual(await heatSeen(client), used);
+      // the page cache would be the wrong place for them: the channel says so and the store reads none
+      const s = await client.stats({});
+      assert.equal(s.prefetchedExperts, 0);
+      assert.equal(s.prefetchAlreadyResident, 0);
     } finally {
       await engine.close();
     }

@@ -16,7 +16,7 @@ function consumerStats(fields: Partial<NativeHintConsumerStats> = {}): NativeHin
   return {
     attached: true, path: '/dev/shm/x', producerPid: 1, writeIndex: 0, readIndex: 0, attaches: 1, records: 0, hints: 0, steps: 0, dropped: 0,
     malformed: 0, demandIds: 0, predictedIds: 0, prefetchedExperts: 0, prefetchedBytes: 0, alreadyResident: 0, deduplicated: 0, useful: 0,
-    late: 0, ioErrors: 0, inFlight: 0, queued: 0, mode: 'uring', fallbackReason: null, lastTraceId: null, lastError: null, ...fields,
+    late: 0, heatOnly: false, ioErrors: 0, inFlight: 0, queued: 0, mode: 'uring', fallbackReason: null, lastTraceId: null, lastError: null, ...fields,
   };
 }
 

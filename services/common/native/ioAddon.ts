@@ -108,6 +108,8 @@ export interface NativeHintConsumerStats {
   deduplicated: number;
   useful: number;
   late: number;
+  /** The engine holds its experts in its own memory (expertRam): hints feed the heat map, nothing is read ahead. */
+  heatOnly: boolean;
   ioErrors: number;
   inFlight: number;
   queued: number;

@@ -1,5 +1,5 @@
 import type { LoadOptions } from '../../engine/types';
-import { byteSize, countOrAuto, flag, integer, oneOf, type OptionKind } from './optionKinds';
+import { byteSize, byteSizeAutoOrOff, countOrAuto, flag, integer, oneOf, type OptionKind } from './optionKinds';
 
 /**
  * One engine option: where it lives in LoadOptions (also its key in a MOEFLASH_MODELS file's `options`), its
@@ -31,6 +31,7 @@ export const LOAD_OPTIONS: readonly LoadOptionSpec[] = [
   { key: 'threads', flag: 'threads', env: 'MOEFLASH_THREADS', kind: integer(1, 1024), default: 'the cores', help: 'compute threads' },
   { key: 'loadMode', flag: 'load-mode', env: 'MOEFLASH_LOAD_MODE', kind: oneOf('mmap', 'none', 'mlock'), default: 'mmap', help: 'how weights are read: mmap (page cache), none (read into memory), mlock' },
   { key: 'expertRead', flag: 'expert-read', env: 'MOEFLASH_EXPERT_READ', kind: oneOf('auto', 'load', 'demand'), default: 'auto', help: "CPU experts: read with the model (load) or the routed ones when routed (demand: models larger than RAM); auto: demand when the model does not fit in memory" },
+  { key: 'expertRam', flag: 'expert-ram', env: 'MOEFLASH_EXPERT_RAM', kind: byteSizeAutoOrOff, default: 'auto', help: "experts read on demand: at most this much of them in memory the engine owns (O_DIRECT reads) instead of the page cache; auto: sized from the memory limit; off: the page cache" },
   { key: 'warmup', flag: 'warmup', env: 'MOEFLASH_WARMUP', kind: flag, default: 'true', help: "run llama.cpp's warmup decode after loading" },
   { key: 'expertCache.slots', flag: 'expert-cache-slots', env: 'MOEFLASH_EXPERT_CACHE_SLOTS', kind: countOrAuto(1, 1 << 20), default: 'off', help: 'GPU expert slot cache: slots per MoE layer, or auto (sized from free device memory)' },
   { key: 'expertCache.memBytes', flag: 'expert-cache-mem', env: 'MOEFLASH_EXPERT_CACHE_MEM', kind: byteSize, default: 'off', help: "GPU expert slot cache: a memory budget for all layers' slots" },

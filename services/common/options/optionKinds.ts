@@ -61,6 +61,15 @@ export const byteSize: OptionKind<number> = {
   accepts: (v): v is number => Number.isSafeInteger(v) && (v as number) > 0,
 };
 
+/** A size in bytes, or 'auto' for the engine to size it, or 'off'. */
+export const byteSizeAutoOrOff: OptionKind<number | 'auto' | 'off'> = {
+  describe: `${byteSize.describe}, auto or off`,
+  cli: 'string',
+  example: byteSize.example,
+  parse: (raw) => (raw === 'auto' || raw === 'off' ? raw : byteSize.parse(raw)),
+  accepts: (v): v is number | 'auto' | 'off' => v === 'auto' || v === 'off' || byteSize.accepts(v),
+};
+
 /** A count, or 'auto' for the engine to size it. */
 export function countOrAuto(min: number, max: number): OptionKind<number | 'auto'> {
   const count = integer(min, max);
