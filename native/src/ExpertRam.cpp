@@ -84,16 +84,36 @@ ExpertRam::~ExpertRam() {
     }
 }
 
-int ExpertRam::FileOf(const std::string & path) {
-    auto it = fds_.find(path);
+int ExpertRam::FileOf(const std::string & path, bool direct) {
+    const std::string key = direct ? path : path + std::string("\0plain", 6);
+    auto it = fds_.find(key);
     if (it != fds_.end()) {
         return it->second;
     }
-    const int fd = open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0));
     if (fd >= 0) {
-        fds_[path] = fd;
+        fds_[key] = fd;
     }
     return fd;
+}
+
+// The rest of a piece whose O_DIRECT read failed or came back short, read through the page cache: a file system or
+// device that refuses O_DIRECT here still serves. Only a plain read failing too stops the process, as a failed page
+// fault on the mapping would have (SIGBUS).
+void ExpertRam::ReadPlain(const Piece & piece, int64_t done) {
+    if (!warned_plain_) {
+        fprintf(stderr, "moeflash: an O_DIRECT expert read came back short or failed: reading through the page cache\n");
+        warned_plain_ = true;
+    }
+    while (done < (int64_t) piece.len) {
+        const ssize_t n = pread(piece.plain_fd, (void *) (piece.addr + done), piece.len - done, piece.offset + done);
+        if (n <= 0) {
+            fprintf(stderr, "moeflash: expert read (layer %d, expert %d) failed: %s\n", piece.il, piece.e,
+                    n == 0 ? "end of file" : strerror(errno));
+            abort();
+        }
+        done += n;
+    }
 }
 
 bool ExpertRam::Adopt(int32_t il, const ggml_tensor * w) {
@@ -114,9 +134,10 @@ bool ExpertRam::Adopt(int32_t il, const ggml_tensor * w) {
         error_ = std::string("'") + ggml_get_name(w) + "' does not line up with the file's pages";
         return false;
     }
-    const int fd = FileOf(path);
-    if (fd < 0) {
-        error_ = path + ": O_DIRECT open: " + strerror(errno);
+    const int fd = FileOf(path, true);
+    const int plain_fd = fd >= 0 ? FileOf(path, false) : -1;
+    if (fd < 0 || plain_fd < 0) {
+        error_ = path + (fd < 0 ? ": O_DIRECT open: " : ": open: ") + strerror(errno);
         return false;
     }
     Layer & layer = layers_[il];
@@ -138,7 +159,7 @@ bool ExpertRam::Adopt(int32_t il, const ggml_tensor * w) {
     for (const Tensor & t : layer.tensors) {  // what the earlier tensors held goes back
         madvise((void *) t.lo, t.hi - t.lo, MADV_DONTNEED);
     }
-    layer.tensors.push_back({(const char *) w->data, (size_t) w->nb[2], lo, hi, fd, file_of_lo});
+    layer.tensors.push_back({(const char *) w->data, (size_t) w->nb[2], lo, hi, fd, plain_fd, file_of_lo});
     if (pool_ == 0 && recycle_) {
         // room for every resident expert's pages and as many again on their way back: address space only
         slot_bytes_ = AlignUp(w->nb[2]) + PageSize();
@@ -184,8 +205,18 @@ uint64_t ExpertRam::StartRead(int32_t il, int32_t e) {
                 io_uring_submit(ring_);
                 Reap(true);
             }
-            io_uring_prep_read(sqe, t.fd, (void *) p, len, (uint64_t) (t.file_of_lo + (int64_t) (p - t.lo)));
-            io_uring_sqe_set_data64(sqe, ((uint64_t) il << 32) | (uint32_t) e);
+            const int64_t offset = t.file_of_lo + (int64_t) (p - t.lo);
+            uint32_t id;
+            if (free_pieces_.empty()) {
+                id = (uint32_t) pieces_.size();
+                pieces_.push_back({});
+            } else {
+                id = free_pieces_.back();
+                free_pieces_.pop_back();
+            }
+            pieces_[id] = {il, e, p, len, t.plain_fd, offset};
+            io_uring_prep_read(sqe, t.fd, (void *) p, len, (uint64_t) offset);
+            io_uring_sqe_set_data64(sqe, id);
             x.pending++;
             in_flight_++;
             bytes += len;
@@ -206,16 +237,15 @@ void ExpertRam::Reap(bool wait) {
         }
     }
     while (io_uring_peek_cqe(ring_, &cqe) == 0 && cqe != nullptr) {
-        const uint64_t id = io_uring_cqe_get_data64(cqe);
-        if (cqe->res < 0) {
-            // the model file could not be read: the step cannot compute
-            fprintf(stderr, "moeflash: expert read (layer %u, expert %u): %s\n", (unsigned) (id >> 32), (unsigned) (uint32_t) id,
-                    strerror(-cqe->res));
-            abort();
-        }
+        const Piece piece = pieces_[(uint32_t) io_uring_cqe_get_data64(cqe)];
+        const int res = cqe->res;
+        free_pieces_.push_back((uint32_t) io_uring_cqe_get_data64(cqe));
         io_uring_cqe_seen(ring_, cqe);
+        if (res != (int) piece.len) {
+            ReadPlain(piece, res > 0 ? res : 0);
+        }
         in_flight_--;
-        Expert & x = layers_[id >> 32].experts[(uint32_t) id];
+        Expert & x = layers_[piece.il].experts[piece.e];
         if (--x.pending == 0) {
             x.state = State::resident;
         }

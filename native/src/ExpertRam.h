@@ -62,7 +62,16 @@ class ExpertRam {
         size_t slab;        // bytes per expert
         uintptr_t lo, hi;   // the anonymous pages: whole pages inside the tensor
         int fd;             // the model file, O_DIRECT
+        int plain_fd;       // the same without O_DIRECT: where an O_DIRECT read fails or comes back short
         int64_t file_of_lo; // file offset of lo
+    };
+    // one read in flight (io_uring user data: its index)
+    struct Piece {
+        int32_t il, e;
+        uintptr_t addr;
+        uint32_t len;
+        int plain_fd;
+        int64_t offset;
     };
     enum class State : uint8_t { absent, reading, resident };
     struct Expert {
@@ -89,7 +98,8 @@ class ExpertRam {
     uint64_t StartRead(int32_t il, int32_t e);
     void Reap(bool wait);
     void Evict(int32_t keep_layer);
-    int FileOf(const std::string & path);
+    int FileOf(const std::string & path, bool direct);
+    void ReadPlain(const Piece & piece, int64_t done);
 
     int32_t n_expert_;
     uint64_t budget_;
@@ -97,7 +107,10 @@ class ExpertRam {
     uint64_t clock_ = 0;
     std::vector<Layer> layers_;
     std::vector<uint8_t> keep_;   // Need scratch: experts of the current need (not evicted for it)
-    std::unordered_map<std::string, int> fds_;
+    std::unordered_map<std::string, int> fds_;  // key: path, then "\0plain" for the buffered one
+    std::vector<Piece> pieces_;
+    std::vector<uint32_t> free_pieces_;
+    bool warned_plain_ = false;
     struct io_uring * ring_ = nullptr;
     bool ring_ok_ = false;
     uint32_t in_flight_ = 0;
