@@ -205,7 +205,10 @@ void ExpertPager::OnRouted(int32_t il, const ggml_tensor * ids) {
 // The layer's routed experts from the engine's own memory: read now what is not there, counted as the page cache's
 // tiers are (a resident expert is a RAM hit).
 void ExpertPager::NeedRam(int32_t il) {
-    const ExpertRam::Needed n = ram_->Need(il, layers_[il].routed);
+    CountRam(ram_->Need(il, layers_[il].routed));
+}
+
+void ExpertPager::CountRam(const ExpertRam::Needed & n) {
     layer_steps_++;
     experts_ += n.experts;
     page_cache_hits_ += n.resident;
@@ -277,6 +280,10 @@ void ExpertPager::HostRead(int32_t il, const int32_t * experts, int32_t n_expert
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<int32_t> & list = self->host_read_;
     list.assign(experts, experts + n_experts);
+    if (self->HostReadFromRam(il, list, speculative, src, expert_bytes, n_src, ready)) {
+        self->paging_ns_ += (uint64_t) std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+        return;
+    }
     std::fill(self->missing_of_expert_.begin(), self->missing_of_expert_.end(), 0);
     for (int32_t p = 0; p < n_src; p++) {
         if (src[p] != nullptr) {
@@ -300,6 +307,40 @@ void ExpertPager::HostRead(int32_t il, const int32_t * experts, int32_t n_expert
         ready[i] = e >= 0 && e < self->n_expert_ && self->missing_of_expert_[e] == 0;
     }
     self->paging_ns_ += (uint64_t) std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The expert cache's host reads from the engine's own memory (ExpertRam): the layer's experts are adopted on their
+// first read, a need is read and waited for before the cache copies it, a guess is started and copied ahead only once
+// resident. False where the layer stays with the page cache.
+bool ExpertPager::HostReadFromRam(int32_t il, const std::vector<int32_t> & list, bool speculative, const void * const * src,
+                                  const size_t * expert_bytes, int32_t n_src, uint8_t * ready) {
+    if (!ram_ || il < 0 || il >= n_layer_) {
+        return false;
+    }
+    bool all = true;
+    for (int32_t p = 0; p < n_src; p++) {
+        if (src[p] != nullptr && !ram_->adopted(il, src[p]) &&
+            !ram_->AdoptRange(il, "layer " + std::to_string(il) + " projection " + std::to_string(p), src[p], expert_bytes[p])) {
+            all = false;
+            if (!ram_warned_) {
+                fprintf(stderr, "moeflash: experts of layer %d stay in the page cache: %s\n", il, ram_->error().c_str());
+                ram_warned_ = true;
+            }
+        }
+    }
+    if (!ram_->owns(il)) {
+        return false;
+    }
+    // what was adopted is read here whatever happens to the rest: its pages hold nothing until read
+    if (speculative) {
+        bytes_read_ahead_ += ram_->Guess(il, list);
+        for (size_t i = 0; i < list.size(); i++) {
+            ready[i] = ram_->resident(il, list[i]);
+        }
+    } else {
+        CountRam(ram_->Need(il, list));
+    }
+    return all;  // false: the page cache path serves the projections not adopted, as well
 }
 
 // One batch of experts read from host memory, their slabs just measured by ReadSlabs: an expert is a page-cache hit

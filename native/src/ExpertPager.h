@@ -100,6 +100,9 @@ class ExpertPager {
     void ReadSlabs(const void * base, size_t slab, const std::vector<int32_t> & experts, Measure measure);
     void CountTiers(const std::vector<int32_t> & experts);
     void NeedRam(int32_t il);
+    void CountRam(const ExpertRam::Needed & n);
+    bool HostReadFromRam(int32_t il, const std::vector<int32_t> & list, bool speculative, const void * const * src,
+                         const size_t * expert_bytes, int32_t n_src, uint8_t * ready);
     void RecordGuesses(int32_t il, const std::vector<int32_t> & experts);
     void CountUsedGuesses(int32_t il, const std::vector<int32_t> & experts);
 

@@ -117,21 +117,29 @@ void ExpertRam::ReadPlain(const Piece & piece, int64_t done) {
 }
 
 bool ExpertRam::Adopt(int32_t il, const ggml_tensor * w) {
-    if (!ring_ok_ || il < 0 || il >= (int32_t) layers_.size() || w->ne[2] != n_expert_) {
-        if (error_.empty()) error_ = "not an expert tensor of this model";
+    if (w->ne[2] != n_expert_ || ggml_nbytes(w) != (size_t) w->nb[2] * (size_t) n_expert_) {
+        error_ = std::string("'") + ggml_get_name(w) + "' is not a contiguous expert tensor of this model";
+        return false;
+    }
+    return AdoptRange(il, ggml_get_name(w), w->data, w->nb[2]);
+}
+
+bool ExpertRam::AdoptRange(int32_t il, const std::string & name, const void * base, size_t slab) {
+    if (!ring_ok_ || il < 0 || il >= (int32_t) layers_.size()) {
+        if (error_.empty()) error_ = "layer out of range";
         return false;
     }
     std::string path;
     int64_t file_of_data = 0;
-    if (!MappedFileOf(w->data, &path, &file_of_data)) {
-        error_ = std::string("'") + ggml_get_name(w) + "' is not in a file mapping";
+    if (!MappedFileOf(base, &path, &file_of_data)) {
+        error_ = "'" + name + "' is not in a file mapping";
         return false;
     }
-    const uintptr_t data = (uintptr_t) w->data;
-    const uintptr_t lo = AlignUp(data), hi = AlignDown(data + ggml_nbytes(w));
+    const uintptr_t data = (uintptr_t) base;
+    const uintptr_t lo = AlignUp(data), hi = AlignDown(data + slab * (size_t) n_expert_);
     const int64_t file_of_lo = file_of_data + (int64_t) (lo - data);
     if (hi <= lo || file_of_lo % (int64_t) PageSize() != 0) {
-        error_ = std::string("'") + ggml_get_name(w) + "' does not line up with the file's pages";
+        error_ = "'" + name + "' does not line up with the file's pages";
         return false;
     }
     const int fd = FileOf(path, true);
@@ -159,11 +167,11 @@ bool ExpertRam::Adopt(int32_t il, const ggml_tensor * w) {
     for (const Tensor & t : layer.tensors) {  // what the earlier tensors held goes back
         madvise((void *) t.lo, t.hi - t.lo, MADV_DONTNEED);
     }
-    layer.tensors.push_back({(const char *) w->data, (size_t) w->nb[2], lo, hi, fd, plain_fd, file_of_lo});
+    layer.tensors.push_back({(const char *) base, slab, lo, hi, fd, plain_fd, file_of_lo});
     if (pool_ == 0 && recycle_) {
         // room for every resident expert's pages and as many again on their way back: address space only
-        slot_bytes_ = AlignUp(w->nb[2]) + PageSize();
-        pool_slots_ = (size_t) (2 * budget_ / w->nb[2] + 64);
+        slot_bytes_ = AlignUp(slab) + PageSize();
+        pool_slots_ = (size_t) (2 * budget_ / slab + 64);
         void * p = mmap(nullptr, pool_slots_ * slot_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) {
             recycle_ = false;
@@ -393,6 +401,7 @@ ExpertRam::ExpertRam(int32_t n_layer, int32_t n_expert, uint64_t budget_bytes)
       error_("this build has no liburing (io_uring)") {}
 ExpertRam::~ExpertRam() = default;
 bool ExpertRam::Adopt(int32_t, const ggml_tensor *) { return false; }
+bool ExpertRam::AdoptRange(int32_t, const std::string &, const void *, size_t) { return false; }
 ExpertRam::Needed ExpertRam::Need(int32_t, const std::vector<int32_t> &) { return {}; }
 uint64_t ExpertRam::Guess(int32_t, const std::vector<int32_t> &) { return 0; }
 

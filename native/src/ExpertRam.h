@@ -40,6 +40,21 @@ class ExpertRam {
     // First sight of expert tensor w of layer il (host memory mapped from the model file): its experts now come from
     // here. False (with the reason in error()) where it cannot: then the page cache serves the tensor as before.
     bool Adopt(int32_t il, const ggml_tensor * w);
+    // The same for the slabs of n_expert experts from base, slab bytes each (the expert cache's host reads know no
+    // tensor); name is for errors.
+    bool AdoptRange(int32_t il, const std::string & name, const void * base, size_t slab);
+    // whether the layer's experts at base are already ours
+    bool adopted(int32_t il, const void * base) const {
+        if (!owns(il)) return false;
+        for (const Tensor & t : layers_[il].tensors) {
+            if (t.data == base) return true;
+        }
+        return false;
+    }
+    // expert e of layer il is in memory now (not absent, not on its way)
+    bool resident(int32_t il, int32_t e) const {
+        return owns(il) && e >= 0 && e < n_expert_ && layers_[il].experts[e].state == State::resident;
+    }
     bool usable() const { return ring_ok_; }
     bool owns(int32_t il) const { return il >= 0 && il < (int32_t) layers_.size() && !layers_[il].tensors.empty(); }
 

@@ -27,7 +27,7 @@
 #                device's idle gaps and what they follow, the host's CUDA calls; profile-<n>.txt per run
 #   limited      bench:prefetch:limited on this machine's disk: the 30b-a3b preset in a memory cgroup of a quarter of
 #                its size, stock -ncmoe vs the GPU slot cache at 25 % with experts read on demand (docs/EXPERT_STORE.md);
-#                LIMITED_SCENARIOS, LIMITED_TOKENS, LIMITED_RESULT; MOEFLASH_RECORD_ROUTING=1 / BENCH_CACHE_PREFETCH=1 give
+#                LIMITED_SCENARIOS, LIMITED_TOKENS, LIMITED_RESULT, LIMITED_GPU_LAYERS (0: CPU only); MOEFLASH_RECORD_ROUTING=1 / BENCH_CACHE_PREFETCH=1 give
 #                the store hints
 #   readpaths    bench:readpaths on the same disk and limit: CPU cost and rate of a byte of an expert through the page
 #                cache (the pager's path) and through O_DIRECT into memory the reader owns
@@ -314,7 +314,7 @@ limited() {
   dev=$(lsblk -no pkname "$src" 2>/dev/null | head -1)
   [ -n "$dev" ] || dev=$(basename "$src")
   log "limited: 30b-a3b ($size bytes) in a cgroup of $((size / 4)) bytes, disk ${dev:-unknown}"
-  BENCH_PREFETCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LIMIT_BYTES=$((size / 4)) BENCH_GPU_LAYERS=99 BENCH_CACHE_BUDGET=0.25 \
+  BENCH_PREFETCH_MODEL=build/device-models/30b-a3b.gguf BENCH_LIMIT_BYTES=$((size / 4)) BENCH_GPU_LAYERS=${LIMITED_GPU_LAYERS:-99} BENCH_CACHE_BUDGET=0.25 \
     BENCH_BLOCK_DEV=${dev:-nvme0n1} BENCH_THREADS=$(( $(nproc) - 1 )) BENCH_SCENARIOS=${LIMITED_SCENARIOS:-raw,demand,demandHints,stock} \
     BENCH_TOKENS=${LIMITED_TOKENS:-16} BENCH_REPS=${LIMITED_REPS:-1} BENCH_RESULT=${LIMITED_RESULT:-prefetch-limited-cuda} logged 30 node dist/bench/benchPrefetchLimited.js || true
   keep_results

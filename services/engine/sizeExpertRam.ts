@@ -43,7 +43,8 @@ export function sizeExpertRam(
   residentBytes: () => number = () => process.memoryUsage().rss,
 ): ExpertRamSize | undefined {
   const requested: number | 'off' | 'auto' = options.expertRam ?? 'auto';
-  const applies = expertRead === 'demand' && options.expertCache === undefined && layerExpertBytes > 0;
+  // on demand, the expert cache (hostMemory mmap, host path) reads its misses through the pager too
+  const applies = expertRead === 'demand' && layerExpertBytes > 0;
   if (requested === 'off') return undefined;
   if (requested === 'auto') {
     if (!applies) return undefined;
@@ -53,7 +54,7 @@ export function sizeExpertRam(
     return bytes >= layerExpertBytes ? { bytes, sizedBy: 'memory limit' } : undefined;
   }
   if (!applies)
-    throw InvalidArgumentError.field('expertRam', 'needs experts read on demand by MoE layers on the CPU without the expert cache (expertRead demand)');
+    throw InvalidArgumentError.field('expertRam', 'needs experts read on demand (expertRead demand)');
   if (requested < layerExpertBytes)
     throw InvalidArgumentError.field('expertRam', `must hold at least one layer's experts (${layerExpertBytes} bytes), got ${requested}`);
   return { bytes: requested, sizedBy: 'option' };

@@ -86,12 +86,41 @@ describe("engine: experts in the engine's own memory (expertRam)", function () {
     }
   });
 
-  it('is INVALID_ARGUMENT naming expertRam below one layer of experts, or where experts are not read on demand on the CPU', async () => {
+  it("with the expert cache (host path), its misses and guesses come from the engine's memory; output equals reading at load", async () => {
+    const cached = { expertCache: { slots: 8, prefetch: true }, parallel: 1 };
+    const atLoad = await Engine.load(options({ ...cached, expertRead: 'load' }));
+    let reference;
+    try {
+      reference = (await generate(atLoad, PROMPTS[0])).tokens;
+    } finally {
+      await atLoad.close();
+    }
+    await cache.evict(null);
+    const budget = 2 * layerBytes;
+    const engine = await Engine.load(options({ ...cached, expertRead: 'demand', expertRam: budget }));
+    try {
+      assert.equal(engine.info.expertCache?.path, 'host-stop');
+      assert.deepEqual(engine.info.expertRam, { bytes: budget, sizedBy: 'option' });
+      await generate(engine, PROMPTS[1]); // the one-time read-ahead beside the non-expert weights (above)
+      const before = await residentExpertShare();
+      assert.deepEqual((await generate(engine, PROMPTS[0])).tokens, reference);
+      const total = engine.expertCacheStats()!.total;
+      const s = engine.expertPagingStats()!;
+      assert.ok(total.misses > 0 && s.experts >= total.misses, `${s.experts} experts needed from host memory, ${total.misses} slot misses`);
+      assert.ok(s.bytesMissing > 0 && s.ramResidentBytes <= budget, 'read from disk into the budget');
+      assert.ok(total.prefetched > 0, 'guesses resident in the engine memory were copied ahead');
+      const share = await residentExpertShare();
+      assert.ok(share - before < 0.02, `${(share * 100).toFixed(2)}% of the experts' bytes in the page cache, ${(before * 100).toFixed(2)}% before`);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('is INVALID_ARGUMENT naming expertRam below one layer of experts, or where experts are not read on demand', async () => {
     const rejects = (extra: Partial<LoadOptions>, words: RegExp) =>
       assert.rejects(Engine.load(options(extra)), (e: unknown) => e instanceof InvalidArgumentError && e.violations[0].field === 'expertRam' && words.test(e.violations[0].description));
     await rejects({ expertRead: 'demand', expertRam: layerBytes - 1 }, /at least one layer's experts \(\d+ bytes\)/);
     await rejects({ expertRead: 'load', expertRam: 64 * MiB }, /expertRead demand/);
-    await rejects({ expertRead: 'demand', expertRam: 64 * MiB, expertCache: { slots: 8 } }, /without the expert cache/);
     await rejects({ expertRead: 'demand', expertRam: 'lots' as unknown as number }, /size in bytes/);
   });
 
@@ -105,7 +134,7 @@ describe("engine: experts in the engine's own memory (expertRam)", function () {
     assert.equal(size(Infinity), undefined, 'no limit known');
     assert.equal(size(4 * GiB, { expertRam: 'off' }), undefined);
     assert.equal(size(4 * GiB, {}, 'load'), undefined, 'experts read at load');
-    assert.equal(size(4 * GiB, { expertCache: { slots: 8 } }), undefined, 'the expert cache copies from the mapping');
+    assert.ok(size(4 * GiB, { expertCache: { slots: 8, hostMemory: 'mmap' } }), "the expert cache's host reads come through it too");
     assert.deepEqual(size(4 * GiB, { expertRam: 300 * MiB }), { bytes: 300 * MiB, sizedBy: 'option' });
   });
 });
