@@ -356,7 +356,8 @@ void ExpertRam::GivePages(uintptr_t src, size_t pages) {
 }
 
 // Drops the least recently needed resident experts (guesses never needed first) until the budget holds; never one on
-// its way or one the current need keeps.
+// its way, one the current need keeps, or one the latest need asked for (its layer's matmuls or the cache's copies run
+// after this returns: a guess for the next layer must not take their pages).
 void ExpertRam::Evict(int32_t keep_layer) {
     while (resident_bytes_ > budget_) {
         int32_t best_l = -1, best_e = -1;
@@ -365,7 +366,7 @@ void ExpertRam::Evict(int32_t keep_layer) {
             const Layer & layer = layers_[l];
             for (int32_t e = 0; e < (int32_t) layer.experts.size(); e++) {
                 const Expert & x = layer.experts[e];
-                if (x.state != State::resident || (l == keep_layer && keep_[e])) continue;
+                if (x.state != State::resident || (l == keep_layer && keep_[e]) || x.last_need == clock_) continue;
                 if (x.last_need < best) {
                     best = x.last_need;
                     best_l = l;

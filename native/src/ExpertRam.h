@@ -119,7 +119,7 @@ class ExpertRam {
     int32_t n_expert_;
     uint64_t budget_;
     std::atomic<uint64_t> resident_bytes_{0};  // resident and on their way (stats read it from another thread)
-    uint64_t clock_ = 0;
+    uint64_t clock_ = 1;  // Need stamps; 0 is "never needed"
     std::vector<Layer> layers_;
     std::vector<uint8_t> keep_;   // Need scratch: experts of the current need (not evicted for it)
     std::unordered_map<std::string, int> fds_;  // key: path, then "\0plain" for the buffered one
