@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,8 +31,8 @@ size_t PageSize() {
 uintptr_t AlignDown(uintptr_t v) { return v & ~(uintptr_t) (PageSize() - 1); }
 uintptr_t AlignUp(uintptr_t v) { return AlignDown(v + PageSize() - 1); }
 
-// The file and offset behind an address of a file mapping, from /proc/self/maps.
-bool MappedFileOf(const void * addr, std::string * path, int64_t * offset) {
+// The file, its inode and the offset behind an address of a file mapping, from /proc/self/maps.
+bool MappedFileOf(const void * addr, std::string * path, uint64_t * inode_out, int64_t * offset) {
     std::ifstream maps("/proc/self/maps");
     std::string line;
     const uintptr_t a = (uintptr_t) addr;
@@ -48,6 +49,7 @@ bool MappedFileOf(const void * addr, std::string * path, int64_t * offset) {
                 return false;
             }
             *path = file;
+            *inode_out = std::stoull(inode);
             *offset = (int64_t) std::stoull(off, nullptr, 16) + (int64_t) (a - start);
             return true;
         }
@@ -130,8 +132,9 @@ bool ExpertRam::AdoptRange(int32_t il, const std::string & name, const void * ba
         return false;
     }
     std::string path;
+    uint64_t inode = 0;
     int64_t file_of_data = 0;
-    if (!MappedFileOf(base, &path, &file_of_data)) {
+    if (!MappedFileOf(base, &path, &inode, &file_of_data)) {
         error_ = "'" + name + "' is not in a file mapping";
         return false;
     }
@@ -146,6 +149,12 @@ bool ExpertRam::AdoptRange(int32_t il, const std::string & name, const void * ba
     const int plain_fd = fd >= 0 ? FileOf(path, false) : -1;
     if (fd < 0 || plain_fd < 0) {
         error_ = path + (fd < 0 ? ": O_DIRECT open: " : ": open: ") + strerror(errno);
+        return false;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (uint64_t) st.st_ino != inode) {
+        // reading by path would read another file than the one mapped
+        error_ = path + " was replaced on disk after the model was loaded";
         return false;
     }
     Layer & layer = layers_[il];
