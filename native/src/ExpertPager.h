@@ -11,6 +11,8 @@
 //     changes little between layers) and publishes the routed and predicted experts on the hint channel, where the
 //     expert-store reads the predicted ones while this layer computes; without an expert-store the pager reads them
 //     ahead itself.
+// With a RAM budget (LoadOptions.expertRam) the experts live in memory the engine owns instead of the page cache and
+// are read with O_DIRECT (ExpertRam.h); the steps above are the same, the page cache is out of the way.
 // Only layers computed on the CPU from host memory are paged: a node on a GPU is never asked for (that would stop
 // the device). With the expert cache the pager instead serves the cache's host-read callback
 // (patches/llama.cpp/0013): the experts a layer misses in its slots (VRAM) are read from the page cache (RAM) or the
