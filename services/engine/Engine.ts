@@ -119,9 +119,14 @@ export class Engine implements EngineLike {
     const perLayer = expertBytesPerLayer(layout, facts.nLayer);
     let expertRam;
     try {
-      const nonExpertBytes = layout.fileSize - perLayer.reduce((a, b) => a + b, 0);
-      const contextBytes = kvCacheBytes(layout, facts.nLayer, Math.min(options.contextSize ?? 4096, facts.nCtxTrain > 0 ? facts.nCtxTrain : Infinity) * (options.parallel ?? 4));
-      expertRam = sizeExpertRam(options, expertRead, Math.max(0, ...perLayer), nonExpertBytes, contextBytes);
+      const expertBytes = perLayer.reduce((a, b) => a + b, 0);
+      const cells = Math.min(options.contextSize ?? 4096, facts.nCtxTrain > 0 ? facts.nCtxTrain : Infinity) * (options.parallel ?? 4);
+      expertRam = sizeExpertRam(options, expertRead, {
+        layerExpertBytes: Math.max(0, ...perLayer),
+        expertBytes,
+        nonExpertBytes: layout.fileSize - expertBytes,
+        contextBytes: kvCacheBytes(layout, facts.nLayer, cells),
+      });
     } catch (e) {
       model.dispose();
       throw e; // names the option: the caller's input

@@ -3,6 +3,14 @@ import { processMemoryLimit } from '../common/memoryLimits';
 import type { GgufLayout } from './loadAddon';
 import type { LoadOptions } from './types';
 
+/** What the budget is cut from: the model's experts (one layer's, all of them), the rest of it, the context's KV cache. */
+export interface ExpertRamModel {
+  layerExpertBytes: number;
+  expertBytes: number;
+  nonExpertBytes: number;
+  contextBytes: number;
+}
+
 export interface ExpertRamSize {
   bytes: number;
   sizedBy: 'option' | 'memory limit';
@@ -31,18 +39,17 @@ export function kvCacheBytes(layout: GgufLayout, nLayer: number, cells: number):
  * (MemAvailable or the cgroup's) less the non-expert weights (they stay in the page cache), what the process holds
  * now, the context's KV cache (allocated after this, filled as tokens come), one layer's experts (a prefill ubatch may
  * need all of a layer's experts at once, above the budget for a moment) and a headroom of max(128 MiB, 5 % of the
- * limit) for buffers. Below one layer's experts the page cache serves instead.
+ * limit) for buffers, and never more than all the experts. Below one layer's experts the page cache serves instead.
  */
 export function sizeExpertRam(
   options: LoadOptions,
   expertRead: 'load' | 'demand',
-  layerExpertBytes: number,
-  nonExpertBytes: number,
-  contextBytes: number,
+  model: ExpertRamModel,
   memoryLimit: () => number = processMemoryLimit,
   residentBytes: () => number = () => process.memoryUsage().rss,
 ): ExpertRamSize | undefined {
   const requested: number | 'off' | 'auto' = options.expertRam ?? 'auto';
+  const { layerExpertBytes, expertBytes, nonExpertBytes, contextBytes } = model;
   // on demand, the expert cache (hostMemory mmap, host path) reads its misses through the pager too
   const applies = expertRead === 'demand' && layerExpertBytes > 0;
   if (requested === 'off') return undefined;
@@ -50,7 +57,8 @@ export function sizeExpertRam(
     if (!applies) return undefined;
     const limit = memoryLimit();
     if (!Number.isFinite(limit)) return undefined;
-    const bytes = Math.floor(limit - nonExpertBytes - residentBytes() - contextBytes - layerExpertBytes - Math.max(MIN_HEADROOM, 0.05 * limit));
+    const left = limit - nonExpertBytes - residentBytes() - contextBytes - layerExpertBytes - Math.max(MIN_HEADROOM, 0.05 * limit);
+    const bytes = Math.floor(Math.min(left, expertBytes));
     return bytes >= layerExpertBytes ? { bytes, sizedBy: 'memory limit' } : undefined;
   }
   if (!applies)

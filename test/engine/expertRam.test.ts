@@ -124,13 +124,14 @@ describe("engine: experts in the engine's own memory (expertRam)", function () {
     await rejects({ expertRead: 'demand', expertRam: 'lots' as unknown as number }, /size in bytes/);
   });
 
-  it('auto: the memory limit less the non-expert weights, the process, the KV cache, one layer and the headroom', () => {
+  it('auto: the memory limit less the non-expert weights, the process, the KV cache, one layer and the headroom, at most all the experts', () => {
     const GiB = 2 ** 30;
     const size = (limit: number, o: Partial<LoadOptions> = {}, read: 'load' | 'demand' = 'demand') =>
-      sizeExpertRam({ path: 'm.gguf', ...o }, read, 100 * MiB, 50 * MiB, 20 * MiB, () => limit, () => 80 * MiB);
+      sizeExpertRam({ path: 'm.gguf', ...o }, read, { layerExpertBytes: 100 * MiB, expertBytes: 8 * GiB, nonExpertBytes: 50 * MiB, contextBytes: 20 * MiB }, () => limit, () => 80 * MiB);
     // 4 GiB - 50 - 80 - 20 - 100 MiB - max(128 MiB, 5 %)
     assert.deepEqual(size(4 * GiB), { bytes: Math.floor(4 * GiB - 250 * MiB - 0.05 * 4 * GiB), sizedBy: 'memory limit' });
     assert.equal(size(400 * MiB), undefined, 'less than a layer left: the page cache serves');
+    assert.deepEqual(size(64 * GiB), { bytes: 8 * GiB, sizedBy: 'memory limit' }, 'never more than all the experts');
     assert.equal(size(Infinity), undefined, 'no limit known');
     assert.equal(size(4 * GiB, { expertRam: 'off' }), undefined);
     assert.equal(size(4 * GiB, {}, 'load'), undefined, 'experts read at load');
