@@ -32,12 +32,13 @@ export interface LoadOptions {
    */
   expertRead?: 'auto' | 'load' | 'demand';
   /**
-   * Where experts read on demand are held (expertRead 'demand' without the expert cache): at most this many bytes of
-   * memory the engine owns, filled by O_DIRECT reads straight into place (native/src/ExpertRam.h), or the page cache
-   * ('off'). The page cache costs the kernel a page allocation, a cgroup charge and, at the memory limit, a reclaim
-   * for every 4 KiB read. Left out (auto): the memory limit less the non-expert weights, what the process holds now,
-   * the context's KV cache, one layer's experts and a headroom of max(128 MiB, 5 %); the page cache where that is not a layer's experts or
-   * io_uring is unavailable. At least one layer's experts.
+   * Where experts read on demand are held (expertRead 'demand'; with the expert cache, the copies its host path makes):
+   * at most this many bytes of memory the engine owns, filled by O_DIRECT reads straight into place
+   * (native/src/ExpertRam.h), or the page cache ('off'). The page cache costs the kernel a page allocation, a cgroup
+   * charge and, at the memory limit, a reclaim for every 4 KiB read. Left out (auto): the memory limit less the
+   * non-expert weights, what the process holds now, the context's KV cache, one layer's experts and a headroom of
+   * max(128 MiB, 5 %), at most all the experts; the page cache where that is not a layer's experts or io_uring is
+   * unavailable. At least one layer's experts.
    */
   expertRam?: number | 'off';
   /** Run llama.cpp's warmup decode after loading. Default true. */
