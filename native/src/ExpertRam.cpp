@@ -60,8 +60,7 @@ bool MappedFileOf(const void * addr, std::string * path, uint64_t * inode_out, i
 }  // namespace
 
 ExpertRam::ExpertRam(int32_t n_layer, int32_t n_expert, uint64_t budget_bytes)
-    : n_expert_(n_expert), budget_(budget_bytes), layers_((size_t) std::max(n_layer, 0)),
-      keep_((size_t) std::max(n_expert, 0), 0) {
+    : n_expert_(n_expert), budget_(budget_bytes), layers_((size_t) std::max(n_layer, 0)) {
     ring_ = new io_uring;
     const int rc = io_uring_queue_init(kRingEntries, ring_, 0);
     ring_ok_ = rc == 0;
@@ -280,7 +279,6 @@ ExpertRam::Needed ExpertRam::Need(int32_t il, const std::vector<int32_t> & exper
     for (int32_t e : experts) {
         if (e < 0 || e >= n_expert_) continue;
         Expert & x = layer.experts[e];
-        keep_[e] = 1;
         x.last_need = clock_;
         n.experts++;
         n.bytes += bytes;
@@ -299,8 +297,7 @@ ExpertRam::Needed ExpertRam::Need(int32_t il, const std::vector<int32_t> & exper
             Reap(true);
         }
     }
-    Evict(il);
-    std::fill(keep_.begin(), keep_.end(), 0);
+    Evict();
     return n;
 }
 
@@ -320,7 +317,7 @@ uint64_t ExpertRam::Guess(int32_t il, const std::vector<int32_t> & experts) {
         io_uring_submit(ring_);
     }
     Reap(false);
-    Evict(-1);
+    Evict();
     return started;
 }
 
@@ -365,9 +362,9 @@ void ExpertRam::GivePages(uintptr_t src, size_t pages) {
 }
 
 // Drops the least recently needed resident experts (guesses never needed first) until the budget holds; never one on
-// its way, one the current need keeps, or one the latest need asked for (its layer's matmuls or the cache's copies run
-// after this returns: a guess for the next layer must not take their pages).
-void ExpertRam::Evict(int32_t keep_layer) {
+// its way or one the latest need asked for (stamped with the current clock): its layer's matmuls or the cache's copies
+// run after the callback returns, so neither that need nor a guess after it may take their pages.
+void ExpertRam::Evict() {
     while (resident_bytes_ > budget_) {
         int32_t best_l = -1, best_e = -1;
         uint64_t best = UINT64_MAX;
@@ -375,7 +372,7 @@ void ExpertRam::Evict(int32_t keep_layer) {
             const Layer & layer = layers_[l];
             for (int32_t e = 0; e < (int32_t) layer.experts.size(); e++) {
                 const Expert & x = layer.experts[e];
-                if (x.state != State::resident || (l == keep_layer && keep_[e]) || x.last_need == clock_) continue;
+                if (x.state != State::resident || x.last_need == clock_) continue;
                 if (x.last_need < best) {
                     best = x.last_need;
                     best_l = l;

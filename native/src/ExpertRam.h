@@ -112,7 +112,7 @@ class ExpertRam {
     uint64_t ExpertBytes(const Layer & layer) const;
     uint64_t StartRead(int32_t il, int32_t e);
     void Reap(bool wait);
-    void Evict(int32_t keep_layer);
+    void Evict();
     int FileOf(const std::string & path, bool direct);
     void ReadPlain(const Piece & piece, int64_t done);
 
@@ -121,7 +121,6 @@ class ExpertRam {
     std::atomic<uint64_t> resident_bytes_{0};  // resident and on their way (stats read it from another thread)
     uint64_t clock_ = 1;  // Need stamps; 0 is "never needed"
     std::vector<Layer> layers_;
-    std::vector<uint8_t> keep_;   // Need scratch: experts of the current need (not evicted for it)
     std::unordered_map<std::string, int> fds_;  // key: path, then "\0plain" for the buffered one
     std::vector<Piece> pieces_;
     std::vector<uint32_t> free_pieces_;
