@@ -280,33 +280,38 @@ void ExpertPager::HostRead(int32_t il, const int32_t * experts, int32_t n_expert
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<int32_t> & list = self->host_read_;
     list.assign(experts, experts + n_experts);
-    if (self->HostReadFromRam(il, list, speculative, src, expert_bytes, n_src, ready)) {
-        self->paging_ns_ += (uint64_t) std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
-        return;
-    }
-    std::fill(self->missing_of_expert_.begin(), self->missing_of_expert_.end(), 0);
-    for (int32_t p = 0; p < n_src; p++) {
-        if (src[p] != nullptr) {
-            self->ReadSlabs(src[p], expert_bytes[p], list, speculative ? Measure::guess : Measure::need);
-        }
-    }
-    const bool layer_known = il >= 0 && il < self->n_layer_;
-    if (speculative) {
-        if (layer_known) {
-            self->RecordGuesses(il, list);
-        }
-    } else {
-        self->CountTiers(list);
-        if (layer_known) {
-            self->CountUsedGuesses(il, list);
-        }
-    }
-    // measured before the reads were queued: an expert with a missing page would make its copy wait for the disk
-    for (int32_t i = 0; i < n_experts; i++) {
-        const int32_t e = experts[i];
-        ready[i] = e >= 0 && e < self->n_expert_ && self->missing_of_expert_[e] == 0;
+    if (!self->HostReadFromRam(il, list, speculative, src, expert_bytes, n_src, ready)) {
+        self->HostReadFromPageCache(il, list, speculative, src, expert_bytes, n_src, ready);
     }
     self->paging_ns_ += (uint64_t) std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The expert cache's host reads through the page cache: the reads queued, the tiers counted, and ready measured before
+// the reads were queued (an expert with a missing page would make its copy wait for the disk).
+void ExpertPager::HostReadFromPageCache(int32_t il, const std::vector<int32_t> & list, bool speculative,
+                                        const void * const * src, const size_t * expert_bytes, int32_t n_src,
+                                        uint8_t * ready) {
+    std::fill(missing_of_expert_.begin(), missing_of_expert_.end(), 0);
+    for (int32_t p = 0; p < n_src; p++) {
+        if (src[p] != nullptr) {
+            ReadSlabs(src[p], expert_bytes[p], list, speculative ? Measure::guess : Measure::need);
+        }
+    }
+    const bool layer_known = il >= 0 && il < n_layer_;
+    if (speculative) {
+        if (layer_known) {
+            RecordGuesses(il, list);
+        }
+    } else {
+        CountTiers(list);
+        if (layer_known) {
+            CountUsedGuesses(il, list);
+        }
+    }
+    for (size_t i = 0; i < list.size(); i++) {
+        const int32_t e = list[i];
+        ready[i] = e >= 0 && e < n_expert_ && missing_of_expert_[e] == 0;
+    }
 }
 
 // The expert cache's host reads from the engine's own memory (ExpertRam): the layer's experts are adopted on their

@@ -105,6 +105,8 @@ class ExpertPager {
     void CountRam(const ExpertRam::Needed & n);
     bool HostReadFromRam(int32_t il, const std::vector<int32_t> & list, bool speculative, const void * const * src,
                          const size_t * expert_bytes, int32_t n_src, uint8_t * ready);
+    void HostReadFromPageCache(int32_t il, const std::vector<int32_t> & list, bool speculative, const void * const * src,
+                               const size_t * expert_bytes, int32_t n_src, uint8_t * ready);
     void RecordGuesses(int32_t il, const std::vector<int32_t> & experts);
     void CountUsedGuesses(int32_t il, const std::vector<int32_t> & experts);
 
