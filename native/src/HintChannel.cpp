@@ -183,7 +183,6 @@ struct HintConsumer::Impl {
     std::vector<double> done_ms;
     std::vector<uint32_t> seen;  // stamp of the last record that named the expert (de-duplicates ids in a record)
     uint32_t stamp = 0;
-    bool heat_only = false;  // the segment's writer holds its experts itself: count, read nothing
     std::deque<uint32_t> demand_q, predicted_q;
     Cursor cur[2];  // 0: demand, 1: predicted
     unsigned predicted_in_flight = 0;
@@ -299,8 +298,7 @@ struct HintConsumer::Impl {
         }
         int n = 0;
         RecordCopy rec;
-        heat_only = (__atomic_load_n(&Header()->flags, __ATOMIC_ACQUIRE) & hint::kHeaderHeatOnly) != 0;
-        st.heat_only = heat_only;
+        st.heat_only = (__atomic_load_n(&Header()->flags, __ATOMIC_ACQUIRE) & hint::kHeaderHeatOnly) != 0;
         while (next < w && n < 4096) {
             const uint8_t * slot = seg + hint::kHeaderSize + (next & seg_mask) * hint::kRecordSize;
             const auto * seq = reinterpret_cast<const std::atomic<uint64_t> *>(slot);
@@ -390,7 +388,7 @@ struct HintConsumer::Impl {
     void OnDemand(uint32_t ex, double now) {
         counts[ex]++;
         st.demand_ids++;
-        if (heat_only) return;  // the engine reads its experts itself: the heat map is all these are for
+        if (st.heat_only) return;  // the engine reads its experts itself: the heat map is all these are for
         switch (state[ex]) {
             case kQueued:
                 st.late++;
@@ -420,7 +418,7 @@ struct HintConsumer::Impl {
 
     void OnPredicted(uint32_t ex, double now) {
         st.predicted_ids++;
-        if (heat_only) return;
+        if (st.heat_only) return;
         if (state[ex] == kIdle || (state[ex] == kDone && now - done_ms[ex] >= opt.recent_ms)) {
             Enqueue(ex, false);
         } else {
